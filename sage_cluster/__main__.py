@@ -1,0 +1,3 @@
+from sage_cluster.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""The `sage` command: one module per command group; each command calls one function in operations.py."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sage_cluster import __version__
+from sage_cluster.cli.cluster import cluster
+from sage_cluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
+from sage_cluster.cli.config import config
+from sage_cluster.cli.head import head
+from sage_cluster.cli.inventory import inventory
+from sage_cluster.cli.worker import worker
+from sage_cluster.config import ConfigError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sage")
+def cli() -> None:
+    """Run a Ray cluster on your own machines over SSH.
+
+    Reads ~/.sage/config.yaml (or --config / $SAGE_CONFIG); without one, runs a one-machine
+    cluster on this host. All remote work is done by Ansible playbooks.
+
+    \b
+    Example, the first deployment:
+      sage cluster info
+      sage cluster deploy
+      sage cluster start
+      sage cluster status
+    """
+
+
+for group in (cluster, head, worker, config, inventory):
+    cli.add_command(group)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(click.style("error: ", fg="red") + str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)

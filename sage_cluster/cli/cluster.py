@@ -1,0 +1,69 @@
+"""`sage cluster ...`: the whole cluster with one command."""
+from __future__ import annotations
+
+import click
+
+from sage_cluster import operations as ops
+from sage_cluster import report
+from sage_cluster.cli.common import options
+from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
+
+
+@click.group()
+def cluster() -> None:
+    """The whole cluster: head and workers together (the recommended way).
+
+    \b
+    Example:
+      sage cluster start && sage cluster status
+    """
+
+
+add_node_commands(cluster, "cluster")
+add_deploy_command(cluster, "cluster")
+
+
+@cluster.command()
+@options(json=True)
+def info(opts: ops.Options) -> None:
+    """Show the cluster's configuration: head, ports, dashboard, workers, remote paths.
+
+    \b
+    Example:
+      sage cluster info
+      sage cluster info --json
+    """
+    cfg = ops.load(opts)
+    if opts.json:
+        report.emit_json({"config_file": str(cfg.path) if cfg.path else None, **cfg.as_dict()})
+        return
+    head = cfg["head"]
+    dash = head["dashboard_host"] if head["dashboard_host"] != "0.0.0.0" else head["host"]
+    click.echo(f"Config:     {cfg.path or 'built-in single-machine default'}")
+    click.echo(f"Head:       {head['host']} (Ray port {head['head_port']})")
+    click.echo(f"Dashboard:  http://{dash}:{head['dashboard_port']} (bound to {head['dashboard_host']})")
+    click.echo(f"Workers:    {', '.join(map(str, cfg.workers)) or 'none'}")
+    click.echo(f"SSH:        user {cfg['ssh']['user']}, key {cfg['ssh']['key_path']}, "
+               f"timeout {cfg['ssh']['connect_timeout']}s, host keys {cfg['ssh']['strict_host_key_checking']}")
+    r = cfg["remote"]
+    click.echo(f"Remote:     sage_home {r['sage_home']}, python {r['python_path']}, ray {r['ray_command']}, "
+               f"conda env {r['conda_env'] or '(none)'}")
+    click.echo(f"Temp/logs:  head {head['temp_dir']} {head['log_dir']}; "
+               f"workers {cfg['worker']['temp_dir']} {cfg['worker']['log_dir']}")
+    if warning := ops.dashboard_warning(cfg):
+        report.warn(warning)
+
+
+@cluster.group()
+def scale() -> None:
+    """Add or remove a worker while the cluster runs.
+
+    \b
+    Example:
+      sage cluster scale add sage5:22
+      sage cluster scale remove sage5:22
+    """
+
+
+scale.add_command(scale_command("add", "sage cluster scale add sage5:22"))
+scale.add_command(scale_command("remove", "sage cluster scale remove sage5:22"))

@@ -1,0 +1,54 @@
+"""Shared CLI pieces: the common options, and turning results into output and exit codes."""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from sage_cluster import report
+from sage_cluster.operations import Options
+from sage_cluster.runner import RunResult
+
+# Exit codes: 0 every host fine; 1 some host failed or was unreachable; 2 bad usage or config; 130 interrupted.
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def options(*, check: bool = False, json: bool = False) -> Callable:
+    """--config and -v on every command; --check and --json where they mean something."""
+    def wrap(fn: Callable) -> Callable:
+        @click.option("--config", "config_path", metavar="PATH", envvar="SAGE_CONFIG",
+                      help="Config file (default: $SAGE_CONFIG, else ~/.sage/config.yaml).")
+        @click.option("-v", "--verbose", count=True, help="More Ansible output (-v, -vv, -vvv).")
+        @functools.wraps(fn)
+        def inner(config_path: str | None, verbose: int, **kwargs: Any) -> Any:
+            opts = Options(config=config_path, verbose=verbose, check=kwargs.pop("check", False),
+                           json=kwargs.pop("as_json", False))
+            return fn(opts, **kwargs)
+        if check:
+            inner = click.option("--check", is_flag=True, help="Ansible check mode: report what would change.")(inner)
+        if json:
+            inner = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(inner)
+        return inner
+    return wrap
+
+
+def finish(result: RunResult, title: str, opts: Options) -> None:
+    """Print the per-host summary (or JSON) and exit with the run's code."""
+    if opts.json:
+        report.emit_json(report.run_json(result))
+    else:
+        click.echo(report.summary(result, title))
+        if opts.check:
+            click.echo("(check mode: nothing was changed)")
+    sys.exit(exit_code(result))
+
+
+def exit_code(result: RunResult) -> int:
+    if result.interrupted:
+        done = [n for n, h in result.hosts.items() if h.ok or h.failed or h.unreachable]
+        report.note(f"Interrupted. Hosts that had reported: {', '.join(sorted(done)) or 'none'}.")
+        return EXIT_INTERRUPTED
+    return 0 if result.ok else EXIT_FAILED

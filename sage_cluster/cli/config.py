@@ -1,0 +1,69 @@
+"""`sage config ...`: show the effective config, or write the commented template."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from ruamel.yaml import YAML
+
+from sage_cluster import config as cfgmod
+from sage_cluster import operations as ops
+from sage_cluster import report
+from sage_cluster.cli.common import options
+from sage_cluster.config import ConfigError
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Show the effective config (`sage config` = `sage config show`) or write a new one.
+
+    \b
+    Example:
+      sage config
+      sage config init
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(show)
+
+
+@config.command()
+@options(json=True)
+def show(opts: ops.Options) -> None:
+    """Print the effective config: the file's values with defaults filled in.
+
+    \b
+    Example:
+      sage config show --json
+    """
+    cfg = ops.load(opts)
+    data = cfg.as_dict()
+    if opts.json:
+        report.emit_json({"config_file": str(cfg.path) if cfg.path else None, **data})
+        return
+    click.echo(f"# {cfg.path or 'built-in single-machine default'}")
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(data, click.get_text_stream("stdout"))
+
+
+@config.command()
+@click.option("--config", "config_path", metavar="PATH", envvar="SAGE_CONFIG",
+              help="Where to write (default: $SAGE_CONFIG, else ~/.sage/config.yaml).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(config_path: str | None, force: bool) -> None:
+    """Write the guide's config template, every key commented, for you to edit.
+
+    \b
+    Example:
+      sage config init && $EDITOR ~/.sage/config.yaml
+    """
+    path, _ = cfgmod.resolve_path(config_path)
+    write_template(path, force)
+    click.echo(f"Wrote {path}. Edit head.host, workers_ssh_hosts and ssh.* for your machines.")
+
+
+def write_template(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists. Fix: edit it, or pass --force to overwrite it.")
+    cfgmod.write_atomic(path, cfgmod.template_text())

@@ -1,0 +1,106 @@
+"""The commands that cluster, head and worker share: start, stop, restart, status, logs, deploy."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sage_cluster import operations as ops
+from sage_cluster import report
+from sage_cluster.cli.common import EXIT_FAILED, exit_code, finish, options
+
+WHAT = {"cluster": "the whole cluster", "head": "the Ray head", "worker": "all Ray workers"}
+
+
+def add_node_commands(group: click.Group, scope: str) -> None:
+    """Attach start/stop/restart/status to a group, acting on `scope` (cluster, head or worker)."""
+    what = WHAT[scope]
+    order = {
+        "cluster": ("the head, then all workers in parallel", "the workers, then the head"),
+        "head": ("the head only", "the head only (workers lose their head)"),
+        "worker": ("all workers in parallel; waits until the head lists each one alive", "all workers in parallel"),
+    }[scope]
+    docs = {
+        "start": f"Start {what}: {order[0]}. A node already running and joined is left alone.",
+        "stop": f"Stop {what}: {order[1]}. Stopping a stopped node is fine.",
+        "restart": f"Restart {what} (stop, then start).",
+    }
+    for action, doc in docs.items():
+        group.command(name=action, help=f"{doc}\n\n\b\nExample:\n  sage {scope} {action}")(
+            options(check=True, json=True)(_action_command(scope, action)))
+
+    @group.command(name="status", help=f"Show whether Ray runs on each node of {what}, its node IP, and Ray's own "
+                   f"count of alive nodes from the head. Exit 1 if a node is down.\n\n\b\nExample:\n  sage {scope} status"
+                   f"\n  sage {scope} status --json")
+    @options(json=True)
+    def status(opts: ops.Options) -> None:
+        cfg, result, health = ops.status(opts, scope)
+        if opts.json:
+            report.emit_json({**report.run_json(result), **health})
+        else:
+            click.echo(report.table(report.node_rows(result), ["HOST", "ROLE", "RAY", "NODE IP", "ERROR"]))
+            view = health["cluster"]
+            if view.get("error"):
+                click.echo(f"Ray (from the head): {view['error']}")
+            elif "alive" in view:
+                click.echo(f"Ray (from the head): {view['alive']} alive node(s); "
+                           f"{report.format_resources(view.get('resources', {}))}")
+            for h in result.hosts.values():
+                if h.data.get("dashboard_url") and h.data.get("running"):
+                    click.echo(f"Dashboard: {h.data['dashboard_url']}")
+        code = exit_code(result)
+        sys.exit(code if code else (0 if health["healthy"] else EXIT_FAILED))
+
+
+def _action_command(scope: str, action: str):
+    def command(opts: ops.Options) -> None:
+        _, result = ops.node_action(opts, scope, action)
+        finish(result, f"{scope} {action}", opts)
+    command.__name__ = f"{scope}_{action}"
+    return command
+
+
+def add_logs_command(group: click.Group, scope: str) -> None:
+    log = "head.log on the head" if scope == "head" else "worker.log on every worker"
+
+    @group.command(name="logs", help=f"Show the last lines of {log} (the output of Ray's start and stop).\n\n"
+                   f"\b\nExample:\n  sage {scope} logs --lines 100")
+    @click.option("--lines", "-n", default=50, show_default=True, type=click.IntRange(1, 100000),
+                  help="How many lines.")
+    @options(json=True)
+    def logs(opts: ops.Options, lines: int) -> None:
+        _, result = ops.logs(opts, scope, lines)
+        if opts.json:
+            report.emit_json(report.run_json(result))
+        else:
+            for name, h in sorted(result.hosts.items()):
+                click.echo(f"==> {name}: {h.data.get('log_file', '?')} <==")
+                click.echo("\n".join(h.data.get("log", [])) or (h.error or "(empty)"))
+        sys.exit(exit_code(result))
+
+
+def add_deploy_command(group: click.Group, scope: str) -> None:
+    targets = "every node that is not this machine" if scope == "cluster" else "every worker"
+
+    @group.command(name="deploy", help=f"Copy the project (config deploy.source, default: the current directory) into "
+                   f"remote.sage_home on {targets} with rsync. Only changed files move; nothing is deleted."
+                   f"\n\n\b\nExample:\n  sage {scope} deploy\n  sage {scope} deploy --check")
+    @options(check=True, json=True)
+    def deploy(opts: ops.Options) -> None:
+        _, result = ops.deploy(opts, scope)
+        finish(result, f"{scope} deploy", opts)
+
+
+def scale_command(op: str, example: str) -> click.Command:
+    """`add`/`remove` one worker: edits workers_ssh_hosts (comments kept), then starts or stops Ray there."""
+    doc = {"add": "Add a worker: list HOST:PORT in the config, deploy the project there, start Ray, and wait "
+                  "until the head lists it alive.",
+           "remove": "Remove a worker: take HOST:PORT out of the config and stop Ray on it."}[op]
+
+    @click.command(name=op, help=f"{doc}\n\n\b\nExample:\n  {example}")
+    @click.argument("host_port", metavar="HOST:PORT")
+    @options(check=True, json=True)
+    def command(opts: ops.Options, host_port: str) -> None:
+        _, result = ops.scale(opts, op, host_port)
+        finish(result, f"scale {op} {host_port}", opts)
+    return command

@@ -1,0 +1,19 @@
+"""`python -m sage_cluster.config_manager`: what the guide's `python -m sage.cli.config_manager` did.
+
+Writes the default config (~/.sage/config.yaml, or $SAGE_CONFIG) when none exists, then shows it.
+"""
+from __future__ import annotations
+
+import sys
+
+from sage_cluster.cli import main
+
+if __name__ == "__main__":
+    from sage_cluster import config as cfgmod
+
+    path, _ = cfgmod.resolve_path(None)
+    if not path.exists():
+        cfgmod.write_atomic(path, cfgmod.template_text())
+        print(f"Wrote the default config to {path}.", file=sys.stderr)
+    sys.argv = ["sage", "config", "show"]
+    main()

@@ -1,0 +1,129 @@
+"""Config -> Ansible inventory, rendered from inventory_templates/inventory.yml.j2.
+
+The CLI and the repository's inventory source (inventory/sage_inventory.py, for ansible-playbook and AWX) both
+come through render(), so there is one renderer.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from sage_cluster import ansible_root
+from sage_cluster.config import Config, Endpoint, is_this_machine
+
+DEPLOY_EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "node_modules", "build/", "dist/", "*.egg-info"]
+
+
+def role_vars(cfg: Config) -> dict[str, Any]:
+    """The config's values as the roles' variables (each prefixed with its role's name)."""
+    head, worker, remote = cfg["head"], cfg["worker"], cfg["remote"]
+    return {
+        "ray_node_head_host": head["host"],
+        "ray_node_head_port": head["head_port"],
+        "ray_node_dashboard_host": head["dashboard_host"],
+        "ray_node_dashboard_port": head["dashboard_port"],
+        "ray_node_python_path": remote["python_path"],
+        "ray_node_ray_command": remote["ray_command"],
+        "ray_node_conda_env": remote["conda_env"],
+        "sage_deploy_source": str(Path(cfg["deploy"]["source"]).expanduser().resolve()) + "/",
+        "sage_deploy_dest": remote["sage_home"],
+        "sage_deploy_exclude": DEPLOY_EXCLUDES + cfg["deploy"]["exclude"],
+    }
+
+
+def _host(ep: Endpoint, node_ip: str) -> dict[str, Any]:
+    hostvars: dict[str, Any] = {"ansible_host": ep.host, "ansible_port": ep.port, "ray_node_node_ip": node_ip}
+    if is_this_machine(ep.host):
+        # The controller itself: no SSH, and the controller's own Python runs the modules.
+        hostvars = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                    "ray_node_node_ip": node_ip}
+    return {"name": ep.host, "vars": hostvars}
+
+
+def ssh_common_args(cfg: Config) -> str:
+    ssh = cfg["ssh"]
+    known_hosts = str(Path(ssh["known_hosts"]).expanduser())
+    return shlex.join(["-o", f"StrictHostKeyChecking={ssh['strict_host_key_checking']}",
+                       "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"])
+
+
+def render(cfg: Config) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ansible_root() / "inventory_templates"),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    bind = cfg["worker"]["bind_host"]
+    ssh = dict(cfg["ssh"], key_path=str(Path(cfg["ssh"]["key_path"]).expanduser()))
+    return env.get_template("inventory.yml.j2").render(
+        source=cfg.path or "the built-in single-machine default",
+        ssh=ssh,
+        ssh_common_args=ssh_common_args(cfg),
+        role_vars=role_vars(cfg),
+        head=cfg["head"],
+        worker=cfg["worker"],
+        head_host=_host(cfg.head, cfg["head"]["host"]),
+        worker_hosts=[_host(w, w.host if bind == "localhost" else bind) for w in cfg.workers],
+    )
+
+
+def build(cfg: Config) -> dict[str, Any]:
+    return yaml.safe_load(render(cfg))
+
+
+def _walk(name: str, group: dict[str, Any], out: dict[str, Any]) -> None:
+    group = group or {}
+    entry = out.setdefault(name, {})
+    if group.get("vars"):
+        entry["vars"] = group["vars"]
+    if group.get("hosts"):
+        entry["hosts"] = list(group["hosts"])
+        for host, hostvars in group["hosts"].items():
+            out["_meta"]["hostvars"].setdefault(host, {}).update(hostvars or {})
+    if group.get("children"):
+        entry["children"] = list(group["children"])
+        for child, sub in group["children"].items():
+            _walk(child, sub, out)
+
+
+def as_script_json(inv: dict[str, Any]) -> dict[str, Any]:
+    """The inventory in the JSON shape an executable inventory script returns for --list."""
+    out: dict[str, Any] = {"_meta": {"hostvars": {}}}
+    _walk("all", inv["all"], out)
+    return out
+
+
+def as_ini(inv: dict[str, Any]) -> str:
+    flat = as_script_json(inv)
+    lines: list[str] = []
+    for group, entry in flat.items():
+        if group in ("_meta", "all"):
+            continue
+        if entry.get("hosts"):
+            lines.append(f"[{group}]")
+            for host in entry["hosts"]:
+                hv = flat["_meta"]["hostvars"][host]
+                lines.append(" ".join([host] + [f"{k}={shlex.quote(_ini_value(v))}" for k, v in hv.items()]))
+            lines.append("")
+        if entry.get("children"):
+            lines += [f"[{group}:children]", *entry["children"], ""]
+        if entry.get("vars"):
+            lines.append(f"[{group}:vars]")
+            lines += [f"{k}={_ini_value(v)}" for k, v in entry["vars"].items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _ini_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def dumps(cfg: Config, fmt: str) -> str:
+    if fmt == "yaml":
+        return render(cfg)
+    if fmt == "json":
+        return json.dumps(as_script_json(build(cfg)), indent=2) + "\n"
+    return as_ini(build(cfg))

@@ -1,0 +1,113 @@
+"""What each command does: which playbook, which action, which hosts; and what its result means.
+
+The CLI calls one function here per command; every remote step is a playbook run (runner.py).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sage_cluster import config as cfgmod
+from sage_cluster import report
+from sage_cluster.config import Config, ConfigError, Endpoint
+from sage_cluster.runner import RunResult, run_playbook
+
+# The scope a command acts on -> the playbook that does it.
+PLAYBOOKS = {"cluster": "cluster.yml", "head": "head.yml", "worker": "worker.yml"}
+
+
+@dataclass
+class Options:
+    config: str | None = None
+    verbose: int = 0
+    check: bool = False
+    json: bool = False
+
+
+def load(opts: Options) -> Config:
+    cfg = cfgmod.load(opts.config)
+    for line in cfg.warnings:
+        report.warn(line)
+    if cfg.is_builtin:
+        report.note(f"No config at {cfgmod.DEFAULT_PATH}: using the built-in single-machine default "
+                    "(this machine as the head, no workers). `sage config init` writes a config to edit.")
+    return cfg
+
+
+def dashboard_warning(cfg: Config) -> str | None:
+    host = cfg["head"]["dashboard_host"]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return (f"the Ray dashboard listens on {host}:{cfg['head']['dashboard_port']}; anyone who reaches it can "
+                "submit jobs that run any code on every node (CVE-2023-48022). Bind it to 127.0.0.1 or firewall it.")
+    return None
+
+
+def run(cfg: Config, opts: Options, playbook: str, action: str, *, limit: str | None = None,
+        extra: dict[str, Any] | None = None) -> RunResult:
+    """Run one playbook; Ctrl-C cancels it cleanly and the result says which hosts had finished."""
+    cancel = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        report.note("\nInterrupted: stopping the Ansible run...")
+        cancel.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        return run_playbook(cfg, playbook, {"sage_action": action, **(extra or {})}, limit=limit, check=opts.check,
+                            verbosity=opts.verbose, on_event=report.Progress(enabled=not opts.json), cancel=cancel)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def node_action(opts: Options, scope: str, action: str) -> tuple[Config, RunResult]:
+    cfg = load(opts)
+    if action in ("start", "restart") and scope in ("cluster", "head") and (warning := dashboard_warning(cfg)):
+        report.warn(warning)
+    return cfg, run(cfg, opts, PLAYBOOKS[scope], action)
+
+
+def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
+    cfg = load(opts)
+    return cfg, run(cfg, opts, "deploy.yml", "deploy", limit="sage_workers" if scope == "worker" else None)
+
+
+def parse_host_arg(text: str) -> Endpoint:
+    return cfgmod.parse_endpoint(text, "argument")
+
+
+def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
+    """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host."""
+    endpoint = parse_host_arg(host_arg)
+    cfg = load(opts)
+    if cfg.is_builtin:
+        raise ConfigError(f"there is no config file to add workers to. Fix: `sage config init` writes "
+                          f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
+    assert cfg.path is not None
+    if op == "add":
+        updated = cfgmod.edit_workers(cfg.path, add=endpoint)
+        return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
+    cfgmod.edit_workers(cfg.path, remove=endpoint)
+    # The old config still lists the host, so its inventory can reach it to stop Ray there.
+    return cfg, run(cfg, opts, "scale.yml", "remove", extra={"sage_scale_host": endpoint.host})
+
+
+def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:
+    cfg = load(opts)
+    result = run(cfg, opts, PLAYBOOKS[scope], "status")
+    view = report.cluster_view(result) or {}
+    alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
+    healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
+    if view.get("nodes") is not None:
+        healthy = healthy and all(h.data.get("node_ip") in alive_ips for h in result.hosts.values())
+    return cfg, result, {"healthy": healthy, "cluster": view}
+
+
+def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:
+    cfg = load(opts)
+    return cfg, run(cfg, opts, PLAYBOOKS[scope], "logs", extra={"ray_node_log_lines": lines})

@@ -1,0 +1,101 @@
+"""What people see: live per-host progress, summary tables; --json for programs."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from sage_cluster.runner import RunResult
+
+_COLOURS = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
+
+
+class Progress:
+    """Prints one line per host and task as results arrive (to stderr, so stdout stays clean for programs)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+
+    def __call__(self, host: str, state: str, task: str, res: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.started
+        word = click.style(f"{state:<11}", fg=_COLOURS.get(state))
+        click.echo(f"  {elapsed:6.1f}s  {host:<24} {word} {task}", err=True)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def summary(result: RunResult, title: str) -> str:
+    rows = []
+    for name in sorted(result.hosts):
+        h = result.hosts[name]
+        rows.append([name, h.state, h.error])
+    if not rows:
+        rows.append(["(no hosts)", "", ""])
+    verdict = "interrupted" if result.interrupted else ("done" if result.ok else "FAILED on some hosts")
+    head = f"{title}: {verdict} in {result.seconds:.1f}s"
+    return head + "\n" + table(rows, ["HOST", "RESULT", "ERROR"])
+
+
+def node_rows(result: RunResult) -> list[list[str]]:
+    rows = []
+    for name in sorted(result.hosts, key=lambda n: (result.hosts[n].data.get("node_type") != "head", n)):
+        h = result.hosts[name]
+        d = h.data
+        if h.unreachable or h.failed:
+            ray = h.state
+        else:
+            ray = "running" if d.get("running") else "stopped"
+        rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", h.error])
+    return rows
+
+
+def cluster_view(result: RunResult) -> dict[str, Any] | None:
+    for h in result.hosts.values():
+        if "cluster" in h.data:
+            return h.data["cluster"]
+    return None
+
+
+def format_resources(res: dict[str, float]) -> str:
+    parts = []
+    for key, value in sorted(res.items()):
+        if "memory" in key:
+            parts.append(f"{key} {value / 2**30:.1f} GiB")
+        else:
+            parts.append(f"{key} {value:g}")
+    return ", ".join(parts)
+
+
+def emit_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def run_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "status": result.status,
+        "seconds": round(result.seconds, 2),
+        "hosts": {n: {"result": h.state, "error": h.error or None, **h.data} for n, h in result.hosts.items()},
+    }
+
+
+def note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    click.echo(click.style("warning: ", fg="yellow") + message, err=True)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,164 @@
+"""One playbook run through ansible-runner: events in, per-host results out.
+
+Each run gets a private data dir under ~/.sage/runs/ (mode 0700, old runs rotated) holding the rendered
+inventory and ansible-runner's artifacts. Only the environment we mean to pass reaches Ansible's settings, and
+ansible-runner's dump of the environment (artifacts/<id>/command) is removed as soon as the run starts.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sage_cluster import ansible_root, inventory
+from sage_cluster.config import Config
+
+STATE_DIR = Path("~/.sage")
+KEEP_RUNS = 20
+# Bookkeeping tasks whose success is not news to the person watching.
+QUIET_ACTIONS = {"ansible.builtin.include_role", "include_role", "ansible.builtin.validate_argument_spec",
+                 "validate_argument_spec", "ansible.builtin.include_tasks", "include_tasks"}
+
+
+@dataclass
+class HostResult:
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: bool = False
+    unreachable: bool = False
+    error: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "changed" if self.changed else "ok"
+
+
+@dataclass
+class RunResult:
+    playbook: str
+    hosts: dict[str, HostResult]
+    status: str  # ansible-runner's: successful, failed, canceled, timeout
+    seconds: float
+    artifact_dir: str
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(h.state in ("ok", "changed") for h in self.hosts.values()) \
+            and self.status == "successful"
+
+
+def state_dir() -> Path:
+    path = STATE_DIR.expanduser()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _first_line(res: dict[str, Any]) -> str:
+    text = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
+    if isinstance(text, list):
+        text = " ".join(map(str, text))
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0][:300] if lines else "failed (no message)"
+
+
+def _rotate(runs: Path) -> None:
+    old = sorted(p for p in runs.iterdir() if p.is_dir())[:-KEEP_RUNS]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit: str | None = None,
+                 check: bool = False, verbosity: int = 0,
+                 on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None,
+                 cancel: threading.Event | None = None) -> RunResult:
+    """Run playbooks/<playbook> against the config's inventory; on_event(host, state, task, res) per result."""
+    import ansible_runner  # slow to import: only commands that run a playbook pay for it
+
+    root = ansible_root()
+    runs = state_dir() / "runs"
+    runs.mkdir(mode=0o700, exist_ok=True)
+    _rotate(runs)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    data_dir = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}"
+    (data_dir / "inventory").mkdir(mode=0o700, parents=True)
+    inv_path = data_dir / "inventory" / "hosts.yml"
+    inv_path.write_text(inventory.render(cfg), encoding="utf-8")
+    os.chmod(inv_path, 0o600)
+
+    hosts: dict[str, HostResult] = {}
+
+    def handle(event: dict[str, Any]) -> bool:
+        data = event.get("event_data", {})
+        host = data.get("host")
+        kind = event.get("event", "")
+        if not host or not kind.startswith("runner_on_"):
+            return True
+        state = kind.removeprefix("runner_on_")
+        if state in ("start", "skipped"):
+            return True
+        res = data.get("res") or {}
+        result = hosts.setdefault(host, HostResult(host))
+        if state == "ok":
+            result.ok += 1
+            result.changed += bool(res.get("changed"))
+            result.data.update(res.get("sage") or {})
+        elif state == "failed" and not data.get("ignore_errors"):
+            result.failed = True
+            result.error = result.error or _first_line(res)
+            result.data.update(res.get("sage") or {})
+        elif state == "unreachable":
+            result.unreachable = True
+            result.error = result.error or _first_line(res)
+        if on_event and not (state == "ok" and data.get("task_action") in QUIET_ACTIONS):
+            on_event(host, "changed" if state == "ok" and res.get("changed") else state, data.get("task", ""), res)
+        return True
+
+    def on_status(status: dict[str, Any], runner_config: Any = None) -> None:
+        # ansible-runner writes the whole environment to artifacts/<id>/command; it has no place there.
+        if status.get("status") == "running" and runner_config is not None:
+            Path(runner_config.artifact_dir, "command").unlink(missing_ok=True)
+
+    cmdline = "--check --diff" if check else None
+    started = time.monotonic()
+    runner = ansible_runner.run(
+        private_data_dir=str(data_dir),
+        project_dir=str(root / "playbooks"),
+        playbook=playbook,
+        inventory=str(inv_path),
+        extravars=extravars,
+        limit=limit,
+        verbosity=verbosity or None,
+        cmdline=cmdline,
+        envvars={
+            "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(root / "roles"),
+            # ansible-runner turns host key checking off unless told; the inventory's ssh args set the policy.
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_LOCAL_TEMP": str(data_dir / "tmp"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state_dir() / "cp"),
+            "ANSIBLE_FORKS": str(max(10, len(cfg.workers) + 1)),
+        },
+        quiet=True,
+        suppress_env_files=True,
+        event_handler=handle,
+        status_handler=on_status,
+        cancel_callback=(lambda: cancel.is_set()) if cancel else None,
+    )
+    Path(runner.config.artifact_dir, "command").unlink(missing_ok=True)
+    for host in (runner.stats or {}).get("processed", {}):
+        hosts.setdefault(host, HostResult(host))
+    return RunResult(playbook=playbook, hosts=hosts, status=runner.status,
+                     seconds=time.monotonic() - started, artifact_dir=str(runner.config.artifact_dir),
+                     interrupted=runner.status == "canceled")
