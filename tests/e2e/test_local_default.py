@@ -1,0 +1,77 @@
+"""The newcomer's path: no config at all, `sage cluster start` runs a real Ray head on this machine."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+RAY_NAMES = ("raylet", "gcs_server")
+
+
+def my_ray_processes() -> list[int]:
+    """Ray daemons of this user (the rig's hosts run theirs as another user)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                continue
+            argv0 = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if os.path.basename(argv0) in RAY_NAMES:
+            pids.append(int(pid))
+    return pids
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture
+def clean_machine():
+    if my_ray_processes() or not port_free(6379):
+        pytest.fail("a Ray cluster already runs on this machine (port 6379 or a raylet); stop it first")
+    yield
+    subprocess.run([sys.executable, "-m", "sage_cluster", "cluster", "stop"], capture_output=True, timeout=120)
+
+
+def test_builtin_default_start_task_status_stop(sage, clean_machine):
+    start = sage("cluster", "start", check=True)
+    assert "built-in single-machine default" in start.stderr
+    assert "localhost" in start.stdout and "changed" in start.stdout
+
+    # Idempotent: a second start finds the head running and changes nothing.
+    again = sage("cluster", "start", check=True)
+    assert "changed" not in again.stdout.split("HOST", 1)[1]
+
+    code, status = sage.json("cluster", "status")
+    assert code == 0, status
+    head = status["hosts"]["localhost"]
+    assert head["running"] is True and head["node_type"] == "head"
+    assert status["cluster"]["alive"] == 1
+
+    # A Ray task really runs on the cluster that sage started.
+    address = f"{head['node_ip']}:6379"
+    task = subprocess.run(
+        [sys.executable, "-c",
+         "import ray, socket, sys; ray.init(address=sys.argv[1]);"
+         "f = ray.remote(lambda: socket.gethostname());"
+         "print('ran-on', ray.get(f.remote()), len([n for n in ray.nodes() if n['Alive']]))", address],
+        capture_output=True, text=True, timeout=180)
+    assert task.returncode == 0, task.stderr
+    assert f"ran-on {socket.gethostname()} 1" in task.stdout
+
+    logs = sage("head", "logs", "--lines", "5", check=True)
+    assert "head.log" in logs.stdout
+
+    sage("cluster", "stop", check=True)
+    assert my_ray_processes() == []
+    code, status = sage.json("cluster", "status")
+    assert code == 1 and status["hosts"]["localhost"]["running"] is False
+    # Stopping a stopped cluster is fine and changes nothing.
+    stop_again = sage("cluster", "stop", check=True)
+    assert "changed" not in stop_again.stdout.split("HOST", 1)[1]
