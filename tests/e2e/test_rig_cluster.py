@@ -1,0 +1,226 @@
+"""1 head + 3 workers, all over real SSH (the rig), driven through the `sage` CLI as a user would.
+
+The tests run in file order and share one cluster: info, deploy, start, status, faults, restarts, scale, stop.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Sage
+
+pytestmark = pytest.mark.rig
+
+HEAD, WORKERS, SPARE = "sage-head", ["sage-w1", "sage-w2", "sage-w3"], "sage-w4"
+ALL = [HEAD, *WORKERS]
+PY = "/opt/conda/envs/sage/bin/python"
+
+# Runs on the head: one task pinned to each alive node; prints the host names the tasks ran on.
+TASKS_ON_EVERY_NODE = textwrap.dedent("""
+    import json, socket, sys, ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    where = ray.remote(lambda: socket.gethostname())
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    refs = [where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote() for n in nodes]
+    print(json.dumps(sorted(ray.get(refs, timeout=120))))
+""")
+
+CONFIG = """\
+# Rig cluster: one head, three workers. This comment must survive scale edits.
+head:
+  host: "sage-head"              # the head
+  head_port: 6379
+  dashboard_port: 8265
+  dashboard_host: "127.0.0.1"
+worker:
+  bind_host: "localhost"         # each worker's own name
+workers_ssh_hosts: "sage-w1:22,sage-w2:22,sage-w3:22"   # keep me
+ssh:
+  user: "sage"
+  key_path: "{key}"
+  connect_timeout: 5
+remote:
+  sage_home: "/home/sage"
+  python_path: "/opt/conda/envs/sage/bin/python"
+  ray_command: "/opt/conda/envs/sage/bin/ray"
+  conda_env: "sage"
+deploy:
+  source: "{project}"
+  exclude: ["secret.txt"]
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(rig, tmp_path_factory):
+    """A sage user with a config for the rig and a project to deploy; the cluster is stopped at the end."""
+    home = tmp_path_factory.mktemp("home")
+    project = tmp_path_factory.mktemp("project")
+    (project / "pkg").mkdir()
+    (project / "pkg" / "job.py").write_text("print('hello from the job')\n")
+    (project / "README.txt").write_text("project readme\n")
+    (project / "secret.txt").write_text("excluded by deploy.exclude\n")
+    (project / ".git").mkdir()
+    (project / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (project / "__pycache__").mkdir()
+    (project / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    config = home / "cluster.yaml"
+    config.write_text(CONFIG.format(key=rig.key_path, project=project))
+    s = Sage(home=home, config=config, cwd=project)
+    yield s, project, rig
+    s("cluster", "stop", timeout=300)
+    s("worker", "remove", f"{SPARE}:22", timeout=300)
+
+
+def ray_pids(rig, name: str) -> list[str]:
+    out = rig.ssh(name, ["pgrep", "-u", "sage", "-f", "raylet|gcs_server"], check=False).stdout
+    return out.split()
+
+
+def alive(s: Sage) -> int:
+    _, status = s.json("cluster", "status")
+    return status["cluster"].get("alive", 0)
+
+
+def test_info_shows_the_config(cluster):
+    s, _, _ = cluster
+    out = s("cluster", "info", check=True).stdout
+    assert "sage-head" in out and "sage-w1:22, sage-w2:22, sage-w3:22" in out
+    code, data = s.json("cluster", "info")
+    assert code == 0 and data["workers_ssh_hosts"] == [f"{w}:22" for w in WORKERS]
+
+
+def test_deploy_copies_only_changes_and_deletes_nothing(cluster):
+    s, project, rig = cluster
+    w1 = rig.host("sage-w1")
+    (w1.home / "my-notes.txt").write_text("the user's own file\n")
+    keys_before = (w1.home / ".ssh" / "authorized_keys").read_text()
+
+    code, first = s.json("cluster", "deploy")
+    assert code == 0, first
+    for name in ALL:
+        home = rig.host(name).home
+        assert (home / "pkg" / "job.py").read_text() == "print('hello from the job')\n", name
+        assert (home / "README.txt").exists()
+        for excluded in (".git", "__pycache__", "secret.txt"):
+            assert not (home / excluded).exists(), f"{excluded} was deployed to {name}"
+    assert {h["result"] for h in first["hosts"].values()} == {"changed"}
+
+    code, second = s.json("cluster", "deploy")
+    assert code == 0 and {h["result"] for h in second["hosts"].values()} == {"ok"}, second
+
+    inode = (w1.home / "README.txt").stat().st_ino
+    (project / "pkg" / "job.py").write_text("print('changed')\n")
+    code, third = s.json("cluster", "deploy")
+    assert code == 0 and {h["result"] for h in third["hosts"].values()} == {"changed"}
+    assert (w1.home / "pkg" / "job.py").read_text() == "print('changed')\n"
+    assert (w1.home / "README.txt").stat().st_ino == inode, "an unchanged file was copied again"
+    assert (w1.home / "my-notes.txt").read_text() == "the user's own file\n"
+    assert (w1.home / ".ssh" / "authorized_keys").read_text() == keys_before
+
+
+def test_start_runs_tasks_on_every_host(cluster):
+    s, _, rig = cluster
+    start = s("cluster", "start", check=True)
+    for name in ALL:
+        assert name in start.stdout
+    head_ip = rig.host(HEAD).ip
+    run = rig.ssh(HEAD, [PY, "-c", TASKS_ON_EVERY_NODE, f"{head_ip}:6379"], timeout=300)
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == sorted(ALL)
+
+    again = s("cluster", "start", check=True)
+    assert "changed" not in again.stdout.split("HOST", 1)[1], again.stdout
+
+
+def test_status_tells_the_truth(cluster):
+    s, _, rig = cluster
+    code, status = s.json("cluster", "status")
+    assert code == 0, status
+    assert status["cluster"]["alive"] == 4
+    assert {n: h["running"] for n, h in status["hosts"].items()} == {n: True for n in ALL}
+    assert status["hosts"]["sage-w2"]["node_ip"] == rig.host("sage-w2").ip
+
+    head = s("head", "status", check=True).stdout
+    assert "Dashboard: http://127.0.0.1:8265" in head and "4 alive node(s)" in head
+
+    # A worker's Ray dies: every status command says so and exits non-zero.
+    rig.ssh("sage-w2", ["pkill", "-9", "-u", "sage", "-f", "ray"], check=False)
+    code, status = s.json("cluster", "status")
+    assert code == 1 and status["hosts"]["sage-w2"]["running"] is False
+    assert status["hosts"]["sage-w1"]["running"] is True
+    code, wstatus = s.json("worker", "status")
+    assert code == 1 and wstatus["hosts"]["sage-w2"]["running"] is False
+
+
+def test_start_heals_only_the_dead_worker(cluster):
+    s, _, _ = cluster
+    code, result = s.json("cluster", "start")
+    assert code == 0, result
+    assert {n: h["result"] for n, h in result["hosts"].items()} == {
+        HEAD: "ok", "sage-w1": "ok", "sage-w2": "changed", "sage-w3": "ok"}
+    assert alive(s) == 4
+
+
+def test_logs_and_restarts(cluster):
+    s, _, _ = cluster
+    logs = s("head", "logs", "--lines", "7", check=True).stdout.splitlines()
+    assert logs[0].startswith("==> sage-head: /tmp/sage_head_logs/head.log")
+    assert len(logs) == 8
+    wlogs = s("worker", "logs", "--lines", "3", check=True).stdout
+    assert all(f"==> {w}: /tmp/sage_worker_logs/worker.log" in wlogs for w in WORKERS)
+
+    s("head", "restart", check=True)
+    s("worker", "restart", check=True)  # workers rejoin the new head
+    assert alive(s) == 4
+    s("cluster", "restart", check=True)
+    assert alive(s) == 4
+
+
+def test_scale_add_and_remove(cluster):
+    s, _, rig = cluster
+    before = s.config.read_text()
+    s("cluster", "scale", "add", f"{SPARE}:22", check=True)
+    text = s.config.read_text()
+    assert '"sage-w1:22,sage-w2:22,sage-w3:22,sage-w4:22"   # keep me' in text
+    assert text.replace(",sage-w4:22", "") == before
+    assert (rig.host(SPARE).home / "pkg" / "job.py").exists()
+    assert alive(s) == 5
+
+    s("cluster", "scale", "remove", f"{SPARE}:22", check=True)
+    assert s.config.read_text() == before
+    assert ray_pids(rig, SPARE) == []
+    assert alive(s) == 4
+
+    s("worker", "add", f"{SPARE}:22", check=True)
+    assert alive(s) == 5
+    s("worker", "remove", f"{SPARE}:22", check=True)
+    assert alive(s) == 4 and s.config.read_text() == before
+
+
+def test_unreachable_worker_is_reported_and_others_start(cluster):
+    s, _, rig = cluster
+    s("worker", "stop", check=True)
+    rig.stop_host("sage-w3")
+    try:
+        code, result = s.json("worker", "start")
+        assert code == 1
+        assert result["hosts"]["sage-w3"]["result"] == "unreachable"
+        assert result["hosts"]["sage-w3"]["error"]
+        assert result["hosts"]["sage-w1"]["result"] == "changed"
+        assert result["hosts"]["sage-w2"]["result"] == "changed"
+    finally:
+        rig.start_host("sage-w3")
+    s("worker", "start", check=True)
+    assert alive(s) == 4
+
+
+def test_stop_leaves_no_ray_process(cluster):
+    s, _, rig = cluster
+    s("cluster", "stop", check=True)
+    for name in [*ALL, SPARE]:
+        assert ray_pids(rig, name) == [], name
+    code, status = s.json("cluster", "status")
+    assert code == 1 and not any(h["running"] for h in status["hosts"].values())

@@ -1,0 +1,523 @@
+"""N realistic SSH "hosts" on this one machine, for end-to-end tests and benchmarks.
+
+Each host is an sshd in its own mount, UTS and PID namespace (see hostinit.py), listening on
+its own loopback address 127.0.0.N:22, with its own hostname, /home/<user>, /tmp and /dev/shm.
+Hosts share the network namespace and /etc, so they reach each other over 127.0.0.x and all
+see the names this rig writes into /etc/hosts.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import fcntl
+import glob
+import importlib.metadata
+import ipaddress
+import json
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+DEFAULT_ROOT = "/var/tmp/sage-rig"
+DEFAULT_ENV = "/opt/conda/envs/sage"
+DEFAULT_USER = "sage"
+HOST_PYTHON = "/usr/bin/python3"  # the hosts' interpreter: readable by the user, unlike /root/.pyenv
+SSHD = "/usr/sbin/sshd"
+INIT = str(Path(__file__).with_name("hostinit.py"))
+ETC_HOSTS = "/etc/hosts"
+START_TIMEOUT = 20.0
+
+
+def default_names(n: int) -> list[str]:
+    return ["sage-head"] + [f"sage-w{i}" for i in range(1, n)]
+
+
+def requirements() -> list[str]:
+    """What is missing for the rig to run here (empty when it can run)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("the rig needs root (namespaces, bind mounts, /etc/hosts)")
+    for tool in ("unshare", "ssh", "ssh-keygen", "rsync", "mount", "useradd"):
+        if shutil.which(tool) is None:
+            missing.append(f"no `{tool}` on PATH")
+    for path in (SSHD, HOST_PYTHON):
+        if not os.access(path, os.X_OK):
+            missing.append(f"no {path}")
+    if not missing:
+        # Containers often have the tools but not the privilege to use them.
+        probe = subprocess.run(["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "true"],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            missing.append(f"unshare does not work here: {probe.stderr.strip()}")
+    return missing
+
+
+def why_not_available() -> str | None:
+    missing = requirements()
+    return "; ".join(missing) if missing else None
+
+
+@dataclasses.dataclass
+class Host:
+    name: str
+    ip: str
+    dir: Path  # controller-side directory of this host: keys, sshd_config, log, home, tmp
+    port: int = 22
+    pid: int | None = None  # the `unshare` process (root PID namespace)
+    init_pid: int | None = None  # hostinit.py, PID 1 of the host's namespace
+    pidns: str | None = None  # e.g. "pid:[4026532301]", to find every process of the host
+
+    @property
+    def home(self) -> Path:
+        return self.dir / "home"
+
+    @property
+    def tmp(self) -> Path:
+        return self.dir / "tmp"
+
+    @property
+    def host_key(self) -> Path:
+        return self.dir / "ssh_host_ed25519_key"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "log"
+
+
+class Rig:
+    """Usage: `with Rig(4) as rig: rig.ssh("sage-w1", ["hostname"])` (the context manager calls up/down)."""
+
+    def __init__(self, hosts: int | list[str] = 4, *, root: str | os.PathLike | None = None,
+                 user: str = DEFAULT_USER, first_ip: int = 10):
+        self.root = Path(root or os.environ.get("SAGE_RIG_ROOT") or DEFAULT_ROOT)
+        self.user = user
+        self.first_ip = first_ip
+        names = default_names(hosts) if isinstance(hosts, int) else list(hosts)
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate host names: {names}")
+        base = ipaddress.IPv4Address("127.0.0.0") + first_ip
+        if not (base + len(names) - 1) in ipaddress.IPv4Network("127.0.0.0/8") or first_ip < 2:
+            raise ValueError(f"first_ip={first_ip} puts hosts outside 127.0.0.2-127.255.255.254")
+        self.hosts = [Host(name, str(base + i), self.root / "hosts" / name) for i, name in enumerate(names)]
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._cleanup_registered = False
+
+    # ---- paths and lookups -------------------------------------------------------------------
+    key_path = property(lambda self: self.root / "id_ed25519")
+    known_hosts_path = property(lambda self: self.root / "known_hosts")
+    state_path = property(lambda self: self.root / "state.json")
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(f"no host {name!r} in this rig ({', '.join(h.name for h in self.hosts)})")
+
+    @property
+    def user_home(self) -> str:
+        return f"/home/{self.user}"
+
+    def ssh_options(self) -> list[str]:
+        """ssh options that reach these hosts with strict host key checking (for ssh, rsync -e, ansible)."""
+        return ["-F", "none", "-i", str(self.key_path), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts_path}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]
+
+    def ssh_argv(self, name: str) -> list[str]:
+        h = self.host(name)
+        return ["ssh", *self.ssh_options(), "-p", str(h.port), f"{self.user}@{h.ip}"]
+
+    def ssh(self, name: str, argv: list[str], check: bool = True, timeout: float = 60
+            ) -> subprocess.CompletedProcess:
+        """Run argv on a host as the rig user; the remote shell sees it quoted, word for word."""
+        return subprocess.run([*self.ssh_argv(name), "--", shlex.join(argv)], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=check)
+
+    # ---- whole rig ---------------------------------------------------------------------------
+    def __enter__(self) -> Rig:
+        return self.up()
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self, cleanup_at_exit: bool = True) -> Rig:
+        """Start every host on fresh home and tmp directories (host keys are kept).
+
+        cleanup_at_exit: also tear down at interpreter exit, SIGTERM or SIGHUP (pass False to
+        leave the hosts running for other processes, as `python -m tests.rig up` does).
+        """
+        reason = why_not_available()
+        if reason:
+            raise RuntimeError(f"rig not available: {reason}")
+        if self.state_path.exists():  # a rig of a crashed run, or one left up on purpose: same root, same rig
+            Rig.from_state(self.root).down()
+        for h in self.hosts:
+            if _banner(h.ip, h.port, timeout=0.3):
+                raise RuntimeError(f"{h.ip}:{h.port} already answers (another rig? pick another first_ip)")
+        if cleanup_at_exit:
+            self._register_cleanup()
+        try:
+            _edit_etc_hosts(self._block_marker(), [f"{h.ip} {h.name}" for h in self.hosts])
+            self.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o755)
+            _ensure_user(self.user)
+            os.makedirs(self.user_home, exist_ok=True)  # the mount point of every host's home
+            if not self.key_path.exists():
+                _keygen(self.key_path, f"sage-rig@{socket.gethostname()}")
+            for h in self.hosts:
+                self._prepare(h)
+            self.write_known_hosts()
+            self._start([h.name for h in self.hosts])
+        except BaseException:
+            self.down()  # half a rig is no use, and nobody else knows to clean it up
+            raise
+        return self
+
+    def down(self, purge: bool = False) -> None:
+        """Kill every host (and so every process in it), remove the /etc/hosts block and the state file.
+
+        Raises RuntimeError if a process of the rig survives.
+        """
+        self._stop([h.name for h in self.hosts])
+        _edit_etc_hosts(self._block_marker(), [])
+        self.state_path.unlink(missing_ok=True)
+        if self._cleanup_registered:
+            atexit.unregister(self.down)
+            self._cleanup_registered = False
+        if purge:
+            shutil.rmtree(self.root, ignore_errors=True)
+        left = self.leftover_processes()
+        if left:
+            raise RuntimeError(f"processes of the rig survived teardown: {left}")
+
+    def leftover_processes(self, names: list[str] | None = None) -> list[tuple[int, str]]:
+        """(pid, cmdline) of every process in the PID namespace of a host (default: all) or running its hostinit."""
+        hosts = self.hosts if names is None else [self.host(n) for n in names]
+        namespaces = {h.pidns for h in hosts if h.pidns}
+        dirs = {str(h.dir).encode() for h in hosts}
+        found = []
+        for pid in _pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if _state(pid) == "Z":
+                    continue
+                ns = os.readlink(f"/proc/{pid}/ns/pid")
+            except OSError:
+                continue
+            mine = INIT.encode() in cmdline and not dirs.isdisjoint(cmdline)
+            if ns in namespaces or mine:
+                found.append((pid, b" ".join(cmdline).decode(errors="replace").strip()))
+        return found
+
+    def status(self) -> list[dict]:
+        return [{"name": h.name, "ip": h.ip, "port": h.port, "init_pid": h.init_pid,
+                 "running": self._alive(h), "ssh": _banner(h.ip, h.port, timeout=1.0)} for h in self.hosts]
+
+    @classmethod
+    def from_state(cls, root: str | os.PathLike | None = None) -> Rig:
+        """The rig described by ROOT/state.json, as written by whichever process started it."""
+        root = Path(root or os.environ.get("SAGE_RIG_ROOT") or DEFAULT_ROOT)
+        state = json.loads((root / "state.json").read_text())
+        rig = cls([h["name"] for h in state["hosts"]], root=root, user=state["user"], first_ip=state["first_ip"])
+        for h, saved in zip(rig.hosts, state["hosts"]):
+            h.pid, h.init_pid, h.pidns = saved["pid"], saved["init_pid"], saved["pidns"]
+            if not rig._alive(h):  # its pid and namespace inode may belong to someone else by now
+                h.pid = h.init_pid = h.pidns = None
+        return rig
+
+    # ---- one host ----------------------------------------------------------------------------
+    def start_host(self, name: str) -> None:
+        """Bring a stopped host back: same host key, same home and tmp contents."""
+        self._start([name])
+
+    def stop_host(self, name: str) -> None:
+        """Power a host off: every process in it dies at once (no shutdown scripts, like a crash)."""
+        self._stop([name])
+        self._save_state()
+
+    def regenerate_host_key(self, name: str, update_known_hosts: bool = False) -> None:
+        """Give a host a new host key and restart it.
+
+        By default known_hosts keeps the old key, so strict ssh to this host now fails with
+        "REMOTE HOST IDENTIFICATION HAS CHANGED"; update_known_hosts=True accepts the new key.
+        """
+        h = self.host(name)
+        self._stop([name])
+        h.host_key.unlink(missing_ok=True)
+        h.host_key.with_suffix(".pub").unlink(missing_ok=True)
+        _keygen(h.host_key, name)
+        if update_known_hosts:
+            self.write_known_hosts()
+        self._start([name])
+
+    def write_known_hosts(self) -> None:
+        lines = []
+        for h in self.hosts:
+            keytype, key = h.host_key.with_suffix(".pub").read_text().split()[:2]
+            lines.append(f"{h.name},{h.ip} {keytype} {key}\n")
+        _write(self.known_hosts_path, "".join(lines), 0o644)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _block_marker(self) -> str:
+        return f"sage-rig {self.root}"  # one block per rig root, so concurrent rigs don't clobber each other
+
+    def _prepare(self, h: Host) -> None:
+        """Fresh home and tmp, sshd_config, and a host key kept from earlier runs."""
+        pw = pwd.getpwnam(self.user)
+        h.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(h.dir, 0o755)
+        if not h.host_key.exists():
+            _keygen(h.host_key, h.name)
+        for d in (h.home, h.tmp):
+            shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree("/etc/skel", h.home)
+        ssh_dir = h.home / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        shutil.copy(self.key_path.with_suffix(".pub"), ssh_dir / "authorized_keys")
+        os.chmod(ssh_dir / "authorized_keys", 0o600)
+        os.chmod(h.home, 0o755)
+        h.tmp.mkdir()
+        os.chmod(h.tmp, 0o1777)
+        for path in [h.home, h.tmp, *h.home.rglob("*")]:
+            os.lchown(path, pw.pw_uid, pw.pw_gid)
+        _write(h.dir / "sshd_config", "\n".join([
+            f"ListenAddress {h.ip}:{h.port}",
+            f"HostKey {h.host_key}",
+            "PidFile none",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            "AuthorizedKeysFile .ssh/authorized_keys",
+            "StrictModes yes",
+            "UsePAM no",
+            "PermitRootLogin no",
+            f"AllowUsers {self.user}",
+            "PrintMotd no",
+            "AcceptEnv LANG LC_*",
+            "Subsystem sftp /usr/lib/openssh/sftp-server",
+            "",
+        ]), 0o644)
+
+    def _start(self, names: list[str]) -> None:
+        hosts = [self.host(n) for n in names]
+        for h in hosts:  # launch all, then wait: 32 hosts start in about the time of one
+            if self._alive(h):
+                continue
+            with open(h.log, "ab") as log:
+                p = subprocess.Popen(
+                    ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
+                     HOST_PYTHON, INIT, h.name, str(h.dir), self.user_home, str(h.dir / "sshd_config")],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True)  # a Ctrl-C in the terminal goes to us, and we tear down in order
+            self._procs[h.name] = p
+            h.pid, h.init_pid, h.pidns = p.pid, None, None
+        deadline = time.monotonic() + START_TIMEOUT
+        for h in hosts:
+            p = self._procs.get(h.name)
+            while not _banner(h.ip, h.port, timeout=0.5):
+                if (p and p.poll() is not None) or time.monotonic() > deadline:
+                    self._save_state()
+                    tail = h.log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"host {h.name} ({h.ip}:{h.port}) did not start; log {h.log}:\n{tail}")
+                time.sleep(0.05)
+            if h.init_pid is None:
+                h.init_pid = _child_of(h.pid)
+                h.pidns = os.readlink(f"/proc/{h.init_pid}/ns/pid")
+        self._save_state()
+
+    def _stop(self, names: list[str]) -> None:
+        hosts = [self.host(n) for n in names]
+        killed = [h for h in hosts if self._alive(h)]
+        for h in killed:
+            os.kill(h.init_pid, signal.SIGKILL)
+        for h in hosts:  # launched but init pid not known yet: unshare --kill-child takes init down with it
+            p = self._procs.get(h.name)
+            if h not in killed and p and p.poll() is None:
+                p.kill()
+        deadline = time.monotonic() + 10
+        for h in killed:
+            # Not _alive(): an exiting init has an empty cmdline well before it is gone. And PID 1
+            # turns zombie only once every other process of its namespace is gone.
+            while _state(h.init_pid) not in (None, "Z") and time.monotonic() < deadline:
+                time.sleep(0.02)
+        for h in hosts:
+            p = self._procs.pop(h.name, None)
+            if p:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        while time.monotonic() < deadline:  # anything that escaped or is still exiting: should not happen
+            left = self.leftover_processes(names)
+            if not left:
+                break
+            for pid, _ in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        for h in hosts:  # a dead namespace's inode number gets reused: forget it
+            h.pid = h.init_pid = h.pidns = None
+
+    def _alive(self, h: Host) -> bool:
+        """Is this host's init running (and really ours, not a recycled pid)?"""
+        if not h.init_pid or _state(h.init_pid) in (None, "Z"):
+            return False
+        try:
+            cmdline = Path(f"/proc/{h.init_pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return INIT.encode() in cmdline and str(h.dir).encode() in cmdline
+
+    def _save_state(self) -> None:
+        state = {"user": self.user, "first_ip": self.first_ip,
+                 "hosts": [{"name": h.name, "ip": h.ip, "port": h.port, "pid": h.pid,
+                            "init_pid": h.init_pid, "pidns": h.pidns} for h in self.hosts]}
+        _write(self.state_path, json.dumps(state, indent=1) + "\n", 0o644)
+
+    def _register_cleanup(self) -> None:
+        if self._cleanup_registered:
+            return
+        atexit.register(self.down)
+        self._cleanup_registered = True
+        # SIGTERM/SIGHUP would end Python without running atexit or fixture teardown.
+        # KeyboardInterrupt (not SystemExit, which pytest records as a test failure and goes on)
+        # makes pytest stop the session and tear fixtures down.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    signal.signal(sig, _raise_keyboard_interrupt)
+
+
+# ---- the Ray environment on the hosts ------------------------------------------------------------
+def controller_ray_version() -> str:
+    return importlib.metadata.version("ray")  # no `import ray`: that takes seconds
+
+
+def installed_ray_version(path: str = DEFAULT_ENV) -> str | None:
+    """The ray version in the env at PATH, read from its dist-info (fast: no interpreter start)."""
+    if not os.access(os.path.join(path, "bin", "python"), os.X_OK):
+        return None
+    for d in glob.glob(os.path.join(path, "lib", "python*", "site-packages", "ray-*.dist-info")):
+        return os.path.basename(d)[len("ray-"):-len(".dist-info")]
+    return None
+
+
+def ensure_env(path: str = DEFAULT_ENV, ray_version: str | None = None) -> str:
+    """A venv at PATH with ray[default]==the controller's ray, readable and runnable by any user."""
+    want = ray_version or controller_ray_version()
+    if installed_ray_version(path) == want:
+        return path
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    lock = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test sessions: one builds, the others wait
+        if installed_ray_version(path) == want:
+            return path
+        if not os.access(os.path.join(path, "bin", "python"), os.X_OK):
+            subprocess.run([HOST_PYTHON, "-m", "venv", path], check=True, umask=0o022)
+        # -qq: this machine's pip config names index dirs that don't all exist; pip warns once per package.
+        subprocess.run([os.path.join(path, "bin", "pip"), "install", "-qq", f"ray[default]=={want}"],
+                       check=True, umask=0o022)
+        for d in (parent, os.path.dirname(parent)):
+            os.chmod(d, os.stat(d).st_mode | 0o755)
+    finally:
+        os.close(lock)
+    return path
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _banner(ip: str, port: int, timeout: float) -> bool:
+    """Does an SSH server answer there (TCP accept is not enough: sshd may still be loading)?"""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as s:
+            return s.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _child_of(ppid: int, timeout: float = 5.0) -> int:
+    """The pid of ppid's child (no /proc/PID/task/*/children on every kernel: scan /proc/*/stat)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in _pids():
+            with contextlib.suppress(OSError):
+                if int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]) == ppid:
+                    return pid
+        time.sleep(0.02)
+    raise RuntimeError(f"process {ppid} has no child")
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, stdin=subprocess.DEVNULL)
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _ensure_user(user: str) -> None:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        r = subprocess.run(["useradd", "--no-create-home", "--home-dir", f"/home/{user}", "--shell", "/bin/bash",
+                            "--user-group", user], capture_output=True, text=True)
+        try:
+            pwd.getpwnam(user)  # when useradd failed, a concurrent rig may have created the user meanwhile
+        except KeyError:
+            raise RuntimeError(f"useradd {user} failed: {r.stderr.strip()}") from None
+    # A locked account ("!" in /etc/shadow) cannot log in even with a key.
+    for line in Path("/etc/shadow").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user and fields[1].startswith("!"):
+            subprocess.run(["usermod", "-p", "*", user], check=True)
+
+
+def _edit_etc_hosts(marker: str, lines: list[str]) -> None:
+    """Replace (or with no lines, remove) our marked block, in place: /etc/hosts may be a bind mount."""
+    begin, end = f"# BEGIN {marker}", f"# END {marker}"
+    with open(ETC_HOSTS, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # concurrent rigs edit the same file
+        kept, inside = [], False
+        for line in f.read().splitlines():
+            if line == begin:
+                inside = True
+            elif line == end:
+                inside = False
+            elif not inside:
+                kept.append(line)
+        names = {word for line in lines for word in line.split()[1:]}
+        taken = [line for line in kept if names & set(line.split("#")[0].split()[1:])]
+        if taken:  # the first line for a name wins: ours would be silently ignored
+            raise RuntimeError(f"{ETC_HOSTS} already maps these names (another rig? pick other names): {taken}")
+        if lines:
+            kept += [begin, *lines, end]
+        f.seek(0)
+        f.truncate()
+        f.write("\n".join(kept) + "\n")
