@@ -12,6 +12,7 @@ from typing import Any
 from sage_cluster import config as cfgmod
 from sage_cluster import report
 from sage_cluster.config import Config, ConfigError, Endpoint
+from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
 
 # The scope a command acts on -> the playbook that does it.
@@ -69,12 +70,14 @@ def node_action(opts: Options, scope: str, action: str) -> tuple[Config, RunResu
     cfg = load(opts)
     if action in ("start", "restart") and scope in ("cluster", "head") and (warning := dashboard_warning(cfg)):
         report.warn(warning)
-    return cfg, run(cfg, opts, PLAYBOOKS[scope], action)
+    with cluster_lock(cfg.path):
+        return cfg, run(cfg, opts, PLAYBOOKS[scope], action)
 
 
 def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
     cfg = load(opts)
-    return cfg, run(cfg, opts, "deploy.yml", "deploy", limit="sage_workers" if scope == "worker" else None)
+    with cluster_lock(cfg.path):
+        return cfg, run(cfg, opts, "deploy.yml", "deploy", limit="sage_workers" if scope == "worker" else None)
 
 
 def parse_host_arg(text: str) -> Endpoint:
@@ -88,13 +91,14 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
     if cfg.is_builtin:
         raise ConfigError(f"there is no config file to add workers to. Fix: `sage config init` writes "
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
-    assert cfg.path is not None
-    if op == "add":
-        updated = cfgmod.edit_workers(cfg.path, add=endpoint)
-        return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
-    cfgmod.edit_workers(cfg.path, remove=endpoint)
-    # The old config still lists the host, so its inventory can reach it to stop Ray there.
-    return cfg, run(cfg, opts, "scale.yml", "remove", extra={"sage_scale_host": endpoint.host})
+    with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
+        if op == "add":
+            updated = cfgmod.edit_workers(cfg.path, add=endpoint)
+            return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
+        before = cfgmod.load(cfg.path)
+        cfgmod.edit_workers(cfg.path, remove=endpoint)
+        # The old config still lists the host, so its inventory can reach it to stop Ray there.
+        return before, run(before, opts, "scale.yml", "remove", extra={"sage_scale_host": endpoint.host})
 
 
 def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:

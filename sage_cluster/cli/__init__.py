@@ -7,12 +7,13 @@ import click
 
 from sage_cluster import __version__
 from sage_cluster.cli.cluster import cluster
-from sage_cluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
+from sage_cluster.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from sage_cluster.cli.config import config
 from sage_cluster.cli.head import head
 from sage_cluster.cli.inventory import inventory
 from sage_cluster.cli.worker import worker
 from sage_cluster.config import ConfigError
+from sage_cluster.lock import LockBusy
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -42,6 +43,9 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(click.style("error: ", fg="red") + str(exc), err=True)
         sys.exit(EXIT_USAGE)
+    except LockBusy as exc:
+        click.echo(click.style("error: ", fg="red") + str(exc), err=True)
+        sys.exit(EXIT_FAILED)
     except click.exceptions.Abort:
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
