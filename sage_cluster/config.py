@@ -131,11 +131,7 @@ def load(explicit: str | os.PathLike | None = None) -> Config:
         if named:
             raise ConfigError(f"{path}: no such config file. Fix: create it with `sage config init --config {path}`.")
         return builtin_default()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc}).") from None
-    return parse(text, path)
+    return parse(_read_exact(path), path)
 
 
 def builtin_default() -> Config:
@@ -171,22 +167,44 @@ def _read_doc(text: str, path: Path) -> Any:
     except DuplicateKeyError as exc:
         mark = exc.problem_mark
         key = (exc.problem or "").split('"')[1] if '"' in (exc.problem or "") else "?"
-        raise ConfigError(f"{path}:{mark.line + 1}: key '{key}' appears twice. Fix: keep one of them.") from None
+        raise ConfigError(f"{path}:{_line_no(text, mark)}: key '{key}' appears twice. "
+                          "Fix: keep one of them.") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        what = (exc.problem or exc.context or "invalid YAML").strip()
-        hint = " (tabs are not allowed for indentation; use spaces)" if "\t" in _line(text, mark) else ""
-        raise ConfigError(f"{path}{line}: not valid YAML: {what}{hint}. Fix: correct the YAML syntax there.") from None
+        line = f":{_line_no(text, mark)}" if mark else ""
+        what = _one_line(exc.problem or exc.context or "invalid YAML").rstrip(".")
+        if exc.context and what.startswith("but "):
+            what = f"{_one_line(exc.context)}, {what}"
+        src = _line(text, mark) if mark else ""
+        near = f" near {_one_line(src)[:60]!r}" if src.strip() else ""
+        hint = " (tabs are not allowed for indentation; use spaces)" if "\t" in src else ""
+        raise ConfigError(f"{path}{line}: not valid YAML{near}: {what}{hint}. "
+                          "Fix: correct the YAML syntax there.") from None
     except YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(str(exc))}. Fix: correct the YAML syntax.") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _line_no(text: str, mark: Any) -> int:
+    """A mark's 1-based line; a mark past the text (stream end) moves back onto the last non-blank line."""
+    lines = text.splitlines()
+    n = mark.line if mark is not None else 0
+    if n >= len(lines):
+        n = len(lines) - 1
+        while n > 0 and not lines[n].strip():
+            n -= 1
+    return max(n, 0) + 1
 
 
 def _line(text: str, mark: Any) -> str:
     if mark is None:
         return text
     lines = text.splitlines()
-    return lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    n = _line_no(text, mark) - 1
+    return lines[n] if 0 <= n < len(lines) else ""
 
 
 def parse(text: str, path: Path) -> Config:
@@ -219,20 +237,40 @@ def parse(text: str, path: Path) -> Config:
                 values[section][k.name] = check_value(k, raw[k.name], f"{path}:{_key_line(raw, k.name)}")
             else:
                 values[section][k.name] = _copy(k.default)
+    head_where = f"{path}:{_key_line(doc.get('head') or CommentedMap(), 'host') if 'head' in doc else 1}"
     if WORKERS_KEY in doc:
-        workers = parse_workers(doc[WORKERS_KEY], f"{path}:{_key_line(doc, WORKERS_KEY)}")
+        raw_workers = doc[WORKERS_KEY]
+        where = f"{path}:{_key_line(doc, WORKERS_KEY)}: {WORKERS_KEY}"
+        item_wheres = None
+        if isinstance(raw_workers, CommentedSeq):
+            item_wheres = [f"{path}:{_item_line(raw_workers, i, _key_line(doc, WORKERS_KEY))}: {WORKERS_KEY}"
+                           for i in range(len(raw_workers))]
+        workers = _parse_workers(raw_workers, where, item_wheres)
+        cfg = Config(values=values, workers=workers, path=path, warnings=warnings)
+        _check_cluster(cfg, item_wheres or [where] * len(workers),
+                       "Fix: remove it from workers_ssh_hosts, or make it a worker and name another head.")
     else:
-        workers = parse_workers(WORKERS_DEFAULT, str(path))
-    cfg = Config(values=values, workers=workers, path=path, warnings=warnings)
-    _check_cluster(cfg, f"{path}:{_key_line(doc, WORKERS_KEY) if WORKERS_KEY in doc else 1}")
+        workers = parse_workers(WORKERS_DEFAULT, f"{path}: {WORKERS_KEY} (default)")
+        cfg = Config(values=values, workers=workers, path=path, warnings=warnings)
+        _check_cluster(cfg, [f"{head_where}: 'head.host'"] * len(workers),
+                       f"Fix: set {WORKERS_KEY} (it defaults to \"{WORKERS_DEFAULT}\"), or choose another head.host.")
     return cfg
 
 
-def _key_line(mapping: Any, key: Any) -> int:
+def _item_line(seq: Any, index: int, fallback: int) -> int:
     try:
-        return mapping.lc.key(key)[0] + 1
-    except (AttributeError, KeyError, TypeError):
-        return getattr(getattr(mapping, "lc", None), "line", 0) + 1
+        return seq.lc.item(index)[0] + 1
+    except (AttributeError, KeyError, TypeError, IndexError):
+        return fallback
+
+
+def _key_line(mapping: Any, key: Any) -> int:
+    """The 1-based line of a key; for a key not in the file, the mapping's own line (1 for an empty file)."""
+    try:
+        return int(mapping.lc.key(key)[0]) + 1
+    except (AttributeError, KeyError, TypeError, IndexError):
+        line = getattr(getattr(mapping, "lc", None), "line", None)
+        return line + 1 if isinstance(line, int) else 1
 
 
 def _kind(value: Any) -> str:
@@ -255,6 +293,8 @@ def _unknown(path: Path, line: int, key: str, known: list[str]) -> str:
 def check_value(key: Key, value: Any, where: str) -> Any:
     """Return the value as the program uses it, or raise a one-line ConfigError."""
     label = f"{where}: '{key.dotted}'"
+    if value is None and key.name == "conda_env":
+        return ""  # `conda_env:` with no value: no conda env, like ""
     if value is None or (isinstance(value, str) and not value.strip() and key.name != "conda_env"):
         raise ConfigError(f"{label} is empty. Fix: set it, or delete the line to use the default "
                           f"({_show(key.default)}).")
@@ -273,16 +313,18 @@ def check_value(key: Key, value: Any, where: str) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"{label} must be a string, not {_kind(value)} {_show(value)}. Fix: quote it.")
     value = str(value)
-    if "\n" in value or "\0" in value:
-        raise ConfigError(f"{label} contains a line break. Fix: put it on one line.")
+    if any(ch in value for ch in "\n\r\0"):
+        raise ConfigError(f"{label} contains a line break or NUL. Fix: put it on one line.")
     if key.kind == "host" or (key.kind == "bind_host" and value != "localhost"):
         _check_host(value, label)
     elif key.kind == "abs_path" and not value.startswith("/"):
         raise ConfigError(f"{label} = {value!r} must be an absolute path. Fix: start it with /.")
     elif key.kind == "choice" and value not in key.choices:
-        raise ConfigError(f"{label} = {value!r} is not one of {', '.join(key.choices)}.")
+        raise ConfigError(f"{label} = {value!r} is not one of {', '.join(key.choices)}. "
+                          f"Fix: use one of them, e.g. {key.default}.")
     elif key.kind == "text" and value and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value):
-        raise ConfigError(f"{label} = {value!r} may hold only letters, digits, '_', '.', '-'.")
+        raise ConfigError(f"{label} = {value!r} may hold only letters, digits, '_', '.', '-'. "
+                          f"Fix: e.g. {key.default}.")
     return value
 
 
@@ -307,45 +349,61 @@ def _check_host(value: str, label: str) -> None:
 def parse_endpoint(text: Any, where: str) -> Endpoint:
     """'host' or 'host:port' -> Endpoint; anything else is a one-line ConfigError."""
     if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise ConfigError(f"{where}: worker {_show(text)} must be a 'host:port' string.")
+        raise ConfigError(f"{where}: worker {_show(text)} must be a 'host:port' string. Fix: e.g. sage5:22.")
     text = str(text).strip()
     host, sep, port_text = text.partition(":")
     if not host:
         raise ConfigError(f"{where}: worker {text!r} has no host. Fix: write it as host:port, e.g. sage5:22.")
     if ":" in port_text:
-        raise ConfigError(f"{where}: worker {text!r} has more than one ':'. Fix: write it as host:port.")
+        raise ConfigError(f"{where}: worker {text!r} has more than one ':'. Fix: write it as host:port, e.g. sage5:22.")
     _check_host(host, f"{where}: worker")
     port = 22
     if sep:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
             raise ConfigError(f"{where}: worker {text!r} has a bad port {port_text!r}. Fix: use a port 1-65535.")
         port = int(port_text)
     return Endpoint(host, port)
 
 
 def parse_workers(raw: Any, where: str) -> list[Endpoint]:
+    """The workers_ssh_hosts value ("h:p,h:p" string, a list, or empty) -> endpoints, each host once."""
+    return _parse_workers(raw, where, None)
+
+
+def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[Endpoint]:
     if raw is None:
         return []
     if isinstance(raw, str):
         items = [part for part in (p.strip() for p in raw.split(",")) if part]
+        wheres = [where] * len(items)
     elif isinstance(raw, list):
         items = list(raw)
+        wheres = item_wheres if item_wheres and len(item_wheres) == len(items) else [where] * len(items)
     else:
         raise ConfigError(f"{where}: '{WORKERS_KEY}' must be a \"host:port,host:port\" string or a list, "
                           f"not {_kind(raw)} {_show(raw)}. Fix: e.g. \"sage2:22,sage4:22\".")
-    workers = [parse_endpoint(item, where) for item in items]
-    seen: set[str] = set()
-    for w in workers:
-        if w.host in seen:
-            raise ConfigError(f"{where}: worker host {w.host!r} is listed twice. Fix: list each host once.")
-        seen.add(w.host)
+    workers = [parse_endpoint(item, w) for item, w in zip(items, wheres)]
+    seen: dict[str, Endpoint] = {}
+    for w, at in zip(workers, wheres):
+        name = _host_key(w.host)
+        if name in seen:
+            raise ConfigError(f"{at}: worker host {w.host!r} is listed twice ({seen[name]} and {w}). "
+                              "Fix: list each host once.")
+        seen[name] = w
     return workers
 
 
-def _check_cluster(cfg: Config, where: str) -> None:
-    if any(w.host == cfg["head"]["host"] for w in cfg.workers):
-        raise ConfigError(f"{where}: the head {cfg['head']['host']!r} is also listed as a worker; the head already "
-                          "runs a Ray node. Fix: remove it from workers_ssh_hosts.")
+def _host_key(host: str) -> str:
+    """Host names compare without case and without a trailing dot (RFC 1123)."""
+    return host.lower().rstrip(".")
+
+
+def _check_cluster(cfg: Config, wheres: list[str], fix: str) -> None:
+    head = cfg["head"]["host"]
+    for w, where in zip(cfg.workers, wheres):
+        if _host_key(w.host) == _host_key(head):
+            raise ConfigError(f"{where}: the head {head!r} is also listed as a worker ({w}); the head already "
+                              f"runs a Ray node. {fix}")
 
 
 def is_this_machine(host: str) -> bool:
@@ -379,12 +437,14 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Old file or new file, never a mix: temp file in the same dir, fsync, rename."""
+    """Old file or new file, never a mix: temp file in the same dir, fsync, rename. Keeps the file's mode;
+    a symlinked config stays a symlink (its target is replaced). Text is written as given (no newline changes)."""
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o600
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -400,43 +460,163 @@ def write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def _read_exact(path: Path) -> str:
+    """The file's text with its own line endings (CRLF stays CRLF), so an edit changes only the edited value."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({_one_line(str(exc))}). "
+                          "Fix: check that it exists and is readable UTF-8 text.") from None
+
+
 def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | None = None) -> Config:
-    """Add or remove one worker in the file, keeping comments, key order and the string-or-list form."""
-    text = path.read_text(encoding="utf-8")
+    """Add or remove one worker in the file, keeping comments, key order and the string-or-list form.
+
+    The edit is a splice of the file's text: every byte outside workers_ssh_hosts' value stays as it was.
+    """
+    path = Path(path)
+    text = _read_exact(path)
     current = parse(text, path)
-    listed = {w.host: w for w in current.workers}
+    listed = {_host_key(w.host): w for w in current.workers}
     if add is not None:
-        if add.host in listed:
-            raise ConfigError(f"{path}: worker {add.host!r} is already listed (as {listed[add.host]}).")
-        if add.host == current["head"]["host"]:
-            raise ConfigError(f"{path}: {add.host!r} is the head; it cannot also be a worker.")
-    if remove is not None and (remove.host not in listed or listed[remove.host].port != remove.port):
-        names = ", ".join(map(str, current.workers)) or "none"
-        raise ConfigError(f"{path}: worker {remove} is not listed (workers: {names}). Nothing was changed.")
-    doc = _read_doc(text, path)
+        if _host_key(add.host) in listed:
+            raise ConfigError(f"{path}: worker {add.host!r} is already listed (as {listed[_host_key(add.host)]}). "
+                              "Fix: nothing to add; `sage worker config` lists the workers.")
+        if _host_key(add.host) == _host_key(current["head"]["host"]):
+            raise ConfigError(f"{path}: {add.host!r} is the head; it cannot also be a worker. "
+                              "Fix: add a different host.")
+    if remove is not None:
+        found = listed.get(_host_key(remove.host))
+        if found is None or found.port != remove.port:
+            names = ", ".join(map(str, current.workers)) or "none"
+            raise ConfigError(f"{path}: worker {remove} is not listed (workers: {names}); nothing was changed. "
+                              "Fix: name one of the listed workers as host:port.")
+    expected = [w for w in current.workers if remove is None or _host_key(w.host) != _host_key(remove.host)]
+    if add is not None:
+        expected.append(add)
+    for make in (_splice_workers, _dump_workers):
+        try:
+            new_text = make(text, path, current, expected, add, remove)
+        except (YAMLError, ValueError, IndexError, AttributeError, TypeError, KeyError):
+            new_text = None
+        if new_text is None:
+            continue
+        try:
+            updated = parse(new_text, path)
+        except ConfigError:
+            continue
+        if updated.workers == expected and updated.values == current.values:
+            write_atomic(path, new_text)
+            return updated
+    raise ConfigError(f"{path}: could not rewrite {WORKERS_KEY} safely; nothing was changed. "
+                      f"Fix: edit {WORKERS_KEY} in the file by hand.")
+
+
+def _render_like(value: str, style: str | None) -> str:
+    if style == "'":
+        return "'" + value.replace("'", "''") + "'"
+    if style == '"' or not value:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
+                    add: Endpoint | None, remove: Endpoint | None) -> str | None:
+    """Replace only the text of workers_ssh_hosts' value; None when the layout is one this does not handle."""
+    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    nl = "\r\n" if "\r\n" in text else "\n"
+    root = _yaml().compose(text)
+    joined = ",".join(map(str, expected))
+    if add is not None and remove is not None:
+        return None
+    if root is not None and (not isinstance(root, MappingNode) or root.flow_style):
+        return None
+    pair = None if root is None else next(
+        ((k, v) for k, v in root.value if isinstance(k, ScalarNode) and k.value == WORKERS_KEY), None)
+    if pair is None:
+        # Absent key: the defaults applied; write them out with the change, as a new last line.
+        if re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
+            return None
+        sep = "" if not text or text.endswith(("\n", "\r")) else nl
+        return f'{text}{sep}{WORKERS_KEY}: "{joined}"{nl}'
+    key, node = pair
+    if text[key.start_mark.index:key.end_mark.index] != WORKERS_KEY:
+        return None
+    start, end = node.start_mark.index, node.end_mark.index
+    span = text[start:end]
+    if isinstance(node, ScalarNode):
+        if node.style not in (None, '"', "'") or "\n" in span or "\r" in span:
+            return None
+        if span == "":  # `workers_ssh_hosts:` with no value
+            colon = text.index(":", key.end_mark.index)
+            return text[:colon + 1] + " " + _render_like(joined, '"') + text[colon + 1:]
+        if node.style is None and span in ("~", "null", "Null", "NULL"):
+            return text[:start] + _render_like(joined, '"') + text[end:]
+        if not isinstance(_yaml().load(span), str) and node.style is None:
+            return None
+        return text[:start] + _render_like(joined, node.style) + text[end:]
+    if not isinstance(node, SequenceNode):
+        return None
+    items = list(node.value)
+    if not all(isinstance(i, ScalarNode) for i in items):
+        return None
+    kept = [i for i in items if remove is None
+            or _host_key(parse_endpoint(i.value, str(path)).host) != _host_key(remove.host)]
+    if node.flow_style:
+        if "#" in span:
+            return None
+        parts = [text[i.start_mark.index:i.end_mark.index] for i in kept]
+        if add is not None:
+            parts.append(_render_like(str(add), items[-1].style if items else None))
+        return text[:start] + "[" + ", ".join(parts) + "]" + text[end:]
+    out = text
+    if remove is not None:
+        gone = [i for i in items if i not in kept]
+        if len(gone) != 1:
+            return None
+        item = gone[0]
+        line_start = out.rfind("\n", 0, item.start_mark.index) + 1
+        if not re.fullmatch(r"[ \t]*-[ \t]+", out[line_start:item.start_mark.index]):
+            return None
+        line_end = out.find("\n", item.end_mark.index)
+        line_end = len(out) if line_end < 0 else line_end + 1
+        if not re.fullmatch(r"[ \t]*(#[^\n]*)?\r?\n?", out[item.end_mark.index:line_end]):
+            return None
+        out = out[:line_start] + out[line_end:]
+    if add is not None:
+        last = items[-1]
+        line_start = text.rfind("\n", 0, last.start_mark.index) + 1
+        prefix = text[line_start:last.start_mark.index]
+        if not re.fullmatch(r"[ \t]*-[ \t]+", prefix):
+            return None
+        line_end = text.find("\n", last.end_mark.index)
+        new_line = prefix + _render_like(str(add), last.style) + nl
+        if line_end < 0:
+            out = text + nl + new_line
+        else:
+            out = text[:line_end + 1] + new_line + text[line_end + 1:]
+    return out
+
+
+def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
+                  add: Endpoint | None, remove: Endpoint | None) -> str | None:
+    """The fallback: a ruamel round trip (keeps comments and order, may re-indent)."""
+    doc = _yaml().load(text)
     if doc is None:
         doc = CommentedMap()
     raw = doc.get(WORKERS_KEY)
-    if raw is None:
-        raw = WORKERS_DEFAULT if WORKERS_KEY not in doc else ""
     if isinstance(raw, list):
-        if remove is not None:
-            for i, item in enumerate(list(raw)):
-                if parse_endpoint(item, str(path)).host == remove.host:
-                    del raw[i]
-                    break
+        for i, item in enumerate(list(raw)):
+            if remove is not None and _host_key(parse_endpoint(item, str(path)).host) == _host_key(remove.host):
+                del raw[i]
+                break
         if add is not None:
             raw.append(str(add))
     else:
-        items = [w for w in current.workers if remove is None or w.host != remove.host]
-        if add is not None:
-            items.append(add)
-        new = ",".join(map(str, items))
-        # Keep the user's quoting style; a key that was absent is written quoted, as in the guide.
-        doc[WORKERS_KEY] = type(raw)(new) if WORKERS_KEY in doc else DoubleQuotedScalarString(new)
+        new = ",".join(map(str, expected))
+        doc[WORKERS_KEY] = type(raw)(new) if isinstance(raw, str) else DoubleQuotedScalarString(new)
     buf = StringIO()
     _yaml().dump(doc, buf)
-    new_text = buf.getvalue()
-    updated = parse(new_text, path)
-    write_atomic(path, new_text)
-    return updated
+    return buf.getvalue()

@@ -103,7 +103,8 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
 
 def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:
     cfg = load(opts)
-    result = run(cfg, opts, PLAYBOOKS[scope], "status")
+    # The cluster's status is one play on every node at once (status.yml), not head then workers.
+    result = run(cfg, opts, "status.yml" if scope == "cluster" else PLAYBOOKS[scope], "status")
     view = report.cluster_view(result) or {}
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
@@ -115,3 +116,50 @@ def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]
 def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:
     cfg = load(opts)
     return cfg, run(cfg, opts, PLAYBOOKS[scope], "logs", extra={"ray_node_log_lines": lines})
+
+
+CLOCK_SKEW_LIMIT = 5.0
+
+
+def controller_versions() -> dict[str, str | None]:
+    import importlib.metadata
+    import platform
+    return {"python": platform.python_version(), "ray": importlib.metadata.version("ray")}
+
+
+def doctor(opts: Options) -> tuple[Config, RunResult, list[dict[str, Any]]]:
+    """One row per host and check, each with ok, detail and a fix hint."""
+    cfg = load(opts)
+    result = run(cfg, opts, "doctor.yml", "doctor")
+    mine = controller_versions()
+    rows: list[dict[str, Any]] = []
+
+    def row(host: str, check: str, ok: bool, detail: str, fix: str = "") -> None:
+        rows.append({"host": host, "check": check, "ok": ok, "detail": detail, "fix": "" if ok else fix})
+
+    user = cfg["ssh"]["user"]
+    for host, h in sorted(result.hosts.items()):
+        d = h.data.get("doctor")
+        row(host, "ssh", not h.unreachable, h.error if h.unreachable else "reachable",
+            f"check that `ssh -i {cfg['ssh']['key_path']} {user}@{host}` logs in without a password")
+        if d is None:
+            if not h.unreachable:
+                row(host, "checks", False, h.error or "no result", "run with -vvv to see why the checks failed")
+            continue
+        for key in ("python_path", "ray_command"):
+            row(host, key, d[key]["ok"], d[key]["detail"],
+                f"install the env there, or set remote.{key} to where it is")
+        versions = d.get("versions") or {}
+        same = versions.get("python") == mine["python"] and versions.get("ray") == mine["ray"]
+        detail = versions.get("error") or f"python {versions.get('python')}, ray {versions.get('ray')}"
+        row(host, "versions", same, detail,
+            f"every node and this machine need python {mine['python']} and ray {mine['ray']}")
+        for key in ("temp_dir", "log_dir"):
+            row(host, key, d[key]["ok"], d[key]["detail"], f"make it writable for {user}, or change the config")
+        for port, state in (d.get("ports") or {}).items():
+            row(host, f"port {port}", state["ok"], state["detail"],
+                f"see what holds it (`ss -ltnp | grep :{port}`) or choose another port in head.*")
+        skew = d["time"] - h.reported_at
+        row(host, "clock", abs(skew) <= CLOCK_SKEW_LIMIT, f"{skew:+.1f}s from this machine",
+            "synchronise the clocks (chrony or systemd-timesyncd)")
+    return cfg, result, rows

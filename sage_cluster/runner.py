@@ -34,6 +34,7 @@ class HostResult:
     unreachable: bool = False
     error: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    reported_at: float = 0.0  # controller clock when the host's last result arrived (doctor's clock check)
 
     @property
     def state(self) -> str:
@@ -110,6 +111,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
             return True
         res = data.get("res") or {}
         result = hosts.setdefault(host, HostResult(host))
+        result.reported_at = time.time()
         if state == "ok":
             result.ok += 1
             result.changed += bool(res.get("changed"))

@@ -1,6 +1,8 @@
 """`sage cluster ...`: the whole cluster with one command."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from sage_cluster import operations as ops
@@ -52,6 +54,29 @@ def info(opts: ops.Options) -> None:
                f"workers {cfg['worker']['temp_dir']} {cfg['worker']['log_dir']}")
     if warning := ops.dashboard_warning(cfg):
         report.warn(warning)
+
+
+@cluster.command()
+@options(json=True)
+def doctor(opts: ops.Options) -> None:
+    """Check every node: SSH, python_path, ray_command, the same Python and Ray versions everywhere (this
+    machine too), temp and log dirs writable, head ports free or held by this cluster's Ray, clock skew.
+    Exit 1 if any check fails.
+
+    \b
+    Example:
+      sage cluster doctor
+      sage cluster doctor --json
+    """
+    _, result, rows = ops.doctor(opts)
+    failed = [r for r in rows if not r["ok"]]
+    if opts.json:
+        report.emit_json({"ok": not failed, "controller": ops.controller_versions(), "checks": rows})
+    else:
+        click.echo(report.table([[r["host"], r["check"], "ok" if r["ok"] else "FAIL", r["detail"], r["fix"]]
+                                 for r in rows], ["HOST", "CHECK", "RESULT", "DETAIL", "FIX"]))
+        click.echo(f"{len(failed)} check(s) failed." if failed else "All checks passed.")
+    sys.exit(1 if failed or result.interrupted else 0)
 
 
 @cluster.group()
