@@ -26,7 +26,8 @@ options:
   cluster_view: {type: bool, default: false, description: head only, list Ray's nodes}
   wait_for: {type: list, elements: str, default: [], description: node IPs that must be alive (state=wait)}
   timeout: {type: int, default: 60}
-  auth_token_file: {type: path, description: enables RAY_AUTH_MODE=token with this token file}
+  auth_token: {type: str, no_log: true, description: Ray auth token; set = RAY_AUTH_MODE=token, unset = disabled}
+  auth_token_path: {type: path, default: ~/.ray/auth_token, description: where the node keeps the token (0600)}
 """
 
 import json
@@ -34,6 +35,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -143,9 +145,33 @@ class Node:
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         if self.p["conda_env"]:
             env.update(CONDA_PREFIX=os.path.dirname(bin_dir), CONDA_DEFAULT_ENV=self.p["conda_env"])
-        if self.p["auth_token_file"]:
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.p["auth_token_file"])
+        if self.p["auth_token"]:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.p["auth_token_path"])
+        else:  # explicit: Ray would turn auth on by itself if it found an old token file
+            env["RAY_AUTH_MODE"] = "disabled"
+            env.pop("RAY_AUTH_TOKEN", None)
         return env
+
+    def install_token(self):
+        """Write the token 0600 (dir 0700) when it differs; True when the file changed."""
+        token, path = self.p["auth_token"], self.p["auth_token_path"]
+        if not token:
+            return False
+        try:
+            with open(path) as fh:
+                if fh.read().strip() == token and os.stat(path).st_mode & 0o077 == 0:
+                    return False
+        except OSError:
+            pass
+        if self.m.check_mode:
+            return True
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return True
 
     def check_executables(self):
         for key in ("ray_command", "python_path"):
@@ -336,7 +362,8 @@ def main():
         "cluster_view": dict(type="bool", default=False),
         "wait_for": dict(type="list", elements="str", default=[]),
         "timeout": dict(type="int", default=60),
-        "auth_token_file": dict(type="path", default=None),
+        "auth_token": dict(type="str", default=None, no_log=True),
+        "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
     }
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     node = Node(module)
@@ -346,8 +373,11 @@ def main():
     if p["state"] in ("stopped", "restarted"):
         changed, state = node.stop(state)
     if p["state"] in ("started", "restarted"):
+        token_changed = node.install_token()
+        if token_changed and state["running"] and not module.check_mode:
+            _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
         started, state = node.start(state)
-        changed = changed or started
+        changed = changed or started or token_changed
     report = dict(state, node_type=p["node_type"], log_file=node.log_file)
     if p["state"] == "logs":
         report["log"] = node.tail(p["log_lines"])
