@@ -84,7 +84,8 @@ class Endpoint:
     port: int = 22
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        # An IPv6 address is written in brackets, so the text parses back to the same endpoint.
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -181,7 +182,10 @@ def _read_doc(text: str, path: Path) -> Any:
         raise ConfigError(f"{path}{line}: not valid YAML{near}: {what}{hint}. "
                           "Fix: correct the YAML syntax there.") from None
     except YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_one_line(str(exc))}. Fix: correct the YAML syntax.") from None
+        position = getattr(exc, "position", None)
+        line = f":{text.count(chr(10), 0, position) + 1}" if isinstance(position, int) else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {_one_line(str(exc))}. "
+                          "Fix: correct the YAML syntax there.") from None
 
 
 def _one_line(text: str) -> str:
@@ -274,11 +278,14 @@ def _key_line(mapping: Any, key: Any) -> int:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    return {dict: "mapping", CommentedMap: "mapping", list: "list", CommentedSeq: "list", str: "string",
-            int: "integer", float: "number"}.get(type(value), "string" if isinstance(value, str) else
-                                                  type(value).__name__)
+    """What a YAML value is, in the user's words."""
+    from collections.abc import Mapping, Set
+
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                       (bytes, "binary value"), (Mapping, "mapping"), (list, "list"), (Set, "set")):
+        if isinstance(value, kind):
+            return name
+    return "tagged value"
 
 
 def _unknown(path: Path, line: int, key: str, known: list[str]) -> str:
@@ -309,14 +316,25 @@ def check_value(key: Key, value: Any, where: str) -> Any:
     if key.kind == "list":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{label} must be a list of strings. Fix: e.g. [\"data/\", \"*.log\"].")
+        if any(mark in v for v in value for mark in ("{{", "{%", "{#")):
+            raise ConfigError(f"{label} has an item with a template marker ({{{{, {{% or {{#) that Ansible would "
+                              "evaluate. Fix: write plain patterns.")
         return [str(v) for v in value]
     if not isinstance(value, str):
         raise ConfigError(f"{label} must be a string, not {_kind(value)} {_show(value)}. Fix: quote it.")
     value = str(value)
     if any(ch in value for ch in "\n\r\0"):
         raise ConfigError(f"{label} contains a line break or NUL. Fix: put it on one line.")
+    if any(mark in value for mark in ("{{", "{%", "{#")):
+        # Ansible would evaluate it as a Jinja template (run code on the controller), not use it as text.
+        raise ConfigError(f"{label} = {value!r} contains a template marker ({{{{, {{% or {{#) that Ansible would "
+                          "evaluate. Fix: write the plain value.")
     if key.kind == "host" or (key.kind == "bind_host" and value != "localhost"):
         _check_host(value, label)
+    elif key.dotted == "ssh.known_hosts" and re.search(r"[\s\"']", value):
+        # ssh reads UserKnownHostsFile as a whitespace-separated list of files.
+        raise ConfigError(f"{label} = {value!r} has a space or quote, which ssh would split into several files. "
+                          "Fix: use a path without spaces or quotes.")
     elif key.kind == "abs_path" and not value.startswith("/"):
         raise ConfigError(f"{label} = {value!r} must be an absolute path. Fix: start it with /.")
     elif key.kind == "choice" and value not in key.choices:
@@ -351,10 +369,21 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
     if isinstance(text, bool) or not isinstance(text, (str, int)):
         raise ConfigError(f"{where}: worker {_show(text)} must be a 'host:port' string. Fix: e.g. sage5:22.")
     text = str(text).strip()
-    host, sep, port_text = text.partition(":")
+    bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", text)
+    if bracketed:  # [IPv6]:port
+        host, port_text = bracketed.group(1), bracketed.group(2)
+        sep = ":" if port_text is not None else ""
+        port_text = port_text or ""
+        if ":" not in host or not is_valid_host(host):
+            raise ConfigError(f"{where}: worker {text!r}: brackets are for IPv6 addresses. "
+                              "Fix: write host:port, or [IPv6 address]:port.")
+    elif text.count(":") > 1 and is_valid_host(text):
+        raise ConfigError(f"{where}: worker {text!r} looks like an IPv6 address. Fix: write it as [{text}]:22.")
+    else:
+        host, sep, port_text = text.partition(":")
     if not host:
         raise ConfigError(f"{where}: worker {text!r} has no host. Fix: write it as host:port, e.g. sage5:22.")
-    if ":" in port_text:
+    if ":" in port_text and not bracketed:
         raise ConfigError(f"{where}: worker {text!r} has more than one ':'. Fix: write it as host:port, e.g. sage5:22.")
     _check_host(host, f"{where}: worker")
     port = 22
@@ -380,7 +409,8 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
         items = list(raw)
         wheres = item_wheres if item_wheres and len(item_wheres) == len(items) else [where] * len(items)
     else:
-        raise ConfigError(f"{where}: '{WORKERS_KEY}' must be a \"host:port,host:port\" string or a list, "
+        what = "it" if where.endswith(WORKERS_KEY) else f"'{WORKERS_KEY}'"
+        raise ConfigError(f"{where}: {what} must be a \"host:port,host:port\" string or a list, "
                           f"not {_kind(raw)} {_show(raw)}. Fix: e.g. \"sage2:22,sage4:22\".")
     workers = [parse_endpoint(item, w) for item, w in zip(items, wheres)]
     seen: dict[str, Endpoint] = {}

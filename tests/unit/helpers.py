@@ -1,0 +1,69 @@
+"""Shared helpers for the unit tests: run the real CLI as a subprocess, with HOME isolated (so ~/.sage is too)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SAGE = [str(BIN / "sage")] if (BIN / "sage").exists() else [sys.executable, "-m", "sage_cluster"]
+PY_SAGE = [sys.executable, "-m", "sage_cluster"]
+
+# The guide's example config, copied from cluster-guide.en.md (values and comments as the guide has them).
+GUIDE_CONFIG = '''\
+head:
+  host: "base-sage"              # head node host name or IP
+  head_port: 6379                # Ray cluster (GCS) port, default 6379
+  dashboard_port: 8265           # Ray dashboard port, default 8265
+  dashboard_host: "0.0.0.0"      # dashboard bind address (0.0.0.0 = all interfaces)
+  temp_dir: "/tmp/ray_head"      # Ray temp dir on the head
+  log_dir: "/tmp/sage_head_logs" # log dir on the head
+worker:
+  bind_host: "localhost"          # IP a worker binds to; "localhost" means: use the worker's own host name
+  temp_dir: "/tmp/ray_worker"     # Ray temp dir on workers
+  log_dir: "/tmp/sage_worker_logs" # log dir on workers
+workers_ssh_hosts: "sage2:22,sage4:22"   # worker SSH hosts, host:port, comma separated
+ssh:
+  user: "sage"                    # SSH login user
+  key_path: "~/.ssh/id_rsa"      # SSH private key
+  connect_timeout: 10            # SSH connect timeout (seconds)
+remote:
+  sage_home: "/home/sage"                        # project directory on remote nodes
+  python_path: "/opt/conda/envs/sage/bin/python" # remote Python interpreter
+  ray_command: "/opt/conda/envs/sage/bin/ray"    # remote ray executable
+  conda_env: "sage"                              # conda env to activate
+'''
+
+
+def env_for(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SAGE_CONFIG" and not k.startswith("ANSIBLE_")}
+    env.update(HOME=str(home), NO_COLOR="1", **extra)
+    return env
+
+
+def run(argv: list[str], home: Path, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess:
+    """One CLI run as a user would do it; stdin closed so nothing can wait for input."""
+    start = time.monotonic()
+    proc = subprocess.run(argv, env=env_for(home, **extra), cwd=home, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+    proc.duration = time.monotonic() - start  # type: ignore[attr-defined]
+    return proc
+
+
+def run_many(jobs: dict, home: Path) -> dict:
+    """Run {name: argv or (argv, extra env)} concurrently: Python's start-up dominates these tests, so a test
+    module starts all its CLI runs at once in a fixture. Returns {name: CompletedProcess}."""
+    def one(job):
+        argv, extra = job if isinstance(job, tuple) else (job, {})
+        return run(argv, home, **extra)
+
+    with ThreadPoolExecutor(max_workers=max(4, 3 * (os.cpu_count() or 2))) as pool:
+        futures = {name: pool.submit(one, job) for name, job in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
