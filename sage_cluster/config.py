@@ -69,6 +69,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("remote", "conda_env", "sage", "text", 'conda env to activate ("" = none)'),
     Key("deploy", "source", ".", "local_path", "local project directory that deploy copies (default: the current one)"),
     Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones"),
+    Key("security", "ray_auth", "token", "choice",
+        "Ray token authentication: token (every node and client needs the token) | off", ("token", "off")),
 )
 SECTIONS = tuple(dict.fromkeys(k.section for k in SCHEMA))
 WORKERS_DEFAULT = "sage2:22,sage4:22"

@@ -15,6 +15,7 @@ import yaml
 
 from sage_cluster import ansible_root
 from sage_cluster.config import Config, Endpoint, is_this_machine
+from sage_cluster.security import ensure_token, token_enabled
 
 DEPLOY_EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "node_modules", "build/", "dist/", "*.egg-info"]
 
@@ -33,6 +34,8 @@ def role_vars(cfg: Config) -> dict[str, Any]:
         "sage_deploy_source": str(Path(cfg["deploy"]["source"]).expanduser().resolve()) + "/",
         "sage_deploy_dest": remote["sage_home"],
         "sage_deploy_exclude": DEPLOY_EXCLUDES + cfg["deploy"]["exclude"],
+        # Every door (CLI, ansible-playbook, AWX) renders through here, so each finds the token file in place.
+        "ray_node_auth_token_file": str(ensure_token()) if token_enabled(cfg) else "",
     }
 
 

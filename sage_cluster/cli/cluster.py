@@ -6,7 +6,8 @@ import sys
 import click
 
 from sage_cluster import operations as ops
-from sage_cluster import report
+from sage_cluster import report, security
+from sage_cluster.config import ConfigError
 from sage_cluster.cli.common import options
 from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
 
@@ -77,6 +78,24 @@ def doctor(opts: ops.Options) -> None:
                                  for r in rows], ["HOST", "CHECK", "RESULT", "DETAIL", "FIX"]))
         click.echo(f"{len(failed)} check(s) failed." if failed else "All checks passed.")
     sys.exit(1 if failed or result.interrupted else 0)
+
+
+@cluster.command()
+@options()
+def token(opts: ops.Options) -> None:
+    """Print the Ray auth token, for people who submit jobs or connect clients.
+
+    Every node is started with it (security.ray_auth: token, the default); a client without it is refused.
+
+    \b
+    Example:
+      RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) ray job submit --address http://head:8265 -- python job.py
+    """
+    cfg = ops.load(opts)
+    if not security.token_enabled(cfg):
+        raise ConfigError(f"{cfg.path}: security.ray_auth is off, so the cluster has no token. "
+                          "Fix: set it to token and run `sage cluster restart`.")
+    click.echo(security.read_token())
 
 
 @cluster.group()

@@ -14,8 +14,9 @@ from sage_cluster.config import ConfigError
 
 
 @click.group(invoke_without_command=True)
+@options(json=True)
 @click.pass_context
-def config(ctx: click.Context) -> None:
+def config(ctx: click.Context, opts: ops.Options) -> None:
     """Show the effective config (`sage config` = `sage config show`) or write a new one.
 
     \b
@@ -24,7 +25,7 @@ def config(ctx: click.Context) -> None:
       sage config init
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(show)
+        print_config(opts)
 
 
 @config.command()
@@ -36,6 +37,10 @@ def show(opts: ops.Options) -> None:
     Example:
       sage config show --json
     """
+    print_config(opts)
+
+
+def print_config(opts: ops.Options) -> None:
     cfg = ops.load(opts)
     data = cfg.as_dict()
     if opts.json:

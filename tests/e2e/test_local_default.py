@@ -54,14 +54,18 @@ def test_builtin_default_start_task_status_stop(sage, clean_machine):
     assert head["running"] is True and head["node_type"] == "head"
     assert status["cluster"]["alive"] == 1
 
-    # A Ray task really runs on the cluster that sage started.
+    # A Ray task really runs on the cluster that sage started, for a client holding the token.
     address = f"{head['node_ip']}:6379"
+    token = sage("cluster", "token", check=True).stdout.strip()
+    assert len(token) == 64 and (sage.home / ".ray" / "auth_token").read_text().strip() == token
+    assert (sage.home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
+    client_env = {**sage.env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     task = subprocess.run(
         [sys.executable, "-c",
          "import ray, socket, sys; ray.init(address=sys.argv[1]);"
          "f = ray.remote(lambda: socket.gethostname());"
          "print('ran-on', ray.get(f.remote()), len([n for n in ray.nodes() if n['Alive']]))", address],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True, text=True, timeout=180, env=client_env)
     assert task.returncode == 0, task.stderr
     assert f"ran-on {socket.gethostname()} 1" in task.stdout
 
