@@ -1,6 +1,7 @@
 """The `sage` command: one module per command group; each command calls one function in operations.py."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -38,6 +39,8 @@ for group in (cluster, head, worker, config, inventory):
 
 
 def main() -> None:
+    # Everything this tool creates (runs, artifacts, known_hosts, token, locks) is private to the user.
+    os.umask(0o077)
     try:
         cli.main(standalone_mode=False)
     except ConfigError as exc:

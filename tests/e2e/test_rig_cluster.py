@@ -128,11 +128,53 @@ def test_start_runs_tasks_on_every_host(cluster):
     for name in ALL:
         assert name in start.stdout
     head_ip = rig.host(HEAD).ip
-    run = rig.ssh(HEAD, [PY, "-c", TASKS_ON_EVERY_NODE, f"{head_ip}:6379"], timeout=300)
+    # The head holds the cluster's token in ~/.ray/auth_token; a client there only needs token mode on.
+    run = rig.ssh(HEAD, ["env", "RAY_AUTH_MODE=token", PY, "-c", TASKS_ON_EVERY_NODE, f"{head_ip}:6379"],
+                  timeout=300)
     assert json.loads(run.stdout.strip().splitlines()[-1]) == sorted(ALL)
 
     again = s("cluster", "start", check=True)
     assert "changed" not in again.stdout.split("HOST", 1)[1], again.stdout
+
+
+DASHBOARD_JOBS = textwrap.dedent("""
+    import sys, urllib.error, urllib.request
+    req = urllib.request.Request("http://127.0.0.1:8265/api/jobs/")
+    if len(sys.argv) > 1:
+        req.add_header("Authorization", "Bearer " + open(sys.argv[1]).read().strip())
+    try:
+        print(urllib.request.urlopen(req, timeout=30).status)
+    except urllib.error.HTTPError as exc:
+        print(exc.code)
+""")
+
+
+def test_token_auth_guards_the_cluster(cluster):
+    s, _, rig = cluster
+    token = s("cluster", "token", check=True).stdout.strip()
+    for name in ALL:
+        node_token = rig.host(name).home / ".ray" / "auth_token"
+        assert node_token.read_text().strip() == token, name
+        assert node_token.stat().st_mode & 0o777 == 0o600, name
+    # The dashboard's job API (the ShadowRay door) refuses a caller without the token.
+    assert rig.ssh(HEAD, [PY, "-c", DASHBOARD_JOBS]).stdout.strip() == "401"
+    assert rig.ssh(HEAD, [PY, "-c", DASHBOARD_JOBS, "/home/sage/.ray/auth_token"]).stdout.strip() == "200"
+    # A node without the token cannot join.
+    spare = rig.host(SPARE)
+    join = rig.ssh(SPARE, ["env", "RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN=not-the-token",
+                           "/opt/conda/envs/sage/bin/ray", "start", f"--address={rig.host(HEAD).ip}:6379",
+                           f"--node-ip-address={spare.ip}", "--temp-dir=/tmp/ray_intruder"],
+                   check=False, timeout=180)
+    assert join.returncode != 0
+    assert alive(s) == 4
+    rig.ssh(SPARE, ["pkill", "-9", "-u", "sage", "-f", "ray"], check=False)
+    # No secret at rest by accident: the token is in no run artifact, and the tool's files are private.
+    state = s.home / ".sage"
+    for path in state.rglob("*"):
+        if path.is_file() and path.name != "ray_auth_token":
+            assert token not in path.read_text(errors="replace"), f"token leaked into {path}"
+        assert path.stat().st_mode & 0o077 == 0 or path.is_symlink(), f"{path} is readable by others"
+    assert not list(state.rglob("artifacts/*/command")), "ansible-runner's environment dump was kept"
 
 
 def test_status_tells_the_truth(cluster):
