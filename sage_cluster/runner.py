@@ -7,6 +7,7 @@ ansible-runner's dump of the environment (artifacts/<id>/command) is removed as 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -67,11 +68,24 @@ def state_dir() -> Path:
 
 
 def _first_line(res: dict[str, Any]) -> str:
+    """The reason a host failed, in one line a person can act on."""
     text = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
     if isinstance(text, list):
         text = " ".join(map(str, text))
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    text = str(text)
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        return _host_key_changed(text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("@")]
     return lines[0][:300] if lines else "failed (no message)"
+
+
+def _host_key_changed(text: str) -> str:
+    fingerprint = re.search(r"(SHA256:\S+)", text)
+    offending = re.search(r"Offending \S+ key in (\S+?):(\d+)", text)
+    where = f" (old key: {offending.group(1)} line {offending.group(2)})" if offending else ""
+    fix = f" If the change is expected: ssh-keygen -R <host> -f {offending.group(1)}" if offending else ""
+    return (f"host key changed: the host now offers {fingerprint.group(1).rstrip('.') if fingerprint else 'a new key'}"
+            f"{where}; refusing to connect.{fix}")
 
 
 def _rotate(runs: Path) -> None:

@@ -5,6 +5,7 @@ The tests run in file order and share one cluster: info, deploy, start, status, 
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -266,3 +267,20 @@ def test_stop_leaves_no_ray_process(cluster):
         assert ray_pids(rig, name) == [], name
     code, status = s.json("cluster", "status")
     assert code == 1 and not any(h["running"] for h in status["hosts"].values())
+
+
+def test_changed_host_key_is_refused(cluster):
+    s, _, rig = cluster
+    s("worker", "status")  # accept-new has learned every worker's key by now
+    rig.regenerate_host_key("sage-w1")
+    code, result = s.json("worker", "status")
+    assert code == 1
+    w1 = result["hosts"]["sage-w1"]
+    assert w1["result"] == "unreachable"
+    assert "host key changed" in w1["error"] and "SHA256:" in w1["error"]
+    assert result["hosts"]["sage-w2"]["result"] == "ok"
+    # The fix the message names: forget the old key; accept-new then learns the new one.
+    known_hosts = s.home / ".sage" / "known_hosts"
+    subprocess.run(["ssh-keygen", "-R", "sage-w1", "-f", str(known_hosts)], check=True, capture_output=True)
+    code, result = s.json("worker", "status")
+    assert result["hosts"]["sage-w1"]["result"] == "ok"
