@@ -502,10 +502,12 @@ def _read_exact(path: Path) -> str:
                           "Fix: check that it exists and is readable UTF-8 text.") from None
 
 
-def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | None = None) -> Config:
+def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | None = None,
+                 dry_run: bool = False) -> Config:
     """Add or remove one worker in the file, keeping comments, key order and the string-or-list form.
 
     The edit is a splice of the file's text: every byte outside workers_ssh_hosts' value stays as it was.
+    dry_run: check and return the edited config, leave the file alone (check mode).
     """
     path = Path(path)
     text = _read_exact(path)
@@ -539,7 +541,8 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
         except ConfigError:
             continue
         if updated.workers == expected and updated.values == current.values:
-            write_atomic(path, new_text)
+            if not dry_run:
+                write_atomic(path, new_text)
             return updated
     raise ConfigError(f"{path}: could not rewrite {WORKERS_KEY} safely; nothing was changed. "
                       f"Fix: edit {WORKERS_KEY} in the file by hand.")

@@ -86,7 +86,10 @@ def parse_host_arg(text: str) -> Endpoint:
 
 
 def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
-    """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host."""
+    """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
+
+    In check mode the file is left alone and the playbook runs in check mode against the edited config.
+    """
     endpoint = parse_host_arg(host_arg)
     cfg = load(opts)
     if cfg.is_builtin:
@@ -94,10 +97,10 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
     with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
         if op == "add":
-            updated = cfgmod.edit_workers(cfg.path, add=endpoint)
+            updated = cfgmod.edit_workers(cfg.path, add=endpoint, dry_run=opts.check)
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
-        cfgmod.edit_workers(cfg.path, remove=endpoint)
+        cfgmod.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
         # The old config still lists the host, so its inventory can reach it to stop Ray there.
         return before, run(before, opts, "scale.yml", "remove", extra={"sage_scale_host": endpoint.host})
 
