@@ -125,6 +125,10 @@ def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:
 CLOCK_SKEW_LIMIT = 5.0
 
 
+def _minor(version: str | None) -> str | None:
+    return ".".join(version.split(".")[:2]) if version else None
+
+
 def controller_versions() -> dict[str, str | None]:
     import importlib.metadata
     import platform
@@ -154,10 +158,11 @@ def doctor(opts: Options) -> tuple[Config, RunResult, list[dict[str, Any]]]:
             row(host, key, d[key]["ok"], d[key]["detail"],
                 f"install the env there, or set remote.{key} to where it is")
         versions = d.get("versions") or {}
-        same = versions.get("python") == mine["python"] and versions.get("ray") == mine["ray"]
+        # Ray insists on the same Ray version and the same Python major.minor on every node and client.
+        same = (_minor(versions.get("python")) == _minor(mine["python"]) and versions.get("ray") == mine["ray"])
         detail = versions.get("error") or f"python {versions.get('python')}, ray {versions.get('ray')}"
         row(host, "versions", same, detail,
-            f"every node and this machine need python {mine['python']} and ray {mine['ray']}")
+            f"every node and this machine need python {_minor(mine['python'])}.x and ray {mine['ray']}")
         for key in ("temp_dir", "log_dir"):
             row(host, key, d[key]["ok"], d[key]["detail"], f"make it writable for {user}, or change the config")
         for port, state in (d.get("ports") or {}).items():
