@@ -174,7 +174,10 @@ def test_token_auth_guards_the_cluster(cluster):
     for path in state.rglob("*"):
         if path.is_file() and path.name != "ray_auth_token":
             assert token not in path.read_text(errors="replace"), f"token leaked into {path}"
-        assert path.stat().st_mode & 0o077 == 0 or path.is_symlink(), f"{path} is readable by others"
+        # Directories are closed to others (Ansible chmods a few files inside them 0644 on its own).
+        if path.is_dir() or path.parent == state:
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is open to others"
+    assert state.stat().st_mode & 0o777 == 0o700
     assert not list(state.rglob("artifacts/*/command")), "ansible-runner's environment dump was kept"
 
 
