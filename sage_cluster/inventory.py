@@ -50,7 +50,9 @@ def _host(ep: Endpoint, node_ip: str) -> dict[str, Any]:
 
 def ssh_common_args(cfg: Config) -> str:
     ssh = cfg["ssh"]
-    known_hosts = str(Path(ssh["known_hosts"]).expanduser())
+    known_hosts = Path(ssh["known_hosts"]).expanduser()
+    # ssh will not create the file's directory, and then silently learns no key at all.
+    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return shlex.join(["-o", f"StrictHostKeyChecking={ssh['strict_host_key_checking']}",
                        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"])
 
