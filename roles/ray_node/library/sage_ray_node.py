@@ -131,7 +131,8 @@ class Node:
         self.p = module.params
 
     def fail(self, msg, **extra):
-        self.m.fail_json(msg=msg, sage=extra)
+        # The same report shape as on success, so plays that read the results never meet a missing key.
+        self.m.fail_json(msg=msg, sage=dict(node_state(), node_type=self.p["node_type"], **extra))
 
     def resolve(self, name, what):
         try:
@@ -299,7 +300,7 @@ class Node:
         if rc != 0:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
             why = "timed out" if rc is None else f"exit {rc}"
-            self.fail(f"ray start failed ({why}): {self.log_reason()} (log: {self.log_file})", **node_state())
+            self.fail(f"ray start failed ({why}): {self.log_reason()} (log: {self.log_file})")
         return True, node_state()
 
     def stop(self, state):
