@@ -101,8 +101,10 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
         cfgmod.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
-        # The old config still lists the host, so its inventory can reach it to stop Ray there.
-        return before, run(before, opts, "scale.yml", "remove", extra={"sage_scale_host": endpoint.host})
+        # The old config still lists the host, so its inventory can reach it to stop Ray there. Ansible's host
+        # patterns are case-sensitive: name the host as the config spells it.
+        listed = next(w.host for w in before.workers if w.host.lower() == endpoint.host.lower())
+        return before, run(before, opts, "scale.yml", "remove", extra={"sage_scale_host": listed})
 
 
 def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:

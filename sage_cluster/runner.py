@@ -23,7 +23,8 @@ STATE_DIR = Path("~/.sage")
 KEEP_RUNS = 20
 # Bookkeeping tasks whose success is not news to the person watching.
 QUIET_ACTIONS = {"ansible.builtin.include_role", "include_role", "ansible.builtin.validate_argument_spec",
-                 "validate_argument_spec", "ansible.builtin.include_tasks", "include_tasks"}
+                 "validate_argument_spec", "ansible.builtin.include_tasks", "include_tasks",
+                 "ansible.builtin.assert", "assert"}
 
 
 @dataclass
@@ -173,8 +174,11 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
         cancel_callback=(lambda: cancel.is_set()) if cancel else None,
     )
     Path(runner.config.artifact_dir, "command").unlink(missing_ok=True)
-    for host in (runner.stats or {}).get("processed", {}):
-        hosts.setdefault(host, HostResult(host))
+    # Hosts whose every task was skipped took no part in this run: they stay out of the summary.
+    stats = runner.stats or {}
+    for key in ("ok", "changed", "failures", "dark"):
+        for host in stats.get(key) or {}:
+            hosts.setdefault(host, HostResult(host))
     return RunResult(playbook=playbook, hosts=hosts, status=runner.status,
                      seconds=time.monotonic() - started, artifact_dir=str(runner.config.artifact_dir),
                      interrupted=runner.status == "canceled")
