@@ -37,6 +37,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -310,7 +311,28 @@ class Node:
             terminate()
         return True, node_state()
 
+    def dashboard_nodes(self):
+        """Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray."""
+        p = self.p
+        host = "127.0.0.1" if p["dashboard_host"] in ("0.0.0.0", "::", "localhost") else p["dashboard_host"]
+        request = urllib.request.Request(f"http://{host}:{p['dashboard_port']}/api/v0/nodes?limit=10000")
+        if p["auth_token"]:
+            request.add_header("Authorization", f"Bearer {p['auth_token']}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                rows = json.load(response)["data"]["result"]["result"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return [{"node_ip": n["node_ip"], "hostname": n.get("node_name"), "alive": n["state"] == "ALIVE",
+                 "is_head": n.get("is_head_node", False),
+                 "resources": {k: v for k, v in (n.get("resources_total") or {}).items() if not k.startswith("node:")}}
+                for n in rows]
+
     def cluster_nodes(self, state):
+        if self.p["node_type"] == "head":
+            nodes = self.dashboard_nodes()
+            if nodes is not None:
+                return nodes, None
         address = state["gcs_address"] or self.head_address()
         proc = subprocess.run([self.p["python_path"], "-c", NODES_SNIPPET, address], capture_output=True,
                               text=True, env=self.env(), timeout=60, stdin=subprocess.DEVNULL)
