@@ -4,6 +4,7 @@ Its own small rig (f-head, f-w1, f-w2 on 127.0.0.40-42, Ray on 6381) so it never
 """
 from __future__ import annotations
 
+import glob
 import signal
 import socket
 import subprocess
@@ -216,6 +217,20 @@ def test_doctor_passes_on_a_healthy_cluster_and_names_each_fault(user, frig):
     finally:
         squatter.terminate()
         frig.ssh("f-head", ["pkill", "-u", "sage", "-f", "http.server"], check=False)
+
+    # One host's clock two minutes ahead: sshd hands libfaketime to that host's sessions.
+    libs = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    assert libs, "libfaketime is missing (.ci/run installs it)"
+    environment = frig.host("f-w1").home / ".ssh" / "environment"
+    environment.write_text(f"LD_PRELOAD={libs[0]}\nFAKETIME=+120s\n")
+    try:
+        code, checks = rows(s)
+        assert code == 1
+        clock = checks[("f-w1", "clock")]
+        assert not clock["ok"] and 100 < float(clock["detail"].split("s")[0]) < 140, clock
+        assert checks[("f-w2", "clock")]["ok"]
+    finally:
+        environment.unlink()
 
     frig.stop_host("f-w2")
     try:

@@ -302,6 +302,8 @@ class Rig:
             f"AllowUsers {self.user}",
             "PrintMotd no",
             "AcceptEnv LANG LC_*",
+            # Lets a test skew one host's clock (libfaketime through ~/.ssh/environment), as doctor must see.
+            "PermitUserEnvironment LD_PRELOAD,FAKETIME",
             "Subsystem sftp /usr/lib/openssh/sftp-server",
             "",
         ]), 0o644)
