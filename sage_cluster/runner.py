@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -165,6 +166,8 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_LOCAL_TEMP": str(data_dir / "tmp"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state_dir() / "cp"),
+            # The ansible-playbook next to this Python first: no pyenv/asdf shim, the same environment.
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             "ANSIBLE_FORKS": str(max(10, len(cfg.workers) + 1)),
         },
         quiet=True,

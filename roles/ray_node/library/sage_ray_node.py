@@ -55,7 +55,9 @@ print(json.dumps([{"node_ip": n.node_manager_address, "hostname": n.node_manager
 
 def is_ray(argv):
     name = os.path.basename(argv[0])
-    return name in ("raylet", "gcs_server") or argv[0].startswith("ray::") or any("/site-packages/ray/" in a for a in argv)
+    # `python -m ray.util.client.server` (the head's client server) has neither a ray path nor a ray:: name.
+    return (name in ("raylet", "gcs_server") or argv[0].startswith("ray::")
+            or any("/site-packages/ray/" in a or a.startswith("ray.") for a in argv))
 
 
 # The node's Python and Ray versions, without importing Ray (about 1 s saved per node).
@@ -112,18 +114,29 @@ def node_state():
 
 
 def terminate(grace=3):
-    """SIGTERM this user's Ray processes, then SIGKILL what is left (gcs_server ignores SIGTERM) after a grace."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-        for pid in ray_processes():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while ray_processes() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not ray_processes():
-            return
+    """SIGTERM this user's Ray processes, gcs_server last (as `ray stop` does: it ignores SIGTERM while its
+    clients are alive), then SIGKILL what is left after a grace."""
+    def is_gcs(argv):
+        return os.path.basename(argv[0]) == "gcs_server"
+
+    deadline = time.monotonic() + grace
+    for phase in (lambda argv: not is_gcs(argv), is_gcs):
+        for pid, argv in ray_processes().items():
+            if phase(argv):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        while any(phase(a) for a in ray_processes().values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    for pid in ray_processes():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 class Node:
