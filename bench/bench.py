@@ -109,7 +109,11 @@ CLUSTER_ROWS = [
     ("status_cold", "cluster status, cold SSH (no control master yet)", None),
     ("deploy_noop", "deploy, nothing changed (4 hosts)", 2.0),
     ("deploy_one", "deploy, one file changed (4 hosts)", None),
+    ("ansible_empty", "for reference: ansible-playbook with one empty play, no hosts (vs the no-op deploy floor)",
+     None),
 ]
+# Rows whose "floor" column borrows another row's floor.
+FLOOR_OF = {"status_cold": "status", "ansible_empty": "deploy_noop"}
 SCALE_TARGET = 3.0  # sage on the largest host count < 3x sage on 4 hosts
 
 
@@ -430,6 +434,18 @@ class Bench:
                     self.record(key, "sage", t, data.get("seconds"))
                 else:
                     self.record(key, "floor", self.floor.rsync(self.project, CLUSTER))
+        self.record("ansible_empty", "sage", self.ansible_empty())
+
+    def ansible_empty(self) -> float:
+        """Ansible's fixed cost, which no playbook run avoids: ansible-playbook with one play of no tasks."""
+        play = self.tmp / "empty.yml"
+        play.write_text("- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
+        argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local", str(play)]
+        cpu0, t0 = children_cpu(), time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL, env=self.sage.env(),
+                       cwd=self.tmp, timeout=120)
+        self.sage.last_cpu = children_cpu() - cpu0
+        return time.perf_counter() - t0
 
     def cluster_section(self) -> None:
         cfg = write_config(self.tmp / "cluster.yaml", self.rig, self.project, HEAD, WORKERS)
@@ -496,9 +512,9 @@ def table_rows(results: dict[str, Sample], sizes: list[int]) -> list[dict]:
         if not s or not s.sage:
             continue
         sm, fm = median(s.sage), median(s.floor)
-        floor_key = "status" if key == "status_cold" else key
-        if key == "status_cold":
-            fm = median(results["status"].floor) if results.get("status") else None
+        floor_key = FLOOR_OF.get(key, key)
+        if floor_key != key:
+            fm = median(results[floor_key].floor) if results.get(floor_key) else None
         ratio = sm / fm if sm and fm else None
         verdict = "" if target is None or ratio is None else ("pass" if ratio <= target else "FAIL")
         rows.append(dict(key=key, what=label, sage=sm, floor=fm, ratio=ratio, floor_key=floor_key,

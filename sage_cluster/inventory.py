@@ -57,6 +57,15 @@ def ssh_common_args(cfg: Config) -> str:
                        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"])
 
 
+def python_interpreter(cfg: Config) -> str:
+    """The configured Python runs the modules: no interpreter discovery, one SSH round trip less per host.
+
+    Ansible puts the interpreter into a shell command unquoted, so a path that needs quoting is discovered instead.
+    """
+    path = cfg["remote"]["python_path"]
+    return path if shlex.quote(path) == path else "auto_silent"
+
+
 def render(cfg: Config) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(ansible_root() / "inventory_templates"),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -67,6 +76,7 @@ def render(cfg: Config) -> str:
         source=cfg.path or "the built-in single-machine default",
         ssh=ssh,
         ssh_common_args=ssh_common_args(cfg),
+        python_interpreter=python_interpreter(cfg),
         role_vars=role_vars(cfg),
         head=cfg["head"],
         worker=cfg["worker"],

@@ -71,12 +71,17 @@ def state_dir() -> Path:
 
 def _first_line(res: dict[str, Any]) -> str:
     """The reason a host failed, in one line a person can act on."""
+    if res.get("rc") in (126, 127) and res.get("module_stderr"):
+        # The shell could not start the module's interpreter, which the inventory takes from the config.
+        why = res["module_stderr"].strip().splitlines()[-1]
+        return f"cannot run the remote Python ({why}): fix remote.python_path in the config; sage cluster doctor checks it"
     text = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
     if isinstance(text, list):
         text = " ".join(map(str, text))
     text = str(text)
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
-        return _host_key_changed(text)
+    everything = f"{text}\n{res.get('stderr') or ''}"  # sage_rsync keeps ssh's own words in stderr
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in everything:
+        return _host_key_changed(everything)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("@")]
     return lines[0][:300] if lines else "failed (no message)"
 

@@ -282,6 +282,11 @@ def test_changed_host_key_is_refused(cluster):
     assert w1["result"] == "unreachable"
     assert "host key changed" in w1["error"] and "SHA256:" in w1["error"]
     assert result["hosts"]["sage-w2"]["result"] == "ok"
+    # Deploy's rsync goes through the same ssh settings, so it refuses the host too (rsync fails: exit 12).
+    code, result = s.json("cluster", "deploy")
+    assert code == 1 and result["hosts"]["sage-w1"]["result"] == "failed", result
+    assert "host key changed" in result["hosts"]["sage-w1"]["error"], result
+    assert result["hosts"]["sage-w2"]["result"] in ("ok", "changed"), result
     # The fix the message names: forget the old key; accept-new then learns the new one.
     known_hosts = s.home / ".sage" / "known_hosts"
     subprocess.run(["ssh-keygen", "-R", "sage-w1", "-f", str(known_hosts)], check=True, capture_output=True)

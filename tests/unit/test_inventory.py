@@ -76,7 +76,7 @@ def test_groups_hosts_and_vars_of_the_guides_config(home: Path) -> None:
     assert v["ray_node_head_port"] == 6379
     assert v["ray_node_dashboard_port"] == 8265
     assert v["ray_node_dashboard_host"] == "0.0.0.0"
-    assert v["ray_node_python_path"] == "/opt/conda/envs/sage/bin/python"
+    assert v["ray_node_python_path"] == v["ansible_python_interpreter"] == "/opt/conda/envs/sage/bin/python"
     assert v["ray_node_ray_command"] == "/opt/conda/envs/sage/bin/ray"
     assert v["ray_node_conda_env"] == "sage"
     assert v["sage_deploy_dest"] == "/home/sage"
@@ -202,6 +202,8 @@ def test_ansible_inventory_parses_it_and_values_survive(rendered: dict, fmt: str
     for host in ("base-sage", "sage2", "sage4"):
         hv = data["_meta"]["hostvars"][host]
         assert hv["ray_node_python_path"] == HOSTILE_PYTHON
+        # Ansible would put the path into a shell command unquoted: such a path is discovered instead.
+        assert hv["ansible_python_interpreter"] == "auto_silent"
         assert hv["ray_node_ray_command"] == HOSTILE_RAY
         assert hv["sage_deploy_dest"] == "/srv/sage home"
         assert hv["ansible_user"] == "ops"

@@ -1,0 +1,60 @@
+"""sage_rsync: copy a local directory to the task's host with one rsync run on the controller.
+
+Why not ansible.posix.synchronize: it starts a module process on the controller for every host (about 0.4 s of
+CPU each), which made a no-op deploy of 32 hosts take 15 s on two cores. This plugin runs rsync straight from the
+worker process, over the same ssh command line Ansible's connection builds for the host: same user, key, port,
+host key policy, known_hosts and ControlPath, so rsync rides the connection's control master.
+
+Options: src (local directory; a trailing / copies its contents), dest (path on the host), exclude (patterns).
+Never deletes on the host. Check mode runs rsync --dry-run. changed is true when rsync itemized any change.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+
+ARGS = {"src": dict(type="str", required=True), "dest": dict(type="str", required=True),
+        "exclude": dict(type="list", elements="str", default=[])}
+
+
+def rsync_argv(ssh_argv: list[str], host: str, src: str, dest: str, exclude: list[str], dry_run: bool) -> list[str]:
+    """The rsync command: an argv, never a shell string. rsync splits -e itself, honouring quotes."""
+    target = f"[{host}]" if ":" in host else host  # an IPv6 address needs brackets in rsync's HOST:PATH
+    return ["rsync", "--archive", "--no-owner", "--no-group", "--compress", "--delay-updates",
+            "--itemize-changes", *(["--dry-run"] if dry_run else []),
+            *[f"--exclude={pattern}" for pattern in exclude],
+            "-e", shlex.join(ssh_argv), "--", src, f"{target}:{dest}"]
+
+
+def reason(stderr: str) -> str:
+    """rsync's stderr in one line: the first line that says something (ssh's banners and rsync's epilogue are not)."""
+    lines = [ln.strip().strip("@").strip() for ln in stderr.splitlines() if ln.strip().strip("@").strip()]
+    telling = [ln for ln in lines if not ln.startswith(("rsync: connection unexpectedly closed", "rsync error:"))]
+    return (telling or lines or ["no output"])[0]
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGS)
+        conn = self._connection
+        if conn.transport not in ("ssh", "ansible.builtin.ssh"):
+            raise AnsibleActionFail(f"sage_rsync needs the ssh connection, not {conn.transport}")
+        # The exact ssh command Ansible runs for this host (options from ansible.cfg, inventory and CLI).
+        ssh_argv = [to_text(a) for a in conn._build_command(conn.get_option("ssh_executable"), "ssh")]
+        argv = rsync_argv(ssh_argv, conn.get_option("host"), args["src"], args["dest"], args["exclude"],
+                          dry_run=bool(self._task.check_mode))
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+        changes = proc.stdout.splitlines()
+        result.update(changed=bool(changes), rc=proc.returncode, changes=changes[:100], stderr=proc.stderr)
+        if proc.returncode != 0:
+            result.update(failed=True, msg=f"rsync to {args['dest']} failed (exit {proc.returncode}): "
+                                           f"{reason(proc.stderr)}")
+        return result

@@ -1,0 +1,46 @@
+"""sage_rsync's command line: rsync itself splits the -e string, so an odd key path or user must survive it."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "sage_rsync", REPO / "roles" / "sage_deploy" / "action_plugins" / "sage_rsync.py")
+sage_rsync = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sage_rsync)
+
+
+def test_rsync_hands_ssh_exactly_the_arguments_ansible_built(tmp_path: Path) -> None:
+    # A stand-in for ssh that records what it was given: this checks rsync's parsing, not a connection.
+    record = tmp_path / "argv.json"
+    fake_ssh = tmp_path / "fake ssh"
+    fake_ssh.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\nsys.exit(1)\n")
+    os.chmod(fake_ssh, 0o755)
+    ssh_argv = [str(fake_ssh), "-o", 'IdentityFile="/keys/id ed25519"', "-o", "User=it's", "-o",
+                "ControlPath=\"/home/me/.sage/cp/abc\"", "-o", "ProxyCommand=nc %h $(touch /tmp/pwned) 22"]
+    src = tmp_path / "project dir"
+    src.mkdir()
+    argv = sage_rsync.rsync_argv(ssh_argv, "node-1", f"{src}/", "/srv/sage home", ["*.log", "data dir/"], True)
+    subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    got = json.loads(record.read_text())
+    assert got[:len(ssh_argv) - 1] == ssh_argv[1:]
+    assert got[len(ssh_argv) - 1] == "node-1" and "rsync" in got[len(ssh_argv)]
+    assert not Path("/tmp/pwned").exists()
+    assert "--dry-run" in argv and "--exclude=data dir/" in argv and "--delete" not in " ".join(argv)
+
+
+def test_an_ipv6_host_gets_brackets() -> None:
+    assert sage_rsync.rsync_argv(["ssh"], "fd00::5", "/p/", "/d", [], False)[-1] == "[fd00::5]:/d"
+
+
+def test_the_reason_skips_sshs_banner_and_rsyncs_epilogue() -> None:
+    stderr = ("@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n@@@@@@@@@@@\n"
+              "rsync: connection unexpectedly closed (0 bytes received so far) [sender]\n"
+              "rsync error: error in rsync protocol data stream (code 12) at io.c(232) [sender=3.2.7]\n")
+    assert sage_rsync.reason(stderr) == "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!"
+    assert sage_rsync.reason("rsync: mkdir \"/root/x\" failed: Permission denied (13)\nrsync error: x\n") == \
+        'rsync: mkdir "/root/x" failed: Permission denied (13)'
