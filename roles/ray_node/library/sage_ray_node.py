@@ -37,7 +37,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -326,6 +325,7 @@ class Node:
 
     def dashboard_nodes(self):
         """Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray."""
+        import urllib.request  # 0.07 s of CPU that only the head's view needs, not every node's status
         p = self.p
         host = "127.0.0.1" if p["dashboard_host"] in ("0.0.0.0", "::", "localhost") else p["dashboard_host"]
         request = urllib.request.Request(f"http://{host}:{p['dashboard_port']}/api/v0/nodes?limit=10000")
