@@ -115,6 +115,9 @@ def test_deploy_copies_only_changes_and_deletes_nothing(cluster):
 
     inode = (w1.home / "README.txt").stat().st_ino
     (project / "pkg" / "job.py").write_text("print('changed')\n")
+    code, dry = s.json("cluster", "deploy", "--check")  # says what would change, changes nothing
+    assert code == 0 and {h["result"] for h in dry["hosts"].values()} == {"changed"}, dry
+    assert (w1.home / "pkg" / "job.py").read_text() == "print('hello from the job')\n"
     code, third = s.json("cluster", "deploy")
     assert code == 0 and {h["result"] for h in third["hosts"].values()} == {"changed"}
     assert (w1.home / "pkg" / "job.py").read_text() == "print('changed')\n"
