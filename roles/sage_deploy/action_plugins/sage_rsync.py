@@ -47,7 +47,12 @@ class ActionModule(ActionBase):
         conn = self._connection
         if conn.transport not in ("ssh", "ansible.builtin.ssh"):
             raise AnsibleActionFail(f"sage_rsync needs the ssh connection, not {conn.transport}")
+        if conn.get_option("password"):
+            # Ansible would feed the password to sshpass through a pipe that rsync's ssh never sees.
+            raise AnsibleActionFail("sage_rsync needs key-based SSH (ssh.key_path); a password cannot reach rsync")
         # The exact ssh command Ansible runs for this host (options from ansible.cfg, inventory and CLI).
+        # _build_command is the ssh plugin's own (private, unchanged through ansible-core 2.19, which we pin):
+        # one source of truth for the ssh options instead of a second copy here.
         ssh_argv = [to_text(a) for a in conn._build_command(conn.get_option("ssh_executable"), "ssh")]
         argv = rsync_argv(ssh_argv, conn.get_option("host"), args["src"], args["dest"], args["exclude"],
                           dry_run=bool(self._task.check_mode))
