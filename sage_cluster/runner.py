@@ -79,9 +79,8 @@ def _first_line(res: dict[str, Any]) -> str:
     if isinstance(text, list):
         text = " ".join(map(str, text))
     text = str(text)
-    everything = f"{text}\n{res.get('stderr') or ''}"  # sage_rsync keeps ssh's own words in stderr
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in everything:
-        return _host_key_changed(everything)
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        return _host_key_changed(text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("@")]
     return lines[0][:300] if lines else "failed (no message)"
 

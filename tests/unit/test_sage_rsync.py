@@ -36,11 +36,3 @@ def test_rsync_hands_ssh_exactly_the_arguments_ansible_built(tmp_path: Path) -> 
 def test_an_ipv6_host_gets_brackets() -> None:
     assert sage_rsync.rsync_argv(["ssh"], "fd00::5", "/p/", "/d", [], False)[-1] == "[fd00::5]:/d"
 
-
-def test_the_reason_skips_sshs_banner_and_rsyncs_epilogue() -> None:
-    stderr = ("@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n@@@@@@@@@@@\n"
-              "rsync: connection unexpectedly closed (0 bytes received so far) [sender]\n"
-              "rsync error: error in rsync protocol data stream (code 12) at io.c(232) [sender=3.2.7]\n")
-    assert sage_rsync.reason(stderr) == "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!"
-    assert sage_rsync.reason("rsync: mkdir \"/root/x\" failed: Permission denied (13)\nrsync error: x\n") == \
-        'rsync: mkdir "/root/x" failed: Permission denied (13)'

@@ -30,13 +30,6 @@ def rsync_argv(ssh_argv: list[str], host: str, src: str, dest: str, exclude: lis
             "-e", shlex.join(ssh_argv), "--", src, f"{target}:{dest}"]
 
 
-def reason(stderr: str) -> str:
-    """rsync's stderr in one line: the first line that says something (ssh's banners and rsync's epilogue are not)."""
-    lines = [ln.strip().strip("@").strip() for ln in stderr.splitlines() if ln.strip().strip("@").strip()]
-    telling = [ln for ln in lines if not ln.startswith(("rsync: connection unexpectedly closed", "rsync error:"))]
-    return (telling or lines or ["no output"])[0]
-
-
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
@@ -58,8 +51,9 @@ class ActionModule(ActionBase):
                           dry_run=bool(self._task.check_mode))
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         changes = proc.stdout.splitlines()
-        result.update(changed=bool(changes), rc=proc.returncode, changes=changes[:100], stderr=proc.stderr)
+        result.update(changed=bool(changes), rc=proc.returncode, changes=changes[:100])
         if proc.returncode != 0:
+            # ssh's and rsync's own words, whole, as Ansible's ssh connection reports its failures.
             result.update(failed=True, msg=f"rsync to {args['dest']} failed (exit {proc.returncode}): "
-                                           f"{reason(proc.stderr)}")
+                                           f"{proc.stderr.strip() or 'no output'}")
         return result
