@@ -60,6 +60,7 @@ if str(REPO) not in sys.path:  # `python bench/bench.py` as well as `python -m b
     sys.path.insert(0, str(REPO))
 
 from tests.rig import DEFAULT_ENV, Rig, ensure_env, installed_ray_version, why_not_available  # noqa: E402
+from sage_cluster.source import EXCLUDES  # noqa: E402  (the floor's rsync skips what sage skips)
 
 ROOT = "/var/tmp/sage-rig-bench"
 FIRST_IP = 120
@@ -70,8 +71,6 @@ ENV = DEFAULT_ENV
 REMOTE_HOME = "/home/sage"
 DEST = f"{REMOTE_HOME}/bench-proj"
 HEAD_TEMP, WORKER_TEMP = "/tmp/ray_head", "/tmp/ray_worker"
-# sage's built-in deploy excludes (sage_cluster/inventory.py DEPLOY_EXCLUDES); the floor's rsync uses the same.
-EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "node_modules", "build/", "dist/", "*.egg-info"]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 CONFIG = """\

@@ -36,7 +36,7 @@ class Key:
     section: str
     name: str
     default: Any
-    kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list
+    kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list | install
     help: str
     choices: tuple[str, ...] = ()
 
@@ -69,6 +69,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("remote", "conda_env", "sage", "text", 'conda env to activate ("" = none)'),
     Key("deploy", "source", ".", "local_path", "local project directory that deploy copies (default: the current one)"),
     Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones"),
+    Key("deploy", "install", "auto", "install",
+        "after the copy: auto (pip install -e when pyproject.toml or setup.py) | none | [command, args...] in sage_home"),
+    Key("deploy", "pip_args", [], "list",
+        "extra pip install arguments for auto, e.g. [\"--no-index\", \"--find-links\", \"/srv/wheels\"]"),
+    Key("deploy", "install_timeout", 1200, "timeout", "bound on one node's install (seconds, at most 3600)"),
     Key("security", "ray_auth", "token", "choice",
         "Ray token authentication: token (every node and client needs the token) | off", ("token", "off")),
 )
@@ -98,6 +103,13 @@ class Config:
     workers: list[Endpoint]
     path: Path | None  # None: the built-in single-machine default
     warnings: list[str] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)  # "section.key" -> its line in the file
+
+    def where(self, dotted: str) -> str:
+        """'FILE:LINE: 'section.key'' for messages about a value found valid on load but refused in use."""
+        if self.path is None:
+            return f"the built-in default's '{dotted}'"
+        return f"{self.path}:{self.lines.get(dotted, 1)}: '{dotted}'"
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -222,6 +234,7 @@ def parse(text: str, path: Path) -> Config:
                           f"not a {_kind(doc)}. Fix: start from `sage config init`.")
     warnings: list[str] = []
     values: dict[str, dict[str, Any]] = {}
+    lines: dict[str, int] = {}
     for key in doc:
         if key != WORKERS_KEY and key not in SECTIONS:
             warnings.append(_unknown(path, _key_line(doc, key), str(key), [*SECTIONS, WORKERS_KEY]))
@@ -239,8 +252,9 @@ def parse(text: str, path: Path) -> Config:
                 warnings.append(_unknown(path, _key_line(raw, name), f"{section}.{name}", [k.name for k in keys]))
         values[section] = {}
         for k in keys:
+            lines[k.dotted] = _key_line(raw, k.name) if k.name in raw else line
             if k.name in raw:
-                values[section][k.name] = check_value(k, raw[k.name], f"{path}:{_key_line(raw, k.name)}")
+                values[section][k.name] = check_value(k, raw[k.name], f"{path}:{lines[k.dotted]}")
             else:
                 values[section][k.name] = _copy(k.default)
     head_where = f"{path}:{_key_line(doc.get('head') or CommentedMap(), 'host') if 'head' in doc else 1}"
@@ -252,12 +266,12 @@ def parse(text: str, path: Path) -> Config:
             item_wheres = [f"{path}:{_item_line(raw_workers, i, _key_line(doc, WORKERS_KEY))}: {WORKERS_KEY}"
                            for i in range(len(raw_workers))]
         workers = _parse_workers(raw_workers, where, item_wheres)
-        cfg = Config(values=values, workers=workers, path=path, warnings=warnings)
+        cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines)
         _check_cluster(cfg, item_wheres or [where] * len(workers),
                        "Fix: remove it from workers_ssh_hosts, or make it a worker and name another head.")
     else:
         workers = parse_workers(WORKERS_DEFAULT, f"{path}: {WORKERS_KEY} (default)")
-        cfg = Config(values=values, workers=workers, path=path, warnings=warnings)
+        cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines)
         _check_cluster(cfg, [f"{head_where}: 'head.host'"] * len(workers),
                        f"Fix: set {WORKERS_KEY} (it defaults to \"{WORKERS_DEFAULT}\"), or choose another head.host.")
     return cfg
@@ -315,6 +329,11 @@ def check_value(key: Key, value: Any, where: str) -> Any:
         if not 1 <= value <= top:
             raise ConfigError(f"{label} = {value} is out of range. Fix: use 1-{top}.")
         return int(value)
+    if key.kind == "install" and isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{label} is an empty command. Fix: write auto, none, or a command such as "
+                              "[\"./install.sh\", \"--yes\"].")
+        return check_value(Key(key.section, key.name, [], "list", key.help), value, where)
     if key.kind == "list":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{label} must be a list of strings. Fix: e.g. [\"data/\", \"*.log\"].")
@@ -339,6 +358,9 @@ def check_value(key: Key, value: Any, where: str) -> Any:
                           "Fix: use a path without spaces or quotes.")
     elif key.kind == "abs_path" and not value.startswith("/"):
         raise ConfigError(f"{label} = {value!r} must be an absolute path. Fix: start it with /.")
+    elif key.kind == "install" and value not in ("auto", "none"):
+        raise ConfigError(f"{label} = {value!r} is neither auto, none nor a command list. Fix: write auto, none, "
+                          "or the command as a YAML list of arguments, e.g. [\"./install.sh\", \"--yes\"].")
     elif key.kind == "choice" and value not in key.choices:
         raise ConfigError(f"{label} = {value!r} is not one of {', '.join(key.choices)}. "
                           f"Fix: use one of them, e.g. {key.default}.")

@@ -14,15 +14,14 @@ import jinja2
 import yaml
 
 from sage_cluster import ansible_root
+from sage_cluster import source
 from sage_cluster.config import Config, Endpoint, is_this_machine
 from sage_cluster.security import ensure_token, token_enabled
-
-DEPLOY_EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "node_modules", "build/", "dist/", "*.egg-info"]
 
 
 def role_vars(cfg: Config) -> dict[str, Any]:
     """The config's values as the roles' variables (each prefixed with its role's name)."""
-    head, worker, remote = cfg["head"], cfg["worker"], cfg["remote"]
+    head, worker, remote, deploy = cfg["head"], cfg["worker"], cfg["remote"], cfg["deploy"]
     return {
         "ray_node_head_host": head["host"],
         "ray_node_head_port": head["head_port"],
@@ -31,9 +30,14 @@ def role_vars(cfg: Config) -> dict[str, Any]:
         "ray_node_python_path": remote["python_path"],
         "ray_node_ray_command": remote["ray_command"],
         "ray_node_conda_env": remote["conda_env"],
-        "sage_deploy_source": str(Path(cfg["deploy"]["source"]).expanduser().resolve()) + "/",
+        "sage_deploy_source": str(Path(deploy["source"]).expanduser().resolve()) + "/",
         "sage_deploy_dest": remote["sage_home"],
-        "sage_deploy_exclude": DEPLOY_EXCLUDES + cfg["deploy"]["exclude"],
+        "sage_deploy_exclude": source.EXCLUDES + deploy["exclude"],
+        "sage_deploy_install": deploy["install"],
+        "sage_deploy_pip_args": deploy["pip_args"],
+        "sage_deploy_install_timeout": deploy["install_timeout"],
+        "sage_deploy_python_path": remote["python_path"],
+        "sage_deploy_conda_env": remote["conda_env"],
         # Every door (CLI, ansible-playbook, AWX) renders through here, so each finds the token file in place.
         "ray_node_auth_token_file": str(ensure_token()) if token_enabled(cfg) else "",
     }

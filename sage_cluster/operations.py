@@ -7,10 +7,11 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sage_cluster import config as cfgmod
-from sage_cluster import report
+from sage_cluster import report, source
 from sage_cluster.config import Config, ConfigError, Endpoint
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
@@ -75,8 +76,23 @@ def node_action(opts: Options, scope: str, action: str) -> tuple[Config, RunResu
         return cfg, run(cfg, opts, PLAYBOOKS[scope], action)
 
 
+def deploy_plan(cfg: Config) -> tuple[str, str | None]:
+    """The directory a deploy would send, and why it would be refused (None: it would not)."""
+    src = cfg["deploy"]["source"]
+    return str(Path(src).expanduser().resolve()), source.problem(src, cfg["ssh"]["key_path"])
+
+
+def check_source(cfg: Config) -> None:
+    """A deploy sends deploy.source to every node: refuse, before any host is touched, one that holds secrets."""
+    _, why = deploy_plan(cfg)
+    if why:
+        raise ConfigError(f"{cfg.where('deploy.source')} = {cfg['deploy']['source']!r}: {why}, and a deploy sends "
+                          "it to every node. Fix: set deploy.source to your project's directory, or run sage there.")
+
+
 def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
     cfg = load(opts)
+    check_source(cfg)
     with cluster_lock(cfg.path):
         return cfg, run(cfg, opts, "deploy.yml", "deploy", limit="sage_workers" if scope == "worker" else None)
 
@@ -97,7 +113,10 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
     with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
         if op == "add":
-            updated = cfgmod.edit_workers(cfg.path, add=endpoint, dry_run=opts.check)
+            updated = cfgmod.edit_workers(cfg.path, add=endpoint, dry_run=True)
+            check_source(updated)  # the new worker gets a deploy: refuse a bad source before the file changes
+            if not opts.check:
+                updated = cfgmod.edit_workers(cfg.path, add=endpoint)
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
         cfgmod.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
@@ -173,4 +192,7 @@ def doctor(opts: Options) -> tuple[Config, RunResult, list[dict[str, Any]]]:
         skew = d["time"] - h.reported_at
         row(host, "clock", abs(skew) <= CLOCK_SKEW_LIMIT, f"{skew:+.1f}s from this machine",
             "synchronise the clocks (chrony or systemd-timesyncd)")
+        if (deployed := h.data.get("deploy")) is not None:
+            row(host, "deploy", not deployed["stale"] and deployed["install_ok"] is not False,
+                report.deployed(deployed), "run `sage cluster deploy`; its summary gives each node's reason")
     return cfg, result, rows

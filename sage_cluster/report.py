@@ -55,8 +55,20 @@ def node_rows(result: RunResult) -> list[list[str]]:
             ray = h.state
         else:
             ray = "running" if d.get("running") else "stopped"
-        rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", h.error])
+        rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", deployed(d.get("deploy")), h.error])
     return rows
+
+
+def deployed(deploy: dict[str, Any] | None) -> str:
+    """The revision a node runs, flagged when it is not the controller's source or its install failed."""
+    if not deploy:
+        return "-"
+    text = deploy.get("revision") or "never deployed"
+    if deploy.get("stale") and deploy.get("revision"):
+        text += " (stale: deploy again)"
+    if deploy.get("install_ok") is False:
+        text += " (install failed)"
+    return text
 
 
 def cluster_view(result: RunResult) -> dict[str, Any] | None:

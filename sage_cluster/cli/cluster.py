@@ -38,7 +38,9 @@ def info(opts: ops.Options) -> None:
     """
     cfg = ops.load(opts)
     if opts.json:
-        report.emit_json({"config_file": str(cfg.path) if cfg.path else None, **cfg.as_dict()})
+        sends, refused = ops.deploy_plan(cfg)
+        report.emit_json({"config_file": str(cfg.path) if cfg.path else None, **cfg.as_dict(),
+                          "deploy_sends": sends, "deploy_refused": refused})
         return
     head = cfg["head"]
     dash = head["dashboard_host"] if head["dashboard_host"] != "0.0.0.0" else head["host"]
@@ -53,6 +55,11 @@ def info(opts: ops.Options) -> None:
                f"conda env {r['conda_env'] or '(none)'}")
     click.echo(f"Temp/logs:  head {head['temp_dir']} {head['log_dir']}; "
                f"workers {cfg['worker']['temp_dir']} {cfg['worker']['log_dir']}")
+    sends, refused = ops.deploy_plan(cfg)
+    install = cfg["deploy"]["install"]
+    click.echo(f"Deploy:     {sends} -> {r['sage_home']} on the nodes, then install: "
+               f"{' '.join(install) if isinstance(install, list) else install}"
+               + (f" (refused: {refused})" if refused else ""))
     if warning := ops.dashboard_warning(cfg):
         report.warn(warning)
 

@@ -38,7 +38,7 @@ def add_node_commands(group: click.Group, scope: str) -> None:
         if opts.json:
             report.emit_json({**report.run_json(result), **health})
         else:
-            click.echo(report.table(report.node_rows(result), ["HOST", "ROLE", "RAY", "NODE IP", "ERROR"]))
+            click.echo(report.table(report.node_rows(result), ["HOST", "ROLE", "RAY", "NODE IP", "DEPLOYED", "ERROR"]))
             view = health["cluster"]
             if view.get("error"):
                 click.echo(f"Ray (from the head): {view['error']}")

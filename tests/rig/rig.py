@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -401,31 +402,43 @@ def controller_ray_version() -> str:
     return importlib.metadata.version("ray")  # no `import ray`: that takes seconds
 
 
-def installed_ray_version(path: str = DEFAULT_ENV) -> str | None:
-    """The ray version in the env at PATH, read from its dist-info (fast: no interpreter start)."""
+def installed_ray_version(path: str = DEFAULT_ENV, package: str = "ray") -> str | None:
+    """The version of a package (ray) in the env at PATH, read from its dist-info (fast: no interpreter start)."""
     if not os.access(os.path.join(path, "bin", "python"), os.X_OK):
         return None
-    for d in glob.glob(os.path.join(path, "lib", "python*", "site-packages", "ray-*.dist-info")):
-        return os.path.basename(d)[len("ray-"):-len(".dist-info")]
+    for d in glob.glob(os.path.join(path, "lib", "python*", "site-packages", f"{package}-*.dist-info")):
+        return os.path.basename(d)[len(package) + 1:-len(".dist-info")]
     return None
+
+
+# setuptools with its own bdist_wheel (>= 70.1): the deploy tests' projects install with --no-build-isolation,
+# offline, as on nodes without internet.
+SETUPTOOLS = (70, 1)
+
+
+def _env_ready(path: str, want: str) -> bool:
+    setuptools = installed_ray_version(path, "setuptools") or "0"
+    return (installed_ray_version(path) == want
+            and tuple(int(x) for x in re.findall(r"\d+", setuptools)[:2]) >= SETUPTOOLS)
 
 
 def ensure_env(path: str = DEFAULT_ENV, ray_version: str | None = None) -> str:
     """A venv at PATH with ray[default]==the controller's ray, readable and runnable by any user."""
     want = ray_version or controller_ray_version()
-    if installed_ray_version(path) == want:
+    if _env_ready(path, want):
         return path
     parent = os.path.dirname(path)
     os.makedirs(parent, mode=0o755, exist_ok=True)
     lock = os.open(parent, os.O_RDONLY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test sessions: one builds, the others wait
-        if installed_ray_version(path) == want:
+        if _env_ready(path, want):
             return path
         if not os.access(os.path.join(path, "bin", "python"), os.X_OK):
             subprocess.run([HOST_PYTHON, "-m", "venv", path], check=True, umask=0o022)
         # -qq: this machine's pip config names index dirs that don't all exist; pip warns once per package.
-        subprocess.run([os.path.join(path, "bin", "pip"), "install", "-qq", f"ray[default]=={want}"],
+        subprocess.run([os.path.join(path, "bin", "pip"), "install", "-qq", f"ray[default]=={want}",
+                        "setuptools>={}.{}".format(*SETUPTOOLS)],
                        check=True, umask=0o022)
         for d in (parent, os.path.dirname(parent)):
             os.chmod(d, os.stat(d).st_mode | 0o755)

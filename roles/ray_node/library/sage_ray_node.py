@@ -28,6 +28,8 @@ options:
   timeout: {type: int, default: 60}
   auth_token: {type: str, no_log: true, description: Ray auth token; set = RAY_AUTH_MODE=token, unset = disabled}
   auth_token_path: {type: path, default: ~/.ray/auth_token, description: where the node keeps the token (0600)}
+  deploy_record: {type: path, default: "", description: "status and doctor: the node's deploy record (sage_deploy)"}
+  source_revision: {type: str, default: "", description: "the controller's source revision; a record with another is stale"}
 """
 
 import json
@@ -39,6 +41,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
 NODES_SNIPPET = r"""
@@ -154,11 +157,8 @@ class Node:
             self.fail(f"cannot resolve {what} {name!r} on this host: {exc}")
 
     def env(self):
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-        bin_dir = os.path.dirname(self.p["python_path"])
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-        if self.p["conda_env"]:
-            env.update(CONDA_PREFIX=os.path.dirname(bin_dir), CONDA_DEFAULT_ENV=self.p["conda_env"])
+        env = node_env(self.p["python_path"], self.p["conda_env"])
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
         if self.p["auth_token"]:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.p["auth_token_path"])
         else:  # explicit: Ray would turn auth on by itself if it found an old token file
@@ -192,6 +192,18 @@ class Node:
             path = self.p[key]
             if not (os.path.isfile(path) and os.access(path, os.X_OK)):
                 self.fail(f"{key} {path} is not an executable file on this host (config remote.{key})")
+
+    def deployed(self):
+        """What sage_deploy recorded on this node, and whether it is the controller's current source."""
+        try:
+            with open(self.p["deploy_record"]) as fh:
+                record = json.load(fh)
+        except (OSError, ValueError):
+            record = {}
+        revision = record.get("revision") or None
+        install = record.get("install") or {}
+        return {"revision": revision, "install_ok": install.get("ok", True) if revision else None,
+                "stale": bool(self.p["source_revision"]) and revision != self.p["source_revision"]}
 
     @property
     def log_file(self):
@@ -400,6 +412,8 @@ def main():
         "timeout": dict(type="int", default=60),
         "auth_token": dict(type="str", default=None, no_log=True),
         "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
+        "deploy_record": dict(type="path", default=""),
+        "source_revision": dict(type="str", default=""),
     }
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     node = Node(module)
@@ -419,6 +433,8 @@ def main():
         report["log"] = node.tail(p["log_lines"])
     if p["state"] == "doctor":
         report["doctor"] = node.doctor(state)
+    if p["state"] in ("status", "doctor") and p["deploy_record"]:
+        report["deploy"] = node.deployed()
     if p["state"] == "wait":
         _, report["cluster"] = node.wait(state)
     elif p["cluster_view"] and state["running"]:

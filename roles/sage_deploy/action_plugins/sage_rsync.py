@@ -24,7 +24,9 @@ ARGS = {"src": dict(type="str", required=True), "dest": dict(type="str", require
 def rsync_argv(ssh_argv: list[str], host: str, src: str, dest: str, exclude: list[str], dry_run: bool) -> list[str]:
     """The rsync command: an argv, never a shell string. rsync splits -e itself, honouring quotes."""
     target = f"[{host}]" if ":" in host else host  # an IPv6 address needs brackets in rsync's HOST:PATH
-    return ["rsync", "--archive", "--no-owner", "--no-group", "--compress", "--delay-updates",
+    # --omit-dir-times: an install on the node writes into the project's dirs (pip -e: *.egg-info); their times
+    # are not the source's to restore, and would make every later deploy report a change.
+    return ["rsync", "--archive", "--no-owner", "--no-group", "--omit-dir-times", "--compress", "--delay-updates",
             "--itemize-changes", *(["--dry-run"] if dry_run else []),
             *[f"--exclude={pattern}" for pattern in exclude],
             "-e", shlex.join(ssh_argv), "--", src, f"{target}:{dest}"]

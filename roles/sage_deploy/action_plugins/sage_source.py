@@ -1,0 +1,43 @@
+"""sage_source: what a deploy would send, computed once on the controller (run it with run_once).
+
+Returns revision (a content hash of the files rsync sends), packaging_revision (the same over pyproject.toml,
+setup.py, setup.cfg, requirements.txt), packaged (whether the source is a pip-installable project) and problem
+(why the source must not be deployed, e.g. it is the home directory holding ~/.ssh). With strict: true a
+problem fails the task, so nothing is copied; status and doctor pass strict: false and only lose the revision.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ansible.plugins.action import ActionBase
+
+try:
+    from sage_cluster import source
+except ImportError:  # run from a checkout (ops staff, AWX): the package sits three levels up from this role
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from sage_cluster import source
+
+ARGS = {"src": dict(type="str", required=True), "exclude": dict(type="list", elements="str", default=[]),
+        "key_path": dict(type="str", default=""), "strict": dict(type="bool", default=True)}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGS)
+        why = source.problem(args["src"], args["key_path"] or None)
+        result.update(changed=False, problem=why, revision="", packaging_revision="", packaged=False)
+        if why:
+            if args["strict"]:
+                result.update(failed=True, msg=f"refusing to deploy {args['src']}: {why}. Set deploy.source "
+                                               "(sage_deploy_source) to the project directory.")
+            return result
+        result.update(revision=source.revision(args["src"], args["exclude"]),
+                      packaging_revision=source.revision(args["src"], args["exclude"], only=source.PACKAGING),
+                      packaged=any((Path(args["src"]).expanduser() / f).is_file()
+                                   for f in ("pyproject.toml", "setup.py")))
+        return result

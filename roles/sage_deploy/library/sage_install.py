@@ -1,0 +1,247 @@
+#!/usr/bin/python
+"""Ansible module: make the deployed project usable on a node: install it into the node's env when needed."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sage_install
+short_description: Install a deployed project into a node's Python env, only when something that matters changed
+description:
+  - Runs after the copy. Decides from the node's deploy record whether the install must run, runs it as an
+    argument list (never through a shell) with the env Ray uses, and records the outcome.
+  - C(install=auto) runs C(python_path -m pip install [pip_args] -e dest) when the source is a pip project
+    (C(packaged)). Editable, so that a deploy that changes only code needs no new install: the env points at
+    C(dest), which the copy keeps current. It runs again when C(packaging_revision) (pyproject.toml, setup.py,
+    setup.cfg, requirements.txt) changed.
+  - A command list runs in C(dest) and runs again whenever C(revision) (any deployed file) changed.
+  - Either way it runs again after a failed or interrupted install, and when the command or env changed.
+  - Nodes that share one env (NFS) take turns through a lock file in the env; an auto install that another
+    node already made into the same env is not repeated.
+options:
+  dest:
+    description: The project directory on the node (the copy's destination, or the source on the controller).
+    type: path
+    required: true
+  install:
+    description: C(auto), C(none), or the command as a list of arguments.
+    type: raw
+    default: auto
+  pip_args:
+    description: Extra arguments for pip in C(auto), e.g. an index or C(--no-index --find-links DIR).
+    type: list
+    elements: str
+    default: []
+  python_path:
+    description: The env's Python; its directory starts PATH.
+    type: path
+    required: true
+  conda_env:
+    description: Conda env name for CONDA_DEFAULT_ENV; empty for none.
+    type: str
+    default: ""
+  packaged:
+    description: Whether the source has pyproject.toml or setup.py (C(auto) installs only then).
+    type: bool
+    default: false
+  revision:
+    description: Content hash of the deployed files (from the sage_source action).
+    type: str
+    default: ""
+  packaging_revision:
+    description: Content hash of the packaging files.
+    type: str
+    default: ""
+  record:
+    description: The node's deploy record (JSON); the install log is written beside it (.log).
+    type: path
+    default: ~/.sage/deploy.json
+  timeout:
+    description: Bound on the install, in seconds.
+    type: int
+    default: 1200
+"""
+
+EXAMPLES = r"""
+- name: Install the project when it changed
+  sage_install:
+    dest: /home/sage
+    install: auto
+    python_path: /opt/conda/envs/sage/bin/python
+    packaged: true
+    revision: 3f2a9c1e0b7d
+    packaging_revision: 77aa01c2d3e4
+"""
+
+RETURN = r"""
+sage:
+  description: What the node now runs, under C(deploy).
+  returned: always
+  type: dict
+  contains:
+    deploy:
+      description: revision, install (ran, skipped, not needed, would run, failed), install_ok, log.
+      type: dict
+"""
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sage_env import node_env
+
+
+def read_record(path):
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_record(path, data):
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def last_line(log_path):
+    """The most telling line of the install's output: the last error-looking one, else the last one."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    for line in reversed(lines):
+        if any(w in line for w in ("ERROR", "Error", "error:", "failed", "not found", "No such")):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+class EnvLock:
+    """flock on a file in the env, so nodes sharing the env (NFS) install one at a time; no lock when the env
+    is not writable (the install then fails on its own, with pip's reason)."""
+
+    def __init__(self, prefix, timeout):
+        self.path, self.timeout, self.fd = os.path.join(prefix, ".sage-install.lock"), timeout, None
+
+    def __enter__(self):
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        except OSError:
+            return self
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        dest=dict(type="path", required=True),
+        install=dict(type="raw", default="auto"),
+        pip_args=dict(type="list", elements="str", default=[]),
+        python_path=dict(type="path", required=True),
+        conda_env=dict(type="str", default=""),
+        packaged=dict(type="bool", default=False),
+        revision=dict(type="str", default=""),
+        packaging_revision=dict(type="str", default=""),
+        record=dict(type="path", default="~/.sage/deploy.json"),
+        timeout=dict(type="int", default=1200),
+    ), supports_check_mode=True)
+    p = module.params
+    install = p["install"]
+    if install == "auto":
+        argv = ([p["python_path"], "-m", "pip", "install", "--disable-pip-version-check", *p["pip_args"],
+                 "-e", p["dest"]] if p["packaged"] else [])
+        basis = p["packaging_revision"]
+    elif install == "none":
+        argv, basis = [], ""
+    elif isinstance(install, list) and install and all(isinstance(a, str) and a for a in install):
+        argv, basis = list(install), p["revision"]
+    else:
+        module.fail_json(msg=f"install must be auto, none or a command list, not {install!r}")
+    key = hashlib.sha256(json.dumps([argv, p["conda_env"], basis]).encode()).hexdigest()[:12]
+    log_path = os.path.splitext(p["record"])[0] + ".log"
+    old = read_record(p["record"])
+    if old.get("dest") != p["dest"]:
+        old = {}
+    last = old.get("install") or {}
+    done = last.get("ok") and last.get("key") == key
+    needed = bool(argv) and not done
+    record = {"dest": p["dest"], "revision": p["revision"], "deployed_at": time.time(),
+              "install": last if done or not argv else {"key": key, "ok": False, "command": argv}}
+    report = {"revision": p["revision"], "install_ok": bool(done or not argv), "log": log_path,
+              "install": "would run" if needed else ("skipped" if done else "not needed")}
+    changed = needed or old.get("revision") != p["revision"]
+    if module.check_mode or not needed:
+        if changed and not module.check_mode:
+            write_record(p["record"], dict(record, deployed_at=time.time()))
+        module.exit_json(changed=changed, sage={"deploy": report})
+
+    write_record(p["record"], record)  # a crash from here on leaves "not ok": the next deploy installs again
+    prefix = os.path.dirname(os.path.dirname(p["python_path"]))
+    marker = os.path.join(prefix, ".sage-installed-" + key)
+    with EnvLock(prefix, p["timeout"]):
+        shared = install == "auto" and os.path.exists(marker)  # another node installed the same into this env
+        rc = 0 if shared else run(module, argv, p, log_path)
+        if rc == 0 and install == "auto" and not shared:
+            try:
+                open(marker, "w").close()
+            except OSError:
+                pass
+    record["install"] = {"key": key, "ok": rc == 0, "rc": rc, "command": argv, "at": time.time()}
+    write_record(p["record"], record)
+    report.update(install="shared env" if shared else "ran", install_ok=rc == 0)
+    if rc != 0:
+        why = f"timed out after {p['timeout']} s" if rc is None else f"exit {rc}"
+        module.fail_json(msg=f"install failed ({why}): {last_line(log_path)} (log on the node: {log_path})",
+                         sage={"deploy": dict(report, install="failed")})
+    module.exit_json(changed=True, sage={"deploy": report})
+
+
+def run(module, argv, p, log_path):
+    """The install, its output in the log; None when it timed out. The whole process group goes on timeout."""
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    with open(log_path, "wb") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} in {p['dest']}: {argv}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(argv, cwd=p["dest"], stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, env=node_env(p["python_path"], p["conda_env"]),
+                                    start_new_session=True)
+        except FileNotFoundError:
+            module.fail_json(msg=f"install command {argv[0]!r} not found (run in {p['dest']}; "
+                                 "config deploy.install)", sage={"deploy": {"install": "failed"}})
+        except PermissionError:
+            module.fail_json(msg=f"install command {argv[0]!r} is not executable (run in {p['dest']}; "
+                                 "config deploy.install)", sage={"deploy": {"install": "failed"}})
+        try:
+            return proc.wait(timeout=p["timeout"])
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+
+
+if __name__ == "__main__":
+    main()
