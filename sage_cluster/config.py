@@ -39,6 +39,7 @@ class Key:
     kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list | install
     help: str
     choices: tuple[str, ...] = ()
+    example: str = ""  # shown in the fix of a mistake, where the default is no example
 
     @property
     def dotted(self) -> str:
@@ -68,11 +69,14 @@ SCHEMA: tuple[Key, ...] = (
     Key("remote", "ray_command", "/opt/conda/envs/sage/bin/ray", "abs_path", "remote ray executable"),
     Key("remote", "conda_env", "sage", "text", 'conda env to activate ("" = none)'),
     Key("deploy", "source", ".", "local_path", "local project directory that deploy copies (default: the current one)"),
-    Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones"),
+    Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones",
+        example='["data/", "*.log"]'),
     Key("deploy", "install", "auto", "install",
-        "after the copy: auto (pip install -e when pyproject.toml or setup.py) | none | [command, args...] in sage_home"),
+        "after the copy: auto (pip install -e when pyproject.toml or setup.py) | none | [command, args...] in sage_home",
+        example='["./install.sh", "--yes"]'),
     Key("deploy", "pip_args", [], "list",
-        "extra pip install arguments for auto, e.g. [\"--no-index\", \"--find-links\", \"/srv/wheels\"]"),
+        "extra pip install arguments for auto, e.g. [\"--no-index\", \"--find-links\", \"/srv/wheels\"]",
+        example='["--no-index", "--find-links", "/srv/wheels"]'),
     Key("deploy", "install_timeout", 1200, "timeout", "bound on one node's install (seconds, at most 3600)"),
     Key("security", "ray_auth", "token", "choice",
         "Ray token authentication: token (every node and client needs the token) | off", ("token", "off")),
@@ -332,11 +336,11 @@ def check_value(key: Key, value: Any, where: str) -> Any:
     if key.kind == "install" and isinstance(value, list):
         if not value:
             raise ConfigError(f"{label} is an empty command. Fix: write auto, none, or a command such as "
-                              "[\"./install.sh\", \"--yes\"].")
-        return check_value(Key(key.section, key.name, [], "list", key.help), value, where)
+                              f"{key.example}.")
+        return check_value(Key(key.section, key.name, [], "list", key.help, example=key.example), value, where)
     if key.kind == "list":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{label} must be a list of strings. Fix: e.g. [\"data/\", \"*.log\"].")
+            raise ConfigError(f"{label} must be a list of non-empty strings. Fix: e.g. {key.example}.")
         if any(mark in v for v in value for mark in ("{{", "{%", "{#")):
             raise ConfigError(f"{label} has an item with a template marker ({{{{, {{% or {{#) that Ansible would "
                               "evaluate. Fix: write plain patterns.")
@@ -360,7 +364,7 @@ def check_value(key: Key, value: Any, where: str) -> Any:
         raise ConfigError(f"{label} = {value!r} must be an absolute path. Fix: start it with /.")
     elif key.kind == "install" and value not in ("auto", "none"):
         raise ConfigError(f"{label} = {value!r} is neither auto, none nor a command list. Fix: write auto, none, "
-                          "or the command as a YAML list of arguments, e.g. [\"./install.sh\", \"--yes\"].")
+                          f"or the command as a YAML list of arguments, e.g. {key.example}.")
     elif key.kind == "choice" and value not in key.choices:
         raise ConfigError(f"{label} = {value!r} is not one of {', '.join(key.choices)}. "
                           f"Fix: use one of them, e.g. {key.default}.")

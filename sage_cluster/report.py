@@ -35,15 +35,18 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def summary(result: RunResult, title: str) -> str:
+    # A deploy also says, per host, what became of the install (ran, skipped, would run, failed...).
+    installs = any("install" in (h.data.get("deploy") or {}) for h in result.hosts.values())
     rows = []
     for name in sorted(result.hosts):
         h = result.hosts[name]
-        rows.append([name, h.state, h.error])
+        install = [(h.data.get("deploy") or {}).get("install", "-")] if installs else []
+        rows.append([name, h.state, *install, h.error])
     if not rows:
         rows.append(["(no hosts)", "", ""])
     verdict = "interrupted" if result.interrupted else ("done" if result.ok else "FAILED on some hosts")
     head = f"{title}: {verdict} in {result.seconds:.1f}s"
-    return head + "\n" + table(rows, ["HOST", "RESULT", "ERROR"])
+    return head + "\n" + table(rows, ["HOST", "RESULT", *(["INSTALL"] if installs else []), "ERROR"])
 
 
 def node_rows(result: RunResult) -> list[list[str]]:

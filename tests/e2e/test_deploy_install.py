@@ -176,6 +176,8 @@ def test_check_mode_says_which_nodes_would_install(cluster):
     assert code == 0, result
     assert {n: (h["result"], h["deploy"]["install"]) for n, h in hosts(result).items()} == {
         n: ("changed", "would run") for n in ALL}
+    table = s("cluster", "deploy", "--check", check=True).stdout
+    assert "INSTALL" in table and table.count("would run") == 3, table
     assert 'version = "0.1.0"' in (rig.host("sage-w1").home / "proj" / "pyproject.toml").read_text()
     code, result = s.json("cluster", "deploy")  # the packaging changed: install again
     assert code == 0 and "ran" in {h["deploy"]["install"] for h in hosts(result).values()}, result
@@ -208,6 +210,24 @@ def test_a_failing_install_names_the_node_its_reason_and_log(cluster):
         installer.write_text('#!/bin/sh\necho done\n')
         code, result = s.json("cluster", "deploy")
         assert code == 0 and hosts(result)["sage-w2"]["deploy"]["install"] == "ran", result
+    finally:
+        s.config.write_text(config)
+
+
+@pytest.mark.parametrize("install,timeout,words", [
+    (["./no-such-installer.sh"], 60, "install command './no-such-installer.sh' not found"),
+    (["sleep", "30"], 2, "install failed (timed out after 2 s)"),
+])
+def test_a_missing_installer_or_a_timeout_fails_each_node_in_one_line(cluster, install, timeout, words):
+    s, _, _ = cluster
+    config = s.config.read_text()
+    s.config.write_text(config.replace(
+        "  pip_args:", f"  install: {json.dumps(install)}\n  install_timeout: {timeout}\n  pip_args:"))
+    try:
+        code, result = s.json("cluster", "deploy")
+        assert code == 1, result
+        for name in ALL:
+            assert hosts(result)[name]["result"] == "failed" and words in hosts(result)[name]["error"], result
     finally:
         s.config.write_text(config)
 

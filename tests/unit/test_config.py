@@ -225,6 +225,13 @@ BROKEN = [
     ("worker-ipv6-without-brackets", "workers_ssh_hosts: 2001:db8::1\n", 1, "[2001:db8::1]:22"),
     ("worker-brackets-not-ipv6", "workers_ssh_hosts: '[sage2]:22'\n", 1, "workers_ssh_hosts"),
     ("exclude-not-a-list", 'deploy:\n  exclude: "*.log"\n', 2, "deploy.exclude"),
+    ("install-unknown-word", 'deploy:\n  install: sometimes\n', 2, "deploy.install"),
+    ("install-integer", "deploy:\n  source: /srv/p\n  install: 5\n", 3, "deploy.install"),
+    ("install-empty-command", "deploy:\n  install: []\n", 2, "deploy.install"),
+    ("install-command-with-empty-arg", 'deploy:\n  install: ["./setup.sh", ""]\n', 2, "deploy.install"),
+    ("install-shell-string", 'deploy:\n  install: "./quickstart.sh --yes"\n', 2, "deploy.install"),
+    ("pip-args-not-a-list", 'deploy:\n  pip_args: "--no-index"\n', 2, "deploy.pip_args"),
+    ("install-timeout-too-big", "deploy:\n  install_timeout: 99999\n", 2, "deploy.install_timeout"),
     ("head-is-also-worker", 'head:\n  host: sage2\nworkers_ssh_hosts: "sage2:22,sage4:22"\n', 3,
      "workers_ssh_hosts"),
     ("head-is-also-worker-list", "head:\n  host: sage2\nworkers_ssh_hosts:\n  - sage4:22\n  - sage2:2222\n", 5,
@@ -244,7 +251,7 @@ CLI_SHOW = {
     "worker-host-with-space", "worker-host-with-semicolon", "worker-host-command-subst", "worker-host-leading-dash",
     "worker-listed-twice", "workers-is-integer", "head-host-empty", "ssh-user-empty", "head-host-with-semicolon",
     "head-host-command-subst", "head-host-leading-dash", "remote-path-relative", "python-path-relative",
-    "head-is-also-worker", "worker-port-superscript", "top-level-list",
+    "head-is-also-worker", "worker-port-superscript", "top-level-list", "install-shell-string",
 }
 CLI_INFO = {
     "yaml-unclosed-flow", "yaml-tab-indent", "duplicate-key", "section-is-string", "port-quoted", "port-too-big",
