@@ -250,3 +250,44 @@ def test_the_home_directory_is_never_sent(cluster, command):
         assert "home directory" in home_user("cluster", "info", check=True).stdout
     finally:
         s.config.write_text(config)
+
+
+def test_a_local_head_installs_the_source_itself(sage, tmp_path):
+    """The head is this machine: nothing is copied, the source is installed into the configured env in place."""
+    from tests.rig import ensure_env
+    ensure_env()
+    project = tmp_path / "localproj"
+    (project / "src" / "sagelocal").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=70.1"]\n'
+                                            'build-backend = "setuptools.build_meta"\n'
+                                            '[project]\nname = "sagelocal"\nversion = "0.1.0"\n')
+    (project / "src" / "sagelocal" / "__init__.py").write_text("WHERE = 'local head'\n")
+    sage.config = tmp_path / "local.yaml"
+    sage.config.write_text(f"""\
+head:
+  host: localhost
+  dashboard_host: 127.0.0.1
+workers_ssh_hosts: []
+remote:
+  python_path: {PY}
+  ray_command: {DEFAULT_ENV}/bin/ray
+  conda_env: ""
+deploy:
+  source: {project}
+  pip_args: ["--no-build-isolation", "--no-index"]
+""")
+    try:
+        code, result = sage.json("cluster", "deploy")
+        assert code == 0, result
+        assert hosts(result)["localhost"]["deploy"]["install"] == "ran", result
+        imported = subprocess.run([PY, "-c", "import sagelocal; print(sagelocal.WHERE, sagelocal.__file__)"],
+                                  capture_output=True, text=True, cwd=tmp_path)
+        assert imported.stdout.split() == ["local", "head", str(project / "src" / "sagelocal" / "__init__.py")]
+        record = json.loads((sage.home / ".sage" / "deploy.json").read_text())
+        assert record["dest"] == f"{project}/" and record["install"]["ok"] is True
+        code, again = sage.json("cluster", "deploy")
+        assert code == 0 and hosts(again)["localhost"]["result"] == "ok", again
+        assert hosts(again)["localhost"]["deploy"]["install"] == "skipped"
+    finally:
+        subprocess.run([f"{DEFAULT_ENV}/bin/pip", "uninstall", "-qq", "-y", "sagelocal"], capture_output=True)
+        uninstall_demo()
