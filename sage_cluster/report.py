@@ -64,10 +64,12 @@ def node_rows(result: RunResult) -> list[list[str]]:
 
 def deployed(deploy: dict[str, Any] | None) -> str:
     """The revision a node runs, flagged when it is not the controller's source or its install failed."""
-    if not deploy:
-        return "-"
-    text = deploy.get("revision") or "never deployed"
-    if deploy.get("stale") and deploy.get("revision"):
+    if not deploy or not (deploy.get("revision") or deploy.get("stale")):
+        return "-"  # nothing recorded, nothing expected (this machine runs the source itself)
+    if not deploy.get("revision"):
+        return "never deployed"
+    text = deploy["revision"]
+    if deploy.get("stale"):
         text += " (stale: deploy again)"
     if deploy.get("install_ok") is False:
         text += " (install failed)"
