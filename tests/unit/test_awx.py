@@ -338,7 +338,7 @@ def test_surveys_are_valid_for_awx():
 
 def test_awx_objects_use_only_awx_module_parameters():
     awx = load_awx()
-    pairs = [("job_template", t) for t in awx["sage_awx_job_templates"]]
+    pairs = [("job_template", t) for t in [*awx["sage_awx_job_templates"], awx["sage_awx_job_template_defaults"]]]
     pairs += [("credential_type", c) for c in awx["sage_awx_credential_types"]]
     pairs += [("execution_environment", awx["sage_awx_execution_environment"]), ("project", awx["sage_awx_project"]),
               ("inventory", awx["sage_awx_inventory"]), ("inventory_source", awx["sage_awx_inventory_source"])]
