@@ -174,6 +174,18 @@ def awx_module_options(module: str) -> set[str]:
     return set(yaml.safe_load(doc.group(1))["options"])
 
 
+def example_config(tmp_path: Path) -> tuple[Path, Path]:
+    """awx/sage-config.example.yaml with AWX's /runner/project moved under tmp_path: (config, project root).
+
+    Rendering the config touches its paths (the known_hosts directory), and nothing here may write outside tmp_path.
+    """
+    project = tmp_path / "runner" / "project"
+    project.mkdir(parents=True)
+    config = tmp_path / "sage-config.yaml"
+    config.write_text((AWX / "sage-config.example.yaml").read_text().replace(AWX_PROJECT_ROOT, str(project)))
+    return config, project
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
     env.update(extra)
@@ -238,8 +250,9 @@ def test_execution_environment_has_what_the_inventory_script_imports(tmp_path: P
         "new = {m: getattr(sys.modules[m], '__file__', None) for m in set(sys.modules) - before}\n"
         "print(json.dumps(new))\n"
     )
+    config, _ = example_config(tmp_path)
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env=clean_env(HOME=str(home), SAGE_CONFIG=str(AWX / "sage-config.example.yaml")))
+                          env=clean_env(HOME=str(home), SAGE_CONFIG=str(config)))
     assert proc.returncode == 0, proc.stderr
     # Modules without a file (Cython's runtime entries, built-ins) come from no distribution.
     tops = {m.split(".")[0] for m, file in json.loads(proc.stdout).items() if file}
@@ -325,7 +338,7 @@ def test_surveys_are_valid_for_awx():
 
 def test_awx_objects_use_only_awx_module_parameters():
     awx = load_awx()
-    pairs = [("job_template", t) for t in awx["sage_awx_job_templates"]]
+    pairs = [("job_template", t) for t in [*awx["sage_awx_job_templates"], awx["sage_awx_job_template_defaults"]]]
     pairs += [("credential_type", c) for c in awx["sage_awx_credential_types"]]
     pairs += [("execution_environment", awx["sage_awx_execution_environment"]), ("project", awx["sage_awx_project"]),
               ("inventory", awx["sage_awx_inventory"]), ("inventory_source", awx["sage_awx_inventory_source"])]
@@ -364,8 +377,9 @@ def test_inventory_source_imports_with_ansible_inventory(tmp_path: Path):
     assert source["source_vars"]["SAGE_CONFIG"] == "{{ sage_awx_sage_config }}"
     in_awx = awx["sage_awx_sage_config"]
     assert in_awx.startswith(AWX_PROJECT_ROOT + "/"), in_awx
-    config = REPO / in_awx[len(AWX_PROJECT_ROOT) + 1:]
-    assert config.is_file(), f"SAGE_CONFIG in AWX names {in_awx}; the repository has no {config}"
+    in_repo = REPO / in_awx[len(AWX_PROJECT_ROOT) + 1:]
+    assert in_repo.is_file(), f"SAGE_CONFIG in AWX names {in_awx}; the repository has no {in_repo}"
+    config, project = example_config(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
     proc = subprocess.run(["ansible-inventory", "-i", source["source_path"], "--list"], cwd=REPO,
@@ -381,7 +395,7 @@ def test_inventory_source_imports_with_ansible_inventory(tmp_path: Path):
     roles = {"ray_node": role_specs("ray_node"), "sage_deploy": role_specs("sage_deploy")}
     for host, hv in hostvars.items():
         assert hv["ansible_ssh_common_args"].split()[:2] == ["-o", "StrictHostKeyChecking=yes"], host
-        assert hv["sage_deploy_source"] == AWX_PROJECT_ROOT + "/", host
+        assert hv["sage_deploy_source"] == f"{project}/", host
         for name in hv:
             role = next((r for r in roles if name.startswith(r + "_")), None)
             assert role is None or name in roles[role], f"the inventory sets {name}, which {role} does not declare"
