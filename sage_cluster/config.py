@@ -393,9 +393,10 @@ def _check_host(value: str, label: str) -> None:
 
 
 def parse_endpoint(text: Any, where: str) -> Endpoint:
-    """'host' or 'host:port' -> Endpoint; anything else is a one-line ConfigError."""
+    """'host' or 'host:port' -> Endpoint; anything else is a one-line ConfigError (prefixed with `where`, if any)."""
+    at = f"{where}: " if where else ""
     if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise ConfigError(f"{where}: worker {_show(text)} must be a 'host:port' string. Fix: e.g. sage5:22.")
+        raise ConfigError(f"{at}worker {_show(text)} must be a 'host:port' string. Fix: e.g. sage5:22.")
     text = str(text).strip()
     bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", text)
     if bracketed:  # [IPv6]:port
@@ -403,21 +404,21 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
         sep = ":" if port_text is not None else ""
         port_text = port_text or ""
         if ":" not in host or not is_valid_host(host):
-            raise ConfigError(f"{where}: worker {text!r}: brackets are for IPv6 addresses. "
+            raise ConfigError(f"{at}worker {text!r}: brackets are for IPv6 addresses. "
                               "Fix: write host:port, or [IPv6 address]:port.")
     elif text.count(":") > 1 and is_valid_host(text):
-        raise ConfigError(f"{where}: worker {text!r} looks like an IPv6 address. Fix: write it as [{text}]:22.")
+        raise ConfigError(f"{at}worker {text!r} looks like an IPv6 address. Fix: write it as [{text}]:22.")
     else:
         host, sep, port_text = text.partition(":")
     if not host:
-        raise ConfigError(f"{where}: worker {text!r} has no host. Fix: write it as host:port, e.g. sage5:22.")
+        raise ConfigError(f"{at}worker {text!r} has no host. Fix: write it as host:port, e.g. sage5:22.")
     if ":" in port_text and not bracketed:
-        raise ConfigError(f"{where}: worker {text!r} has more than one ':'. Fix: write it as host:port, e.g. sage5:22.")
-    _check_host(host, f"{where}: worker")
+        raise ConfigError(f"{at}worker {text!r} has more than one ':'. Fix: write it as host:port, e.g. sage5:22.")
+    _check_host(host, f"{at}worker")
     port = 22
     if sep:
         if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
-            raise ConfigError(f"{where}: worker {text!r} has a bad port {port_text!r}. Fix: use a port 1-65535.")
+            raise ConfigError(f"{at}worker {text!r} has a bad port {port_text!r}. Fix: use a port 1-65535.")
         port = int(port_text)
     return Endpoint(host, port)
 

@@ -68,8 +68,19 @@ def run(cfg: Config, opts: Options, playbook: str, action: str, *, limit: str | 
             signal.signal(signal.SIGINT, previous)
 
 
+def no_workers(cfg: Config, scope: str) -> RunResult | None:
+    """`sage worker ...` without workers: say so and run nothing (the run would report only the head)."""
+    if scope != "worker" or cfg.workers:
+        return None
+    report.note(f"There are no workers: {cfgmod.WORKERS_KEY} in {cfg.path or 'the built-in default'} is empty. "
+                "Nothing to do.")
+    return RunResult(playbook=PLAYBOOKS[scope], hosts={}, status="successful", seconds=0.0, artifact_dir="")
+
+
 def node_action(opts: Options, scope: str, action: str) -> tuple[Config, RunResult]:
     cfg = load(opts)
+    if empty := no_workers(cfg, scope):
+        return cfg, empty
     if action in ("start", "restart") and scope in ("cluster", "head") and (warning := dashboard_warning(cfg)):
         report.warn(warning)
     with cluster_lock(cfg.path):
@@ -93,20 +104,17 @@ def check_source(cfg: Config) -> None:
 def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
     cfg = load(opts)
     check_source(cfg)
+    if empty := no_workers(cfg, scope):
+        return cfg, empty
     with cluster_lock(cfg.path):
         return cfg, run(cfg, opts, "deploy.yml", "deploy", limit="sage_workers" if scope == "worker" else None)
 
 
-def parse_host_arg(text: str) -> Endpoint:
-    return cfgmod.parse_endpoint(text, "argument")
-
-
-def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
+def scale(opts: Options, op: str, endpoint: Endpoint) -> tuple[Config, RunResult]:
     """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
 
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
-    endpoint = parse_host_arg(host_arg)
     cfg = load(opts)
     if cfg.is_builtin:
         raise ConfigError(f"there is no config file to add workers to. Fix: `sage config init` writes "
@@ -129,7 +137,8 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
 def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:
     cfg = load(opts)
     # The cluster's status is one play on every node at once (status.yml), not head then workers.
-    result = run(cfg, opts, "status.yml" if scope == "cluster" else PLAYBOOKS[scope], "status")
+    playbook = "status.yml" if scope == "cluster" else PLAYBOOKS[scope]
+    result = no_workers(cfg, scope) or run(cfg, opts, playbook, "status")
     view = report.cluster_view(result) or {}
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
@@ -140,7 +149,8 @@ def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]
 
 def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:
     cfg = load(opts)
-    return cfg, run(cfg, opts, PLAYBOOKS[scope], "logs", extra={"ray_node_log_lines": lines})
+    return cfg, no_workers(cfg, scope) or run(cfg, opts, PLAYBOOKS[scope], "logs",
+                                              extra={"ray_node_log_lines": lines})
 
 
 CLOCK_SKEW_LIMIT = 5.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_cluster import ansible_root, inventory
+from sage_cluster import ansible_root, inventory, security
 from sage_cluster.config import Config
 
 STATE_DIR = Path("~/.sage")
@@ -155,6 +155,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
     import ansible_runner  # slow to import: only commands that run a playbook pay for it
 
     root = ansible_root()
+    security.prepare_controller(cfg)
     runs = state_dir() / "runs"
     runs.mkdir(mode=0o700, exist_ok=True)
     _rotate(runs)
