@@ -16,8 +16,9 @@ from sage_cluster.config import Config, ConfigError, Endpoint
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
 
-# The scope a command acts on -> the playbook that does it.
+# The scope a command acts on -> the playbook that does it, and the group a shared playbook is limited to.
 PLAYBOOKS = {"cluster": "cluster.yml", "head": "head.yml", "worker": "worker.yml"}
+GROUPS = {"cluster": None, "head": "sage_head", "worker": "sage_workers"}
 
 
 @dataclass
@@ -107,7 +108,7 @@ def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
     if empty := no_workers(cfg, scope):
         return cfg, empty
     with cluster_lock(cfg.path):
-        return cfg, run(cfg, opts, "deploy.yml", "deploy", limit="sage_workers" if scope == "worker" else None)
+        return cfg, run(cfg, opts, "deploy.yml", "deploy", limit=GROUPS[scope])
 
 
 def scale(opts: Options, op: str, endpoint: Endpoint) -> tuple[Config, RunResult]:
@@ -136,9 +137,8 @@ def scale(opts: Options, op: str, endpoint: Endpoint) -> tuple[Config, RunResult
 
 def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:
     cfg = load(opts)
-    # The cluster's status is one play on every node at once (status.yml), not head then workers.
-    playbook = "status.yml" if scope == "cluster" else PLAYBOOKS[scope]
-    result = no_workers(cfg, scope) or run(cfg, opts, playbook, "status")
+    # Status is one play on every node of the scope at once (status.yml), for the cluster not head then workers.
+    result = no_workers(cfg, scope) or run(cfg, opts, "status.yml", "status", limit=GROUPS[scope])
     view = report.cluster_view(result) or {}
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
