@@ -82,7 +82,7 @@ def render(cfg: Config) -> str:
         role_vars=role_vars(cfg),
         head=cfg["head"],
         worker=cfg["worker"],
-        head_host=_host(cfg.head, cfg["head"]["host"]),
+        head_host=_host(cfg.head_endpoint, cfg["head"]["host"]),
         worker_hosts=[_host(w, w.host if bind == "localhost" else bind) for w in cfg.workers],
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_cluster import config as cfgmod
-from sage_cluster import report, source
+from sage_cluster import config_edit, report, source
 from sage_cluster.config import Config, ConfigError, Endpoint
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
@@ -122,13 +122,13 @@ def scale(opts: Options, op: str, endpoint: Endpoint) -> tuple[Config, RunResult
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
     with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
         if op == "add":
-            updated = cfgmod.edit_workers(cfg.path, add=endpoint, dry_run=True)
+            updated = config_edit.edit_workers(cfg.path, add=endpoint, dry_run=True)
             check_source(updated)  # the new worker gets a deploy: refuse a bad source before the file changes
             if not opts.check:
-                updated = cfgmod.edit_workers(cfg.path, add=endpoint)
+                updated = config_edit.edit_workers(cfg.path, add=endpoint)
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
-        cfgmod.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
+        config_edit.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
         # The old config still lists the host, so its inventory can reach it to stop Ray there. Ansible's host
         # patterns are case-sensitive: name the host as the config spells it.
         listed = next(w.host for w in before.workers if w.host.lower() == endpoint.host.lower())

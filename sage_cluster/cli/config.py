@@ -12,6 +12,7 @@ from sage_cluster import operations as ops
 from sage_cluster import report
 from sage_cluster.cli.common import options
 from sage_cluster.config import ConfigError
+from sage_cluster.config_edit import write_atomic
 
 
 @click.group(invoke_without_command=True)
@@ -80,4 +81,4 @@ def init(config_path: str | None, force: bool) -> None:
 def write_template(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists. Fix: edit it, or pass --force to overwrite it.")
-    cfgmod.write_atomic(path, cfgmod.template_text())
+    write_atomic(path, cfgmod.template_text())
