@@ -20,7 +20,11 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-DEFAULT_PATH = Path("~/.sage/config.yaml")
+# Everything this tool keeps on the controller lives here: the config, runs, locks, known_hosts, the token.
+STATE_DIR = Path("~/.sage")
+DEFAULT_PATH = STATE_DIR / "config.yaml"
+# Names of this machine whatever its host name: a host so named is reached without SSH.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WORKERS_KEY = "workers_ssh_hosts"
 
 
@@ -60,7 +64,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("ssh", "connect_timeout", 10, "timeout", "SSH connect timeout (seconds)"),
     Key("ssh", "strict_host_key_checking", "accept-new", "choice",
         "host key policy: yes | accept-new (learn a new host's key once) | no", ("yes", "accept-new", "no")),
-    Key("ssh", "known_hosts", "~/.sage/known_hosts", "local_path", "known_hosts file the tool checks host keys against"),
+    Key("ssh", "known_hosts", str(STATE_DIR / "known_hosts"), "local_path", "known_hosts file the tool checks host keys against"),
     Key("remote", "sage_home", "/home/sage", "abs_path", "project directory on remote nodes"),
     Key("remote", "python_path", "/opt/conda/envs/sage/bin/python", "abs_path", "remote Python interpreter"),
     Key("remote", "ray_command", "/opt/conda/envs/sage/bin/ray", "abs_path", "remote ray executable"),
@@ -465,7 +469,7 @@ def _check_cluster(cfg: Config, wheres: list[str], fix: str) -> None:
 
 def is_this_machine(host: str) -> bool:
     """Whether a host name names the controller itself (then Ansible uses a local connection)."""
-    if host in ("localhost", "127.0.0.1", "::1"):
+    if host in LOOPBACK_NAMES:
         return True
     return host in {socket.gethostname(), socket.getfqdn()}
 

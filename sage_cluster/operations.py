@@ -41,7 +41,7 @@ def load(opts: Options) -> Config:
 
 def dashboard_warning(cfg: Config) -> str | None:
     host = cfg["head"]["dashboard_host"]
-    if cfg["security"]["ray_auth"] == "off" and host not in ("127.0.0.1", "localhost", "::1"):
+    if cfg["security"]["ray_auth"] == "off" and host not in cfgmod.LOOPBACK_NAMES:
         return (f"the Ray dashboard listens on {host}:{cfg['head']['dashboard_port']}; anyone who reaches it can "
                 "submit jobs that run any code on every node (CVE-2023-48022, ShadowRay) because security.ray_auth is off. "
                 "Turn token auth on, or bind the dashboard to 127.0.0.1.")

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sage_cluster import ansible_root, inventory, security
-from sage_cluster.config import Config
+from sage_cluster.config import STATE_DIR, Config
 
-STATE_DIR = Path("~/.sage")
 KEEP_RUNS = 20
 # Bookkeeping tasks whose success is not news to the person watching.
 QUIET_ACTIONS = {"ansible.builtin.include_role", "include_role", "ansible.builtin.validate_argument_spec",

@@ -10,9 +10,9 @@ import os
 import secrets
 from pathlib import Path
 
-from sage_cluster.config import Config
+from sage_cluster.config import STATE_DIR, Config
 
-TOKEN_FILE = Path("~/.sage/ray_auth_token")
+TOKEN_FILE = STATE_DIR / "ray_auth_token"
 
 
 def token_enabled(cfg: Config) -> bool:
