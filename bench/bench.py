@@ -59,7 +59,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/bench.py` as well as `python -m bench.bench`
     sys.path.insert(0, str(REPO))
 
-from sage_cluster.inventory import DEPLOY_EXCLUDES  # noqa: E402  (the floor's rsync excludes what sage's does)
 from tests.rig import DEFAULT_ENV, Rig, ensure_env, installed_ray_version, why_not_available  # noqa: E402
 from sage_cluster.source import EXCLUDES  # noqa: E402  (the floor's rsync skips what sage skips)
 
@@ -311,7 +310,7 @@ class Floor:
 
     def rsync(self, project: Path, names: list[str]) -> float:
         rsh = shlex.join(["ssh", *self.rig.ssh_options()])
-        argvs = [["rsync", "-az", *[f"--exclude={e}" for e in DEPLOY_EXCLUDES], "-e", rsh, f"{project}/",
+        argvs = [["rsync", "-az", *[f"--exclude={e}" for e in EXCLUDES], "-e", rsh, f"{project}/",
                   f"{self.rig.user}@{self.rig.host(n).ip}:{DEST}/"] for n in names]
         return self.parallel(argvs, what="rsync")
 

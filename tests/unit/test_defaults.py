@@ -1,4 +1,4 @@
-"""Each default is written in Python once (config.py's SCHEMA, inventory.DEPLOY_EXCLUDES); the roles keep theirs
+"""Each default is written in Python once (config.py's SCHEMA, source.EXCLUDES); the roles keep theirs
 as plain YAML for ops staff to read. These tests fail as soon as the copies drift apart:
 
     SCHEMA --(inventory.role_vars)--> roles/*/defaults/main.yml == roles/*/meta/argument_specs.yml
