@@ -12,7 +12,7 @@ from pathlib import Path
 # Run from a checkout (AWX project, ops staff) without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sage_cluster import config, inventory  # noqa: E402
+from sage_cluster import config, inventory, security  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
         return 2
     for line in cfg.warnings:
         print(f"sage inventory: warning: {line}", file=sys.stderr)
+    # ansible-playbook runs this source before it acts: make the token and known_hosts dir the run needs.
+    security.prepare_controller(cfg)
     data = inventory.as_script_json(inventory.build(cfg))
     if len(argv) > 1 and argv[1] == "--host":
         print(json.dumps(data["_meta"]["hostvars"].get(argv[2] if len(argv) > 2 else "", {})))

@@ -1,4 +1,4 @@
-"""The config file: schema, defaults, load + validate, and round-trip edits.
+"""The config file: schema, defaults, load + validate (round-trip edits: config_edit.py).
 
 This module is the one source of truth for every config key: the CLI, the inventory source for
 ansible-playbook/AWX, the template written by `sage config init` and the README's reference all read SCHEMA.
@@ -11,9 +11,7 @@ import os
 import re
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-DEFAULT_PATH = Path("~/.sage/config.yaml")
+# Everything this tool keeps on the controller lives here: the config, runs, locks, known_hosts, the token.
+STATE_DIR = Path("~/.sage")
+DEFAULT_PATH = STATE_DIR / "config.yaml"
+# Names of this machine whatever its host name: a host so named is reached without SSH.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WORKERS_KEY = "workers_ssh_hosts"
 
 
@@ -63,7 +64,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("ssh", "connect_timeout", 10, "timeout", "SSH connect timeout (seconds)"),
     Key("ssh", "strict_host_key_checking", "accept-new", "choice",
         "host key policy: yes | accept-new (learn a new host's key once) | no", ("yes", "accept-new", "no")),
-    Key("ssh", "known_hosts", "~/.sage/known_hosts", "local_path", "known_hosts file the tool checks host keys against"),
+    Key("ssh", "known_hosts", str(STATE_DIR / "known_hosts"), "local_path", "known_hosts file the tool checks host keys against"),
     Key("remote", "sage_home", "/home/sage", "abs_path", "project directory on remote nodes"),
     Key("remote", "python_path", "/opt/conda/envs/sage/bin/python", "abs_path", "remote Python interpreter"),
     Key("remote", "ray_command", "/opt/conda/envs/sage/bin/ray", "abs_path", "remote ray executable"),
@@ -119,7 +120,8 @@ class Config:
         return self.values[section]
 
     @property
-    def head(self) -> Endpoint:
+    def head_endpoint(self) -> Endpoint:
+        """Where Ansible reaches the head: its host, SSH port 22 (cfg["head"] is the config's head section)."""
         return Endpoint(self.values["head"]["host"], 22)
 
     @property
@@ -150,7 +152,7 @@ def load(explicit: str | os.PathLike | None = None) -> Config:
         if named:
             raise ConfigError(f"{path}: no such config file. Fix: create it with `sage config init --config {path}`.")
         return builtin_default()
-    return parse(_read_exact(path), path)
+    return parse(read_exact(path), path)
 
 
 def builtin_default() -> Config:
@@ -173,7 +175,7 @@ def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
 
 
-def _yaml() -> YAML:
+def round_trip_yaml() -> YAML:
     y = YAML(typ="rt")
     y.preserve_quotes = True
     y.allow_duplicate_keys = False
@@ -182,7 +184,7 @@ def _yaml() -> YAML:
 
 def _read_doc(text: str, path: Path) -> Any:
     try:
-        return _yaml().load(text)
+        return round_trip_yaml().load(text)
     except DuplicateKeyError as exc:
         mark = exc.problem_mark
         key = (exc.problem or "").split('"')[1] if '"' in (exc.problem or "") else "?"
@@ -235,7 +237,7 @@ def parse(text: str, path: Path) -> Config:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):
         raise ConfigError(f"{path}:1: the config must be a mapping of sections (head:, worker:, ssh:, ...), "
-                          f"not a {_kind(doc)}. Fix: start from `sage config init`.")
+                          f"not a {_type_name(doc)}. Fix: start from `sage config init`.")
     warnings: list[str] = []
     values: dict[str, dict[str, Any]] = {}
     lines: dict[str, int] = {}
@@ -249,7 +251,7 @@ def parse(text: str, path: Path) -> Config:
         if raw is None:
             raw = CommentedMap()
         if not isinstance(raw, CommentedMap):
-            raise ConfigError(f"{path}:{line}: '{section}' must be a mapping of keys, not a {_kind(raw)}. "
+            raise ConfigError(f"{path}:{line}: '{section}' must be a mapping of keys, not a {_type_name(raw)}. "
                               f"Fix: indent its keys under '{section}:'.")
         for name in raw:
             if name not in {k.name for k in keys}:
@@ -297,7 +299,7 @@ def _key_line(mapping: Any, key: Any) -> int:
         return line + 1 if isinstance(line, int) else 1
 
 
-def _kind(value: Any) -> str:
+def _type_name(value: Any) -> str:
     """What a YAML value is, in the user's words."""
     from collections.abc import Mapping, Set
 
@@ -327,7 +329,7 @@ def check_value(key: Key, value: Any, where: str) -> Any:
                           f"({_show(key.default)}).")
     if key.kind in ("port", "timeout"):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{label} must be a whole number, not {_kind(value)} {_show(value)}. "
+            raise ConfigError(f"{label} must be a whole number, not {_type_name(value)} {_show(value)}. "
                               f"Fix: write it without quotes, e.g. {key.default}.")
         top = 65535 if key.kind == "port" else 3600
         if not 1 <= value <= top:
@@ -346,7 +348,7 @@ def check_value(key: Key, value: Any, where: str) -> Any:
                               "evaluate. Fix: write plain patterns.")
         return [str(v) for v in value]
     if not isinstance(value, str):
-        raise ConfigError(f"{label} must be a string, not {_kind(value)} {_show(value)}. Fix: quote it.")
+        raise ConfigError(f"{label} must be a string, not {_type_name(value)} {_show(value)}. Fix: quote it.")
     value = str(value)
     if any(ch in value for ch in "\n\r\0"):
         raise ConfigError(f"{label} contains a line break or NUL. Fix: put it on one line.")
@@ -393,9 +395,10 @@ def _check_host(value: str, label: str) -> None:
 
 
 def parse_endpoint(text: Any, where: str) -> Endpoint:
-    """'host' or 'host:port' -> Endpoint; anything else is a one-line ConfigError."""
+    """'host' or 'host:port' -> Endpoint; anything else is a one-line ConfigError (prefixed with `where`, if any)."""
+    at = f"{where}: " if where else ""
     if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise ConfigError(f"{where}: worker {_show(text)} must be a 'host:port' string. Fix: e.g. sage5:22.")
+        raise ConfigError(f"{at}worker {_show(text)} must be a 'host:port' string. Fix: e.g. sage5:22.")
     text = str(text).strip()
     bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", text)
     if bracketed:  # [IPv6]:port
@@ -403,21 +406,21 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
         sep = ":" if port_text is not None else ""
         port_text = port_text or ""
         if ":" not in host or not is_valid_host(host):
-            raise ConfigError(f"{where}: worker {text!r}: brackets are for IPv6 addresses. "
+            raise ConfigError(f"{at}worker {text!r}: brackets are for IPv6 addresses. "
                               "Fix: write host:port, or [IPv6 address]:port.")
     elif text.count(":") > 1 and is_valid_host(text):
-        raise ConfigError(f"{where}: worker {text!r} looks like an IPv6 address. Fix: write it as [{text}]:22.")
+        raise ConfigError(f"{at}worker {text!r} looks like an IPv6 address. Fix: write it as [{text}]:22.")
     else:
         host, sep, port_text = text.partition(":")
     if not host:
-        raise ConfigError(f"{where}: worker {text!r} has no host. Fix: write it as host:port, e.g. sage5:22.")
+        raise ConfigError(f"{at}worker {text!r} has no host. Fix: write it as host:port, e.g. sage5:22.")
     if ":" in port_text and not bracketed:
-        raise ConfigError(f"{where}: worker {text!r} has more than one ':'. Fix: write it as host:port, e.g. sage5:22.")
-    _check_host(host, f"{where}: worker")
+        raise ConfigError(f"{at}worker {text!r} has more than one ':'. Fix: write it as host:port, e.g. sage5:22.")
+    _check_host(host, f"{at}worker")
     port = 22
     if sep:
         if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
-            raise ConfigError(f"{where}: worker {text!r} has a bad port {port_text!r}. Fix: use a port 1-65535.")
+            raise ConfigError(f"{at}worker {text!r} has a bad port {port_text!r}. Fix: use a port 1-65535.")
         port = int(port_text)
     return Endpoint(host, port)
 
@@ -439,11 +442,11 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
     else:
         what = "it" if where.endswith(WORKERS_KEY) else f"'{WORKERS_KEY}'"
         raise ConfigError(f"{where}: {what} must be a \"host:port,host:port\" string or a list, "
-                          f"not {_kind(raw)} {_show(raw)}. Fix: e.g. \"sage2:22,sage4:22\".")
+                          f"not {_type_name(raw)} {_show(raw)}. Fix: e.g. \"sage2:22,sage4:22\".")
     workers = [parse_endpoint(item, w) for item, w in zip(items, wheres)]
     seen: dict[str, Endpoint] = {}
     for w, at in zip(workers, wheres):
-        name = _host_key(w.host)
+        name = host_key(w.host)
         if name in seen:
             raise ConfigError(f"{at}: worker host {w.host!r} is listed twice ({seen[name]} and {w}). "
                               "Fix: list each host once.")
@@ -451,7 +454,7 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
     return workers
 
 
-def _host_key(host: str) -> str:
+def host_key(host: str) -> str:
     """Host names compare without case and without a trailing dot (RFC 1123)."""
     return host.lower().rstrip(".")
 
@@ -459,19 +462,19 @@ def _host_key(host: str) -> str:
 def _check_cluster(cfg: Config, wheres: list[str], fix: str) -> None:
     head = cfg["head"]["host"]
     for w, where in zip(cfg.workers, wheres):
-        if _host_key(w.host) == _host_key(head):
+        if host_key(w.host) == host_key(head):
             raise ConfigError(f"{where}: the head {head!r} is also listed as a worker ({w}); the head already "
                               f"runs a Ray node. {fix}")
 
 
 def is_this_machine(host: str) -> bool:
     """Whether a host name names the controller itself (then Ansible uses a local connection)."""
-    if host in ("localhost", "127.0.0.1", "::1"):
+    if host in LOOPBACK_NAMES:
         return True
     return host in {socket.gethostname(), socket.getfqdn()}
 
 
-# ---------------------------------------------------------------- writing
+# ---------------------------------------------------------------- the template
 
 def template_text() -> str:
     """The guide's config file, with every key and a comment on each."""
@@ -494,31 +497,7 @@ def _yaml_scalar(value: Any) -> str:
     return str(value)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Old file or new file, never a mix: temp file in the same dir, fsync, rename. Keeps the file's mode;
-    a symlinked config stays a symlink (its target is replaced). Text is written as given (no newline changes)."""
-    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _read_exact(path: Path) -> str:
+def read_exact(path: Path) -> str:
     """The file's text with its own line endings (CRLF stays CRLF), so an edit changes only the edited value."""
     try:
         with open(path, encoding="utf-8", newline="") as fh:
@@ -526,158 +505,3 @@ def _read_exact(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config ({_one_line(str(exc))}). "
                           "Fix: check that it exists and is readable UTF-8 text.") from None
-
-
-def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | None = None,
-                 dry_run: bool = False) -> Config:
-    """Add or remove one worker in the file, keeping comments, key order and the string-or-list form.
-
-    The edit is a splice of the file's text: every byte outside workers_ssh_hosts' value stays as it was.
-    dry_run: check and return the edited config, leave the file alone (check mode).
-    """
-    path = Path(path)
-    text = _read_exact(path)
-    current = parse(text, path)
-    listed = {_host_key(w.host): w for w in current.workers}
-    if add is not None:
-        if _host_key(add.host) in listed:
-            raise ConfigError(f"{path}: worker {add.host!r} is already listed (as {listed[_host_key(add.host)]}). "
-                              "Fix: nothing to add; `sage worker config` lists the workers.")
-        if _host_key(add.host) == _host_key(current["head"]["host"]):
-            raise ConfigError(f"{path}: {add.host!r} is the head; it cannot also be a worker. "
-                              "Fix: add a different host.")
-    if remove is not None:
-        found = listed.get(_host_key(remove.host))
-        if found is None or found.port != remove.port:
-            names = ", ".join(map(str, current.workers)) or "none"
-            raise ConfigError(f"{path}: worker {remove} is not listed (workers: {names}); nothing was changed. "
-                              "Fix: name one of the listed workers as host:port.")
-    expected = [w for w in current.workers if remove is None or _host_key(w.host) != _host_key(remove.host)]
-    if add is not None:
-        expected.append(add)
-    for make in (_splice_workers, _dump_workers):
-        try:
-            new_text = make(text, path, current, expected, add, remove)
-        except (YAMLError, ValueError, IndexError, AttributeError, TypeError, KeyError):
-            new_text = None
-        if new_text is None:
-            continue
-        try:
-            updated = parse(new_text, path)
-        except ConfigError:
-            continue
-        if updated.workers == expected and updated.values == current.values:
-            if not dry_run:
-                write_atomic(path, new_text)
-            return updated
-    raise ConfigError(f"{path}: could not rewrite {WORKERS_KEY} safely; nothing was changed. "
-                      f"Fix: edit {WORKERS_KEY} in the file by hand.")
-
-
-def _render_like(value: str, style: str | None) -> str:
-    if style == "'":
-        return "'" + value.replace("'", "''") + "'"
-    if style == '"' or not value:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return value
-
-
-def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
-                    add: Endpoint | None, remove: Endpoint | None) -> str | None:
-    """Replace only the text of workers_ssh_hosts' value; None when the layout is one this does not handle."""
-    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
-
-    nl = "\r\n" if "\r\n" in text else "\n"
-    root = _yaml().compose(text)
-    joined = ",".join(map(str, expected))
-    if add is not None and remove is not None:
-        return None
-    if root is not None and (not isinstance(root, MappingNode) or root.flow_style):
-        return None
-    pair = None if root is None else next(
-        ((k, v) for k, v in root.value if isinstance(k, ScalarNode) and k.value == WORKERS_KEY), None)
-    if pair is None:
-        # Absent key: the defaults applied; write them out with the change, as a new last line.
-        if re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
-            return None
-        sep = "" if not text or text.endswith(("\n", "\r")) else nl
-        return f'{text}{sep}{WORKERS_KEY}: "{joined}"{nl}'
-    key, node = pair
-    if text[key.start_mark.index:key.end_mark.index] != WORKERS_KEY:
-        return None
-    start, end = node.start_mark.index, node.end_mark.index
-    span = text[start:end]
-    if isinstance(node, ScalarNode):
-        if node.style not in (None, '"', "'") or "\n" in span or "\r" in span:
-            return None
-        if span == "":  # `workers_ssh_hosts:` with no value
-            colon = text.index(":", key.end_mark.index)
-            return text[:colon + 1] + " " + _render_like(joined, '"') + text[colon + 1:]
-        if node.style is None and span in ("~", "null", "Null", "NULL"):
-            return text[:start] + _render_like(joined, '"') + text[end:]
-        if not isinstance(_yaml().load(span), str) and node.style is None:
-            return None
-        return text[:start] + _render_like(joined, node.style) + text[end:]
-    if not isinstance(node, SequenceNode):
-        return None
-    items = list(node.value)
-    if not all(isinstance(i, ScalarNode) for i in items):
-        return None
-    kept = [i for i in items if remove is None
-            or _host_key(parse_endpoint(i.value, str(path)).host) != _host_key(remove.host)]
-    if node.flow_style:
-        if "#" in span:
-            return None
-        parts = [text[i.start_mark.index:i.end_mark.index] for i in kept]
-        if add is not None:
-            parts.append(_render_like(str(add), items[-1].style if items else None))
-        return text[:start] + "[" + ", ".join(parts) + "]" + text[end:]
-    out = text
-    if remove is not None:
-        gone = [i for i in items if i not in kept]
-        if len(gone) != 1:
-            return None
-        item = gone[0]
-        line_start = out.rfind("\n", 0, item.start_mark.index) + 1
-        if not re.fullmatch(r"[ \t]*-[ \t]+", out[line_start:item.start_mark.index]):
-            return None
-        line_end = out.find("\n", item.end_mark.index)
-        line_end = len(out) if line_end < 0 else line_end + 1
-        if not re.fullmatch(r"[ \t]*(#[^\n]*)?\r?\n?", out[item.end_mark.index:line_end]):
-            return None
-        out = out[:line_start] + out[line_end:]
-    if add is not None:
-        last = items[-1]
-        line_start = text.rfind("\n", 0, last.start_mark.index) + 1
-        prefix = text[line_start:last.start_mark.index]
-        if not re.fullmatch(r"[ \t]*-[ \t]+", prefix):
-            return None
-        line_end = text.find("\n", last.end_mark.index)
-        new_line = prefix + _render_like(str(add), last.style) + nl
-        if line_end < 0:
-            out = text + nl + new_line
-        else:
-            out = text[:line_end + 1] + new_line + text[line_end + 1:]
-    return out
-
-
-def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
-                  add: Endpoint | None, remove: Endpoint | None) -> str | None:
-    """The fallback: a ruamel round trip (keeps comments and order, may re-indent)."""
-    doc = _yaml().load(text)
-    if doc is None:
-        doc = CommentedMap()
-    raw = doc.get(WORKERS_KEY)
-    if isinstance(raw, list):
-        for i, item in enumerate(list(raw)):
-            if remove is not None and _host_key(parse_endpoint(item, str(path)).host) == _host_key(remove.host):
-                del raw[i]
-                break
-        if add is not None:
-            raw.append(str(add))
-    else:
-        new = ",".join(map(str, expected))
-        doc[WORKERS_KEY] = type(raw)(new) if isinstance(raw, str) else DoubleQuotedScalarString(new)
-    buf = StringIO()
-    _yaml().dump(doc, buf)
-    return buf.getvalue()

@@ -10,10 +10,11 @@ from sage_cluster.cli import main
 
 if __name__ == "__main__":
     from sage_cluster import config as cfgmod
+    from sage_cluster.config_edit import write_atomic
 
     path, _ = cfgmod.resolve_path(None)
     if not path.exists():
-        cfgmod.write_atomic(path, cfgmod.template_text())
+        write_atomic(path, cfgmod.template_text())
         print(f"Wrote the default config to {path}.", file=sys.stderr)
     sys.argv = ["sage", "config", "show"]
     main()

@@ -16,7 +16,7 @@ import yaml
 from sage_cluster import ansible_root
 from sage_cluster import source
 from sage_cluster.config import Config, Endpoint, is_this_machine
-from sage_cluster.security import ensure_token, token_enabled
+from sage_cluster.security import token_enabled, token_path
 
 
 def role_vars(cfg: Config) -> dict[str, Any]:
@@ -38,8 +38,8 @@ def role_vars(cfg: Config) -> dict[str, Any]:
         "sage_deploy_install_timeout": deploy["install_timeout"],
         "sage_deploy_python_path": remote["python_path"],
         "sage_deploy_conda_env": remote["conda_env"],
-        # Every door (CLI, ansible-playbook, AWX) renders through here, so each finds the token file in place.
-        "ray_node_auth_token_file": str(ensure_token()) if token_enabled(cfg) else "",
+        # Named, not made: prepare_controller() makes it before a run (security.py).
+        "ray_node_auth_token_file": str(token_path()) if token_enabled(cfg) else "",
     }
 
 
@@ -55,8 +55,6 @@ def _host(ep: Endpoint, node_ip: str) -> dict[str, Any]:
 def ssh_common_args(cfg: Config) -> str:
     ssh = cfg["ssh"]
     known_hosts = Path(ssh["known_hosts"]).expanduser()
-    # ssh will not create the file's directory, and then silently learns no key at all.
-    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return shlex.join(["-o", f"StrictHostKeyChecking={ssh['strict_host_key_checking']}",
                        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"])
 
@@ -84,7 +82,7 @@ def render(cfg: Config) -> str:
         role_vars=role_vars(cfg),
         head=cfg["head"],
         worker=cfg["worker"],
-        head_host=_host(cfg.head, cfg["head"]["host"]),
+        head_host=_host(cfg.head_endpoint, cfg["head"]["host"]),
         worker_hosts=[_host(w, w.host if bind == "localhost" else bind) for w in cfg.workers],
     )
 

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from sage_cluster import config as cfgmod
-from sage_cluster import report, source
+from sage_cluster import config_edit, report, source
 from sage_cluster.config import Config, ConfigError, Endpoint
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
 
-# The scope a command acts on -> the playbook that does it.
+# The scope a command acts on -> the playbook that does it, and the group a shared playbook is limited to.
 PLAYBOOKS = {"cluster": "cluster.yml", "head": "head.yml", "worker": "worker.yml"}
+GROUPS = {"cluster": None, "head": "sage_head", "worker": "sage_workers"}
 
 
 @dataclass
@@ -40,7 +41,7 @@ def load(opts: Options) -> Config:
 
 def dashboard_warning(cfg: Config) -> str | None:
     host = cfg["head"]["dashboard_host"]
-    if cfg["security"]["ray_auth"] == "off" and host not in ("127.0.0.1", "localhost", "::1"):
+    if cfg["security"]["ray_auth"] == "off" and host not in cfgmod.LOOPBACK_NAMES:
         return (f"the Ray dashboard listens on {host}:{cfg['head']['dashboard_port']}; anyone who reaches it can "
                 "submit jobs that run any code on every node (CVE-2023-48022, ShadowRay) because security.ray_auth is off. "
                 "Turn token auth on, or bind the dashboard to 127.0.0.1.")
@@ -68,8 +69,19 @@ def run(cfg: Config, opts: Options, playbook: str, action: str, *, limit: str | 
             signal.signal(signal.SIGINT, previous)
 
 
+def no_workers(cfg: Config, scope: str) -> RunResult | None:
+    """`sage worker ...` without workers: say so and run nothing (the run would report only the head)."""
+    if scope != "worker" or cfg.workers:
+        return None
+    report.note(f"There are no workers: {cfgmod.WORKERS_KEY} in {cfg.path or 'the built-in default'} is empty. "
+                "Nothing to do.")
+    return RunResult(playbook=PLAYBOOKS[scope], hosts={}, status="successful", seconds=0.0, artifact_dir="")
+
+
 def node_action(opts: Options, scope: str, action: str) -> tuple[Config, RunResult]:
     cfg = load(opts)
+    if empty := no_workers(cfg, scope):
+        return cfg, empty
     if action in ("start", "restart") and scope in ("cluster", "head") and (warning := dashboard_warning(cfg)):
         report.warn(warning)
     with cluster_lock(cfg.path):
@@ -93,33 +105,30 @@ def check_source(cfg: Config) -> None:
 def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
     cfg = load(opts)
     check_source(cfg)
+    if empty := no_workers(cfg, scope):
+        return cfg, empty
     with cluster_lock(cfg.path):
-        return cfg, run(cfg, opts, "deploy.yml", "deploy", limit="sage_workers" if scope == "worker" else None)
+        return cfg, run(cfg, opts, "deploy.yml", "deploy", limit=GROUPS[scope])
 
 
-def parse_host_arg(text: str) -> Endpoint:
-    return cfgmod.parse_endpoint(text, "argument")
-
-
-def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
+def scale(opts: Options, op: str, endpoint: Endpoint) -> tuple[Config, RunResult]:
     """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
 
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
-    endpoint = parse_host_arg(host_arg)
     cfg = load(opts)
     if cfg.is_builtin:
         raise ConfigError(f"there is no config file to add workers to. Fix: `sage config init` writes "
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
     with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
         if op == "add":
-            updated = cfgmod.edit_workers(cfg.path, add=endpoint, dry_run=True)
+            updated = config_edit.edit_workers(cfg.path, add=endpoint, dry_run=True)
             check_source(updated)  # the new worker gets a deploy: refuse a bad source before the file changes
             if not opts.check:
-                updated = cfgmod.edit_workers(cfg.path, add=endpoint)
+                updated = config_edit.edit_workers(cfg.path, add=endpoint)
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
-        cfgmod.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
+        config_edit.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
         # The old config still lists the host, so its inventory can reach it to stop Ray there. Ansible's host
         # patterns are case-sensitive: name the host as the config spells it.
         listed = next(w.host for w in before.workers if w.host.lower() == endpoint.host.lower())
@@ -128,8 +137,8 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
 
 def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:
     cfg = load(opts)
-    # The cluster's status is one play on every node at once (status.yml), not head then workers.
-    result = run(cfg, opts, "status.yml" if scope == "cluster" else PLAYBOOKS[scope], "status")
+    # Status is one play on every node of the scope at once (status.yml), for the cluster not head then workers.
+    result = no_workers(cfg, scope) or run(cfg, opts, "status.yml", "status", limit=GROUPS[scope])
     view = report.cluster_view(result) or {}
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
@@ -140,7 +149,8 @@ def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]
 
 def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:
     cfg = load(opts)
-    return cfg, run(cfg, opts, PLAYBOOKS[scope], "logs", extra={"ray_node_log_lines": lines})
+    return cfg, no_workers(cfg, scope) or run(cfg, opts, PLAYBOOKS[scope], "logs",
+                                              extra={"ray_node_log_lines": lines})
 
 
 CLOCK_SKEW_LIMIT = 5.0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -112,7 +111,3 @@ def note(message: str) -> None:
 
 def warn(message: str) -> None:
     click.echo(click.style("warning: ", fg="yellow") + message, err=True)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

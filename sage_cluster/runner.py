@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_cluster import ansible_root, inventory
-from sage_cluster.config import Config
+from sage_cluster import ansible_root, inventory, security
+from sage_cluster.config import STATE_DIR, Config
 
-STATE_DIR = Path("~/.sage")
 KEEP_RUNS = 20
 # Bookkeeping tasks whose success is not news to the person watching.
 QUIET_ACTIONS = {"ansible.builtin.include_role", "include_role", "ansible.builtin.validate_argument_spec",
@@ -69,7 +68,7 @@ def state_dir() -> Path:
     return path
 
 
-def _first_line(res: dict[str, Any]) -> str:
+def failure_reason(res: dict[str, Any]) -> str:
     """The reason a host failed, in one line a person can act on."""
     if res.get("rc") in (126, 127) and res.get("module_stderr"):
         # The shell could not start the module's interpreter, which the inventory takes from the config.
@@ -94,6 +93,53 @@ def _host_key_changed(text: str) -> str:
             f"{where}; refusing to connect.{fix}")
 
 
+class EventHandler:
+    """ansible-runner's events in, per-host results out; on_event(host, state, task, res) per shown result.
+
+    Fed one event dict at a time (ansible-runner's event_handler), so a unit test can feed it recorded events.
+    """
+
+    def __init__(self, on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None) -> None:
+        self.on_event = on_event
+        self.hosts: dict[str, HostResult] = {}
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        data = event.get("event_data", {})
+        host = data.get("host")
+        kind = event.get("event", "")
+        if not host or not kind.startswith("runner_on_"):
+            return True
+        state = kind.removeprefix("runner_on_")
+        if state in ("start", "skipped"):
+            return True
+        res = data.get("res") or {}
+        result = self.hosts.setdefault(host, HostResult(host))
+        result.reported_at = time.time()
+        if state == "ok":
+            result.ok += 1
+            result.changed += bool(res.get("changed"))
+            result.data.update(res.get("sage") or {})
+        elif state == "failed" and not data.get("ignore_errors"):
+            result.failed = True
+            result.error = result.error or failure_reason(res)
+            result.data.update(res.get("sage") or {})
+        elif state == "unreachable":
+            result.unreachable = True
+            result.error = result.error or failure_reason(res)
+        if self.on_event and not (state == "ok" and data.get("task_action") in QUIET_ACTIONS):
+            self.on_event(host, "changed" if state == "ok" and res.get("changed") else state,
+                          data.get("task", ""), res)
+        return True  # keep the event in the artifacts
+
+    def hosts_in(self, stats: dict[str, Any] | None) -> dict[str, HostResult]:
+        """Every host the play recap counts. Hosts whose every task was skipped took no part in this run: they
+        stay out of the summary."""
+        for key in ("ok", "changed", "failures", "dark"):
+            for host in (stats or {}).get(key) or {}:
+                self.hosts.setdefault(host, HostResult(host))
+        return self.hosts
+
+
 def _rotate(runs: Path) -> None:
     old = sorted(p for p in runs.iterdir() if p.is_dir())[:-KEEP_RUNS]
     for path in old:
@@ -108,6 +154,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
     import ansible_runner  # slow to import: only commands that run a playbook pay for it
 
     root = ansible_root()
+    security.prepare_controller(cfg)
     runs = state_dir() / "runs"
     runs.mkdir(mode=0o700, exist_ok=True)
     _rotate(runs)
@@ -118,34 +165,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
     inv_path.write_text(inventory.render(cfg), encoding="utf-8")
     os.chmod(inv_path, 0o600)
 
-    hosts: dict[str, HostResult] = {}
-
-    def handle(event: dict[str, Any]) -> bool:
-        data = event.get("event_data", {})
-        host = data.get("host")
-        kind = event.get("event", "")
-        if not host or not kind.startswith("runner_on_"):
-            return True
-        state = kind.removeprefix("runner_on_")
-        if state in ("start", "skipped"):
-            return True
-        res = data.get("res") or {}
-        result = hosts.setdefault(host, HostResult(host))
-        result.reported_at = time.time()
-        if state == "ok":
-            result.ok += 1
-            result.changed += bool(res.get("changed"))
-            result.data.update(res.get("sage") or {})
-        elif state == "failed" and not data.get("ignore_errors"):
-            result.failed = True
-            result.error = result.error or _first_line(res)
-            result.data.update(res.get("sage") or {})
-        elif state == "unreachable":
-            result.unreachable = True
-            result.error = result.error or _first_line(res)
-        if on_event and not (state == "ok" and data.get("task_action") in QUIET_ACTIONS):
-            on_event(host, "changed" if state == "ok" and res.get("changed") else state, data.get("task", ""), res)
-        return True
+    events = EventHandler(on_event)
 
     def on_status(status: dict[str, Any], runner_config: Any = None) -> None:
         # ansible-runner writes the whole environment to artifacts/<id>/command; it has no place there.
@@ -178,16 +198,11 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
         },
         quiet=True,
         suppress_env_files=True,
-        event_handler=handle,
+        event_handler=events,
         status_handler=on_status,
         cancel_callback=(lambda: cancel.is_set()) if cancel else None,
     )
     Path(runner.config.artifact_dir, "command").unlink(missing_ok=True)
-    # Hosts whose every task was skipped took no part in this run: they stay out of the summary.
-    stats = runner.stats or {}
-    for key in ("ok", "changed", "failures", "dark"):
-        for host in stats.get(key) or {}:
-            hosts.setdefault(host, HostResult(host))
-    return RunResult(playbook=playbook, hosts=hosts, status=runner.status,
+    return RunResult(playbook=playbook, hosts=events.hosts_in(runner.stats), status=runner.status,
                      seconds=time.monotonic() - started, artifact_dir=str(runner.config.artifact_dir),
                      interrupted=runner.status == "canceled")

@@ -1,22 +1,39 @@
-"""The Ray auth token: generated once, kept 0600 under ~/.sage/, handed to the roles as a file path."""
+"""What the controller keeps for a run: the Ray auth token (generated once, 0600 under ~/.sage/, handed to the
+roles as a file path) and the known_hosts file ssh learns host keys into.
+
+Rendering an inventory only names these files; prepare_controller() makes them, and only the commands that act
+call it (runner.run_playbook, and the inventory source that ansible-playbook and AWX run).
+"""
 from __future__ import annotations
 
 import os
 import secrets
 from pathlib import Path
 
-from sage_cluster.config import Config
+from sage_cluster.config import STATE_DIR, Config
 
-TOKEN_FILE = Path("~/.sage/ray_auth_token")
+TOKEN_FILE = STATE_DIR / "ray_auth_token"
 
 
 def token_enabled(cfg: Config) -> bool:
     return cfg["security"]["ray_auth"] == "token"
 
 
+def token_path() -> Path:
+    return TOKEN_FILE.expanduser()
+
+
+def prepare_controller(cfg: Config) -> None:
+    """Make what a playbook run needs on this machine: the token file (when auth is on) and the known_hosts dir."""
+    if token_enabled(cfg):
+        ensure_token()
+    # ssh will not create the file's directory, and then silently learns no key at all.
+    Path(cfg["ssh"]["known_hosts"]).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def ensure_token() -> Path:
     """The controller's token file, created (0600, in a 0700 dir) the first time it is needed."""
-    path = TOKEN_FILE.expanduser()
+    path = token_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -8,7 +8,7 @@ import click
 from sage_cluster import operations as ops
 from sage_cluster import report, security
 from sage_cluster.config import ConfigError
-from sage_cluster.cli.common import options
+from sage_cluster.cli.common import EXIT_FAILED, exit_code, options
 from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
 
 
@@ -84,7 +84,7 @@ def doctor(opts: ops.Options) -> None:
         click.echo(report.table([[r["host"], r["check"], "ok" if r["ok"] else "FAIL", r["detail"], r["fix"]]
                                  for r in rows], ["HOST", "CHECK", "RESULT", "DETAIL", "FIX"]))
         click.echo(f"{len(failed)} check(s) failed." if failed else "All checks passed.")
-    sys.exit(1 if failed or result.interrupted else 0)
+    sys.exit(exit_code(result) if result.interrupted else (EXIT_FAILED if failed else 0))
 
 
 @cluster.command()

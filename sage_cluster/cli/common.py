@@ -9,11 +9,26 @@ from typing import Any
 import click
 
 from sage_cluster import report
+from sage_cluster.config import ConfigError, Endpoint, parse_endpoint
 from sage_cluster.operations import Options
 from sage_cluster.runner import RunResult
 
 # Exit codes: 0 every host fine; 1 some host failed or was unreachable; 2 bad usage or config; 130 interrupted.
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class HostPort(click.ParamType):
+    """A worker's HOST:PORT (port 22 when left out), checked as the config checks workers_ssh_hosts."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Endpoint:
+        if isinstance(value, Endpoint):
+            return value
+        try:
+            return parse_endpoint(value, "")
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def options(*, check: bool = False, json: bool = False) -> Callable:
@@ -51,4 +66,8 @@ def exit_code(result: RunResult) -> int:
         done = [n for n, h in result.hosts.items() if h.ok or h.failed or h.unreachable]
         report.note(f"Interrupted. Hosts that had reported: {', '.join(sorted(done)) or 'none'}.")
         return EXIT_INTERRUPTED
-    return 0 if result.ok else EXIT_FAILED
+    if result.ok:
+        return 0
+    # Ansible's own record of the run (events, stdout): where a person looks next.
+    report.note(f"Ansible's record of this run: {result.artifact_dir}")
+    return EXIT_FAILED

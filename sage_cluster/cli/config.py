@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from ruamel.yaml import YAML
 
 from sage_cluster import config as cfgmod
@@ -11,6 +12,7 @@ from sage_cluster import operations as ops
 from sage_cluster import report
 from sage_cluster.cli.common import options
 from sage_cluster.config import ConfigError
+from sage_cluster.config_edit import write_atomic
 
 
 @click.group(invoke_without_command=True)
@@ -30,13 +32,21 @@ def config(ctx: click.Context, opts: ops.Options) -> None:
 
 @config.command()
 @options(json=True)
-def show(opts: ops.Options) -> None:
+@click.pass_context
+def show(ctx: click.Context, opts: ops.Options) -> None:
     """Print the effective config: the file's values with defaults filled in.
 
     \b
     Example:
       sage config show --json
     """
+    # `sage config --config X show` names the file on the group: an option given there counts unless
+    # show's own command line gives it too.
+    group = ctx.parent
+    if (group.get_parameter_source("config_path") is ParameterSource.COMMANDLINE
+            and ctx.get_parameter_source("config_path") is not ParameterSource.COMMANDLINE):
+        opts.config = group.params["config_path"]
+    opts.json = opts.json or group.params["as_json"]
     print_config(opts)
 
 
@@ -71,4 +81,4 @@ def init(config_path: str | None, force: bool) -> None:
 def write_template(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists. Fix: edit it, or pass --force to overwrite it.")
-    cfgmod.write_atomic(path, cfgmod.template_text())
+    write_atomic(path, cfgmod.template_text())

@@ -1,4 +1,18 @@
-"""The commands that cluster, head and worker share: start, stop, restart, status, logs, deploy."""
+"""The commands that cluster, head and worker share, built by the factories below (so `def start` is not
+to be found by grep). Every `sage` command and where it is defined:
+
+    sage cluster start|stop|restart|status    add_node_commands      (here)
+    sage head    start|stop|restart|status    add_node_commands      (here)
+    sage worker  start|stop|restart|status    add_node_commands      (here)
+    sage head logs, sage worker logs          add_logs_command       (here)
+    sage cluster deploy, sage worker deploy   add_deploy_command     (here)
+    sage cluster scale add|remove             scale_command          (here), attached in cli/cluster.py
+    sage worker add|remove                    scale_command          (here), attached in cli/worker.py
+    sage cluster info|doctor|token            cli/cluster.py
+    sage worker config                        cli/worker.py
+    sage config [show], sage config init      cli/config.py
+    sage inventory                            cli/inventory.py
+"""
 from __future__ import annotations
 
 import sys
@@ -7,7 +21,8 @@ import click
 
 from sage_cluster import operations as ops
 from sage_cluster import report
-from sage_cluster.cli.common import EXIT_FAILED, exit_code, finish, options
+from sage_cluster.config import Endpoint
+from sage_cluster.cli.common import EXIT_FAILED, HostPort, exit_code, finish, options
 
 WHAT = {"cluster": "the whole cluster", "head": "the Ray head", "worker": "all Ray workers"}
 
@@ -98,9 +113,9 @@ def scale_command(op: str, example: str) -> click.Command:
            "remove": "Remove a worker: take HOST:PORT out of the config and stop Ray on it."}[op]
 
     @click.command(name=op, help=f"{doc}\n\n\b\nExample:\n  {example}")
-    @click.argument("host_port", metavar="HOST:PORT")
+    @click.argument("endpoint", metavar="HOST:PORT", type=HostPort())
     @options(check=True, json=True)
-    def command(opts: ops.Options, host_port: str) -> None:
-        _, result = ops.scale(opts, op, host_port)
-        finish(result, f"scale {op} {host_port}", opts)
+    def command(opts: ops.Options, endpoint: Endpoint) -> None:
+        _, result = ops.scale(opts, op, endpoint)
+        finish(result, f"scale {op} {endpoint}", opts)
     return command

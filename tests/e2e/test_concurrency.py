@@ -81,16 +81,16 @@ def test_twenty_concurrent_scales_leave_exactly_the_expected_hosts(sage: Sage, t
 WRITER = """
 import sys
 from pathlib import Path
-from sage_cluster import config
+from sage_cluster import config, config_edit
 path = Path(sys.argv[1])
 i = 0
 while True:
     i += 1
     host = config.Endpoint(f"w{i % 7}.invalid", 22)
     try:
-        config.edit_workers(path, add=host)
+        config_edit.edit_workers(path, add=host)
     except config.ConfigError:
-        config.edit_workers(path, remove=host)
+        config_edit.edit_workers(path, remove=host)
 """
 
 

@@ -73,15 +73,18 @@ def play_tasks(play: dict[str, Any]):
 
 
 def playbook_specs(path: Path) -> dict[str, dict[str, Any]]:
-    """The variables a playbook itself declares with validate_argument_spec (not those of what it imports)."""
+    """The variables a playbook itself declares: the sage_inputs it passes to check_inputs.yml (which checks them
+    with validate_argument_spec), or a validate_argument_spec of its own (not those of what it imports)."""
     specs: dict[str, dict[str, Any]] = {}
     for play in load_playbook(path):
-        for task in play_tasks(play):
-            for key in VALIDATE:
-                if key in task:
-                    for name, spec in task[key]["argument_spec"].items():
-                        assert name not in specs, f"{path.name} declares {name} twice"
-                        specs[name] = spec
+        declared = [task[key]["argument_spec"] for task in play_tasks(play) for key in VALIDATE
+                    if key in task and isinstance(task[key]["argument_spec"], dict)]  # check_inputs.yml's: a template
+        if any(play.get(key) == "check_inputs.yml" for key in IMPORT_PLAYBOOK):
+            declared.append(play["vars"]["sage_inputs"])
+        for argument_spec in declared:
+            for name, spec in argument_spec.items():
+                assert name not in specs, f"{path.name} declares {name} twice"
+                specs[name] = spec
     return specs
 
 

@@ -11,7 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from sage_cluster import config
+from sage_cluster import operations as ops
 from sage_cluster.cli import cli as sage_group
+from sage_cluster.cli.common import finish
+from sage_cluster.operations import Options
+from sage_cluster.runner import HostResult, RunResult
 from tests.unit.helpers import GUIDE_CONFIG, PY_SAGE, SAGE, run_many, stderr_lines
 
 # Every command the guide names (and the few this product adds next to them).
@@ -56,6 +60,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "config": ([*SAGE, "config"], {"SAGE_CONFIG": str(guide)}),
         "config show": ([*SAGE, "config", "show"], {"SAGE_CONFIG": str(guide)}),
         "config --config": [*SAGE, "config", *g],
+        "config --config show": [*SAGE, "config", *g, "show"],
         "config show --json": [*PY_SAGE, "config", "show", "--json", *g],
         "cluster info": [*SAGE, "cluster", "info", *g],
         "cluster info --json": [*SAGE, "cluster", "info", "--json", *g],
@@ -160,8 +165,9 @@ def test_sage_config_equals_config_show(runs: dict) -> None:
     assert str(runs["files"]["guide"]) in show.stdout
 
 
-def test_sage_config_takes_config_option(runs: dict) -> None:
-    proc = runs["results"]["config --config"]
+@pytest.mark.parametrize("name", ["config --config", "config --config show"])
+def test_sage_config_takes_config_option(runs: dict, name: str) -> None:
+    proc = runs["results"][name]
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == runs["results"]["config show"].stdout
 
@@ -206,3 +212,65 @@ def test_worker_config_lists_the_workers(runs: dict) -> None:
     data = json.loads(runs["results"]["worker config --json"].stdout)
     assert data["workers_ssh_hosts"] == ["sage2:22", "sage4:2222"]
     assert data["worker"]["log_dir"] == "/tmp/sage_worker_logs"
+
+
+# ---------------------------------------------------------------- commands that show things write nothing
+
+def test_showing_the_inventory_writes_nothing(tmp_path: Path) -> None:
+    """No token file, no known_hosts dir: only the commands that act prepare the controller."""
+    procs = run_many({fmt: [*SAGE, "inventory", "--format", fmt] for fmt in ("yaml", "json", "ini")}, tmp_path)
+    for proc in procs.values():
+        assert proc.returncode == 0, proc.stderr
+        assert "ray_node_auth_token_file" in proc.stdout  # the token is on (the default), and named
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_the_inventory_source_prepares_the_controller(tmp_path: Path) -> None:
+    """The ops and AWX door: ansible-playbook runs the inventory source, so it makes what the run needs."""
+    script = Path(__file__).resolve().parents[2] / "inventory" / "sage_inventory.py"
+    proc = run_many({"list": [sys.executable, str(script), "--list"]}, tmp_path)["list"]
+    assert proc.returncode == 0, proc.stderr
+    token = tmp_path / ".sage" / "ray_auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text().strip()) == 64
+    assert (tmp_path / ".sage").is_dir()  # where ssh learns host keys (ssh.known_hosts)
+
+
+# ---------------------------------------------------------------- worker commands without workers
+
+@pytest.mark.parametrize("action", ["status", "start", "logs", "stop"])
+def test_worker_commands_without_workers_say_so(tmp_path: Path, action: str) -> None:
+    cfg = tmp_path / "alone.yaml"
+    cfg.write_text('head:\n  host: localhost\nworkers_ssh_hosts: ""\n')
+    proc = run_many({action: [*SAGE, "worker", action, "--config", str(cfg)]}, tmp_path)[action]
+    assert proc.returncode == 0, proc.stderr
+    assert f"There are no workers: workers_ssh_hosts in {cfg} is empty" in proc.stderr
+    assert "localhost" not in proc.stdout and "?" not in proc.stdout  # the head is not shown as a worker
+    assert not (tmp_path / ".sage" / "runs").exists()  # no playbook ran
+
+
+# ---------------------------------------------------------------- exit codes and where to look next
+
+def _result(**kw) -> RunResult:
+    hosts = {"sage2": HostResult("sage2", failed=True, error="ray start failed")}
+    return RunResult(playbook="cluster.yml", hosts=hosts, status="failed", seconds=1.0,
+                     artifact_dir="/home/u/.sage/runs/20261126-x/artifacts/abc", **kw)
+
+
+def test_a_failed_run_names_its_artifacts(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        finish(_result(), "cluster start", Options())
+    assert exit_info.value.code == 1
+    assert "/home/u/.sage/runs/20261126-x/artifacts/abc" in capsys.readouterr().err
+
+
+def test_doctor_interrupted_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _result(interrupted=True)
+    monkeypatch.setattr(ops, "doctor", lambda opts: (None, result, []))
+    outcome = CliRunner().invoke(sage_group, ["cluster", "doctor"], env={"HOME": str(tmp_path)})
+    assert outcome.exit_code == 130, outcome.output
+
+
+def test_host_port_is_checked_by_click() -> None:
+    outcome = CliRunner().invoke(sage_group, ["worker", "add", "sage5:99999"])
+    assert outcome.exit_code == 2
+    assert "Error: Invalid value for 'HOST:PORT': worker 'sage5:99999' has a bad port '99999'" in outcome.output

@@ -1,15 +1,63 @@
-"""The one line a failed host gets in the summary (pure logic over Ansible's result dicts)."""
-from sage_cluster.runner import _first_line
+"""The runner's pure logic over Ansible's events: per-host results, live progress, a failed host's one line."""
+import json
+from pathlib import Path
+
+from sage_cluster.runner import EventHandler, failure_reason
 
 
 def test_a_missing_remote_python_names_the_config_key() -> None:
     # What ansible-core 2.19 returns when the interpreter the inventory names does not exist on the host.
     res = {"changed": False, "module_stderr": "/bin/sh: 1: /home/sage/nope: not found\n", "module_stdout": "",
            "msg": "The module interpreter '/home/sage/nope' was not found.", "rc": 127}
-    line = _first_line(res)
+    line = failure_reason(res)
     assert "/home/sage/nope: not found" in line and "remote.python_path" in line and "\n" not in line
 
 
 def test_a_module_failure_keeps_the_modules_message() -> None:
-    assert _first_line({"msg": "ray start failed (exit 1): port in use\nmore", "rc": 1}) == \
+    assert failure_reason({"msg": "ray start failed (exit 1): port in use\nmore", "rc": 1}) == \
         "ray start failed (exit 1): port in use"
+
+
+# ---------------------------------------------------------------- event handling, fed recorded events
+
+RECORDED = json.loads((Path(__file__).parent / "data" / "runner_events.json").read_text())
+
+
+def feed() -> tuple[EventHandler, list[tuple[str, str, str]]]:
+    shown: list[tuple[str, str, str]] = []
+    handler = EventHandler(lambda host, state, task, res: shown.append((host, state, task)))
+    for event in RECORDED["events"]:
+        assert handler(event) is True  # ansible-runner keeps the event in the artifacts
+    return handler, shown
+
+
+def test_per_host_results_from_a_recorded_run() -> None:
+    hosts = feed()[0].hosts_in(RECORDED["stats"])
+    good, gone = hosts["good"], hosts["gone"]
+    assert (good.state, good.ok, good.changed) == ("failed", 4, 1)
+    # The ignored failure is not the reason; the module's own message is, and its report stays readable.
+    assert good.error == "Ray is not running on the head: start it first (sage head start)"
+    assert good.data["node_type"] == "head" and good.data["running"] is False
+    assert good.data["log_file"] == "/tmp/rec/l/head.log"  # from the earlier ok result: failures add, not replace
+    assert gone.state == "unreachable"
+    assert gone.error.endswith("ssh: connect to host 127.0.0.1 port 1: Connection refused")
+
+
+def test_progress_shows_what_a_person_watches() -> None:
+    shown = feed()[1]
+    assert shown == [
+        ("gone", "unreachable", "Read something"),
+        ("good", "ok", "Read something"),
+        ("good", "changed", "Change something"),
+        ("good", "failed", "Fail but ignored"),
+        ("good", "ok", "Ray node status"),
+        ("good", "failed", "Ray node wait"),
+    ]  # no start or skipped events, no argument-spec check that passed
+
+
+def test_a_host_with_only_skipped_tasks_stays_out_and_recap_hosts_get_in() -> None:
+    handler = EventHandler()
+    handler({"event": "runner_on_skipped", "event_data": {"host": "idle", "task": "x"}})
+    assert handler.hosts == {}
+    hosts = handler.hosts_in({"ok": {"quiet": 1}, "dark": {}, "skipped": {"idle": 1}})
+    assert sorted(hosts) == ["quiet"] and hosts["quiet"].state == "ok"

@@ -1,0 +1,198 @@
+"""Round-trip edits of the config file: add or remove one worker, keeping every other byte; atomic writes.
+
+Apart from config.py (schema, loading, validation) because this is the riskiest code: a text splicer for
+workers_ssh_hosts' value, with a ruamel round trip as its fallback, each result checked by loading it again.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from io import StringIO
+from pathlib import Path
+
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from sage_cluster.config import (WORKERS_KEY, Config, ConfigError, Endpoint, host_key, parse, parse_endpoint,
+                                 read_exact, round_trip_yaml)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Old file or new file, never a mix: temp file in the same dir, fsync, rename. Keeps the file's mode;
+    a symlinked config stays a symlink (its target is replaced). Text is written as given (no newline changes)."""
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | None = None,
+                 dry_run: bool = False) -> Config:
+    """Add or remove one worker in the file, keeping comments, key order and the string-or-list form.
+
+    The edit is a splice of the file's text: every byte outside workers_ssh_hosts' value stays as it was.
+    dry_run: check and return the edited config, leave the file alone (check mode).
+    """
+    path = Path(path)
+    text = read_exact(path)
+    current = parse(text, path)
+    listed = {host_key(w.host): w for w in current.workers}
+    if add is not None:
+        if host_key(add.host) in listed:
+            raise ConfigError(f"{path}: worker {add.host!r} is already listed (as {listed[host_key(add.host)]}). "
+                              "Fix: nothing to add; `sage worker config` lists the workers.")
+        if host_key(add.host) == host_key(current["head"]["host"]):
+            raise ConfigError(f"{path}: {add.host!r} is the head; it cannot also be a worker. "
+                              "Fix: add a different host.")
+    if remove is not None:
+        found = listed.get(host_key(remove.host))
+        if found is None or found.port != remove.port:
+            names = ", ".join(map(str, current.workers)) or "none"
+            raise ConfigError(f"{path}: worker {remove} is not listed (workers: {names}); nothing was changed. "
+                              "Fix: name one of the listed workers as host:port.")
+    expected = [w for w in current.workers if remove is None or host_key(w.host) != host_key(remove.host)]
+    if add is not None:
+        expected.append(add)
+    for make in (_splice_workers, _dump_workers):
+        try:
+            new_text = make(text, path, current, expected, add, remove)
+        except (YAMLError, ValueError, IndexError, AttributeError, TypeError, KeyError):
+            new_text = None
+        if new_text is None:
+            continue
+        try:
+            updated = parse(new_text, path)
+        except ConfigError:
+            continue
+        if updated.workers == expected and updated.values == current.values:
+            if not dry_run:
+                write_atomic(path, new_text)
+            return updated
+    raise ConfigError(f"{path}: could not rewrite {WORKERS_KEY} safely; nothing was changed. "
+                      f"Fix: edit {WORKERS_KEY} in the file by hand.")
+
+
+def _render_like(value: str, style: str | None) -> str:
+    if style == "'":
+        return "'" + value.replace("'", "''") + "'"
+    if style == '"' or not value:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
+                    add: Endpoint | None, remove: Endpoint | None) -> str | None:
+    """Replace only the text of workers_ssh_hosts' value; None when the layout is one this does not handle."""
+    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    nl = "\r\n" if "\r\n" in text else "\n"
+    root = round_trip_yaml().compose(text)
+    joined = ",".join(map(str, expected))
+    if add is not None and remove is not None:
+        return None
+    if root is not None and (not isinstance(root, MappingNode) or root.flow_style):
+        return None
+    pair = None if root is None else next(
+        ((k, v) for k, v in root.value if isinstance(k, ScalarNode) and k.value == WORKERS_KEY), None)
+    if pair is None:
+        # Absent key: the defaults applied; write them out with the change, as a new last line.
+        if re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
+            return None
+        sep = "" if not text or text.endswith(("\n", "\r")) else nl
+        return f'{text}{sep}{WORKERS_KEY}: "{joined}"{nl}'
+    key, node = pair
+    if text[key.start_mark.index:key.end_mark.index] != WORKERS_KEY:
+        return None
+    start, end = node.start_mark.index, node.end_mark.index
+    span = text[start:end]
+    if isinstance(node, ScalarNode):
+        if node.style not in (None, '"', "'") or "\n" in span or "\r" in span:
+            return None
+        if span == "":  # `workers_ssh_hosts:` with no value
+            colon = text.index(":", key.end_mark.index)
+            return text[:colon + 1] + " " + _render_like(joined, '"') + text[colon + 1:]
+        if node.style is None and span in ("~", "null", "Null", "NULL"):
+            return text[:start] + _render_like(joined, '"') + text[end:]
+        if not isinstance(round_trip_yaml().load(span), str) and node.style is None:
+            return None
+        return text[:start] + _render_like(joined, node.style) + text[end:]
+    if not isinstance(node, SequenceNode):
+        return None
+    items = list(node.value)
+    if not all(isinstance(i, ScalarNode) for i in items):
+        return None
+    kept = [i for i in items if remove is None
+            or host_key(parse_endpoint(i.value, str(path)).host) != host_key(remove.host)]
+    if node.flow_style:
+        if "#" in span:
+            return None
+        parts = [text[i.start_mark.index:i.end_mark.index] for i in kept]
+        if add is not None:
+            parts.append(_render_like(str(add), items[-1].style if items else None))
+        return text[:start] + "[" + ", ".join(parts) + "]" + text[end:]
+    out = text
+    if remove is not None:
+        gone = [i for i in items if i not in kept]
+        if len(gone) != 1:
+            return None
+        item = gone[0]
+        line_start = out.rfind("\n", 0, item.start_mark.index) + 1
+        if not re.fullmatch(r"[ \t]*-[ \t]+", out[line_start:item.start_mark.index]):
+            return None
+        line_end = out.find("\n", item.end_mark.index)
+        line_end = len(out) if line_end < 0 else line_end + 1
+        if not re.fullmatch(r"[ \t]*(#[^\n]*)?\r?\n?", out[item.end_mark.index:line_end]):
+            return None
+        out = out[:line_start] + out[line_end:]
+    if add is not None:
+        last = items[-1]
+        line_start = text.rfind("\n", 0, last.start_mark.index) + 1
+        prefix = text[line_start:last.start_mark.index]
+        if not re.fullmatch(r"[ \t]*-[ \t]+", prefix):
+            return None
+        line_end = text.find("\n", last.end_mark.index)
+        new_line = prefix + _render_like(str(add), last.style) + nl
+        if line_end < 0:
+            out = text + nl + new_line
+        else:
+            out = text[:line_end + 1] + new_line + text[line_end + 1:]
+    return out
+
+
+def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
+                  add: Endpoint | None, remove: Endpoint | None) -> str | None:
+    """The fallback: a ruamel round trip (keeps comments and order, may re-indent)."""
+    doc = round_trip_yaml().load(text)
+    if doc is None:
+        doc = CommentedMap()
+    raw = doc.get(WORKERS_KEY)
+    if isinstance(raw, list):
+        for i, item in enumerate(list(raw)):
+            if remove is not None and host_key(parse_endpoint(item, str(path)).host) == host_key(remove.host):
+                del raw[i]
+                break
+        if add is not None:
+            raw.append(str(add))
+    else:
+        new = ",".join(map(str, expected))
+        doc[WORKERS_KEY] = type(raw)(new) if isinstance(raw, str) else DoubleQuotedScalarString(new)
+    buf = StringIO()
+    round_trip_yaml().dump(doc, buf)
+    return buf.getvalue()
