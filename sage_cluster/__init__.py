@@ -11,3 +11,15 @@ def ansible_root() -> Path:
         if (root / "playbooks").is_dir() and (root / "roles").is_dir():
             return root
     raise RuntimeError(f"sage-cluster is installed without its playbooks (looked in {here.parent} and {here / '_ansible'})")
+
+
+def node_logic():
+    """roles/ray_node/module_utils/ray_node.py, the node module's pure logic (standard library only), as a module:
+    the controller applies the node's own rules (the dashboard's URL) instead of a copy of them."""
+    import importlib.util
+
+    path = ansible_root() / "roles" / "ray_node" / "module_utils" / "ray_node.py"
+    spec = importlib.util.spec_from_file_location("sage_ray_node_logic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

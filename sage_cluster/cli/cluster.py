@@ -6,7 +6,7 @@ import sys
 import click
 
 from sage_cluster import operations as ops
-from sage_cluster import report, security
+from sage_cluster import node_logic, report, security
 from sage_cluster.config import ConfigError
 from sage_cluster.cli.common import EXIT_FAILED, exit_code, options
 from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
@@ -43,10 +43,10 @@ def info(opts: ops.Options) -> None:
                           "deploy_sends": sends, "deploy_refused": refused})
         return
     head = cfg["head"]
-    dash = head["dashboard_host"] if head["dashboard_host"] != "0.0.0.0" else head["host"]
+    url = node_logic().dashboard_url(head["dashboard_host"], head["host"], head["dashboard_port"])
     click.echo(f"Config:     {cfg.path or 'built-in single-machine default'}")
     click.echo(f"Head:       {head['host']} (Ray port {head['head_port']})")
-    click.echo(f"Dashboard:  http://{dash}:{head['dashboard_port']} (bound to {head['dashboard_host']})")
+    click.echo(f"Dashboard:  {url} (bound to {head['dashboard_host']})")
     click.echo(f"Workers:    {', '.join(map(str, cfg.workers)) or 'none'}")
     click.echo(f"SSH:        user {cfg['ssh']['user']}, key {cfg['ssh']['key_path']}, "
                f"timeout {cfg['ssh']['connect_timeout']}s, host keys {cfg['ssh']['strict_host_key_checking']}")

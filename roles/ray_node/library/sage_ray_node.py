@@ -4,43 +4,233 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: sage_ray_node
-short_description: Start, stop, restart, inspect or read the log of one Ray node
+short_description: Start, stop, restart, inspect, wait for or read the log of one Ray node
 description:
-  - Idempotent. C(started) leaves a node alone when its Ray already runs and is joined to the configured head.
-  - Finds the node's Ray by reading /proc for this user's raylet and gcs_server processes.
+  - Brings one Ray node (head or worker) to what O(state) asks, in one remote call, and reports the node in the
+    C(sage) result dict that playbooks/wait.yml and sage's runner read.
+  - Idempotent. O(state=start) leaves a node alone when its Ray already runs and is joined to the configured
+    head; a Ray of another cluster, or of an older token, is stopped and started again.
+  - Finds the node's Ray by reading /proc for the processes of the user it runs as (never another user's, unlike
+    C(ray stop) run as root). The pure logic lives in module_utils/ray_node.py.
   - Every command is an argument list; nothing is passed through a shell.
+  - The ray_node role passes every option from its variables (roles/ray_node/defaults/main.yml holds their
+    defaults), so the options the role sets have no default of their own here.
+author: sage-cluster
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether a start, stop or restart would change the node, and changes nothing.
+  diff_mode:
+    support: none
+    description: There is no file content to show.
+  platform:
+    platforms: posix
+    description: Linux, with /proc.
 options:
-  state: {type: str, required: true, choices: [started, stopped, restarted, status, logs, wait, doctor]}
-  node_type: {type: str, required: true, choices: [head, worker]}
-  ray_command: {type: path, required: true}
-  python_path: {type: path, required: true}
-  conda_env: {type: str, default: ""}
-  node_ip: {type: str, required: true, description: IP or host name, resolved on the node}
-  head_host: {type: str, required: true}
-  head_port: {type: int, required: true}
-  dashboard_host: {type: str, default: 127.0.0.1}
-  dashboard_port: {type: int, default: 8265}
-  temp_dir: {type: path, required: true}
-  log_dir: {type: path, required: true}
-  log_lines: {type: int, default: 50}
-  cluster_view: {type: bool, default: false, description: head only, list Ray's nodes}
-  wait_for: {type: list, elements: str, default: [], description: node IPs that must be alive (state=wait)}
-  timeout: {type: int, default: 60}
-  auth_token: {type: str, no_log: true, description: Ray auth token; set = RAY_AUTH_MODE=token, unset = disabled}
-  auth_token_path: {type: path, default: ~/.ray/auth_token, description: where the node keeps the token (0600)}
-  deploy_record: {type: path, default: "", description: "status and doctor: the node's deploy record (sage_deploy)"}
-  source_revision: {type: str, default: "", description: "the controller's source revision; a record with another is stale"}
+  state:
+    description:
+      - What to do; the same name as the role's C(ray_node_action) and the playbooks' C(sage_action).
+      - V(start) starts Ray unless it already runs joined to the head; V(stop) stops this user's Ray processes;
+        V(restart) stops, then starts.
+      - V(status) reports the node; V(logs) adds the last O(log_lines) lines of the node log; V(doctor) adds
+        read-only checks (executables, versions, writable dirs, the head's ports, the node's clock).
+      - V(wait) (head only) waits up to O(timeout) seconds until every IP in O(wait_for) is alive in Ray.
+    type: str
+    required: true
+    choices: [start, stop, restart, status, logs, wait, doctor]
+  node_type:
+    description: Whether this node is the head (runs the GCS and the dashboard) or a worker.
+    type: str
+    required: true
+    choices: [head, worker]
+  ray_command:
+    description: The ray executable on the node.
+    type: path
+    required: true
+  python_path:
+    description:
+      - The Python of the env Ray runs in. Its directory goes first on PATH; it runs the node-table and version
+        queries.
+    type: path
+    required: true
+  conda_env:
+    description: Conda env name for CONDA_DEFAULT_ENV (CONDA_PREFIX is the env of O(python_path)); empty for none.
+    type: str
+    required: true
+  node_ip:
+    description: This node's address for Ray (--node-ip-address), an IP or a name resolved on the node.
+    type: str
+    required: true
+  head_host:
+    description: Host name or IP of the head, resolved on the node; workers join O(head_host):O(head_port).
+    type: str
+    required: true
+  head_port:
+    description: Ray's GCS port on the head.
+    type: int
+    required: true
+  dashboard_host:
+    description: Address the head's dashboard binds to; V(0.0.0.0) or V(::) means every interface.
+    type: str
+    required: true
+  dashboard_port:
+    description: The head's dashboard port.
+    type: int
+    required: true
+  temp_dir:
+    description: Ray's temp dir on this node (--temp-dir), created when missing.
+    type: path
+    required: true
+  log_dir:
+    description: Dir of the node log C(<node_type>.log), where the output of C(ray start) is appended.
+    type: path
+    required: true
+  log_lines:
+    description: Lines of the node log that O(state=logs) returns.
+    type: int
+    required: true
+  cluster_view:
+    description: Head only. Add Ray's node table (alive nodes, resources) to the result, as C(sage.cluster).
+    type: bool
+    default: false
+  wait_for:
+    description: Node IPs that must be alive in Ray's node table before O(state=wait) succeeds.
+    type: list
+    elements: str
+    required: true
+  timeout:
+    description: Bound in seconds on one C(ray start) and on O(state=wait).
+    type: int
+    required: true
+  auth_token:
+    description:
+      - The Ray auth token. Set, the node starts with RAY_AUTH_MODE=token and keeps the token in
+        O(auth_token_path); unset, with RAY_AUTH_MODE=disabled.
+    type: str
+  auth_token_path:
+    description: Where the node keeps the token (mode 0600, its dir 0700).
+    type: path
+    default: ~/.ray/auth_token
+  deploy_record:
+    description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as C(sage.deploy).
+    type: path
+    required: true
+  source_revision:
+    description: The controller's source revision; a deploy record with another one is reported stale. Empty, no comparison.
+    type: str
+    required: true
+notes:
+  - Right after a stop, processes may linger as zombies for a moment; a zombie is not counted as a running Ray.
+"""
+
+EXAMPLES = r"""
+- name: Start the head
+  sage_ray_node:
+    state: start
+    node_type: head
+    ray_command: /opt/conda/envs/sage/bin/ray
+    python_path: /opt/conda/envs/sage/bin/python
+    conda_env: sage
+    node_ip: "{{ inventory_hostname }}"
+    head_host: base-sage
+    head_port: 6379
+    dashboard_host: 0.0.0.0
+    dashboard_port: 8265
+    temp_dir: /tmp/ray_head
+    log_dir: /tmp/sage_head_logs
+    log_lines: 50
+    wait_for: []
+    timeout: 90
+    deploy_record: ~/.sage/deploy.json
+    source_revision: ""
+    auth_token: "{{ lookup('ansible.builtin.file', '~/.sage/ray_auth_token') }}"
+  register: ray_node_result
+
+- name: Wait on the head until the started workers are alive
+  sage_ray_node:
+    state: wait
+    node_type: head
+    wait_for: "{{ ['10.0.0.12', '10.0.0.14'] }}"
+    # ...and the other required options, as above
+"""
+
+RETURN = r"""
+sage:
+  description:
+    - This node as it is after the action. Returned on success and on failure (then with what could be read), so
+      plays that read it never meet a missing key. playbooks/wait.yml waits for the workers whose C(running)
+      is true, at their C(node_ip); sage's runner shows these keys per host.
+  returned: always
+  type: dict
+  contains:
+    running:
+      description: Whether this user's raylet runs on the node.
+      type: bool
+      returned: always
+    node_ip:
+      description: The raylet's node IP address, or null when Ray does not run.
+      type: str
+      returned: always
+    gcs_address:
+      description: The GCS address (ip:port) the raylet is joined to, or null.
+      type: str
+      returned: always
+    gcs_port:
+      description: The GCS port of the gcs_server on this node (a running head), or null.
+      type: int
+      returned: always
+    pids:
+      description: This user's Ray processes on the node.
+      type: list
+      elements: int
+      returned: always
+    node_type:
+      description: O(node_type).
+      type: str
+      returned: always
+    log_file:
+      description: The node log, C(<log_dir>/<node_type>.log).
+      type: str
+      returned: success
+    log:
+      description: The last O(log_lines) lines of the node log.
+      type: list
+      elements: str
+      returned: O(state=logs)
+    doctor:
+      description:
+        - Read-only checks. C(time), the node's clock (epoch seconds); C(python_path), C(ray_command), C(temp_dir),
+          C(log_dir) each as C({ok, detail}); C(versions) as C({python, ray}) or C({error}); on the head, C(ports),
+          each head port as C({ok, detail}) (free, or held by this cluster's Ray).
+      type: dict
+      returned: O(state=doctor)
+    deploy:
+      description: What sage_deploy recorded on the node, as C({revision, install_ok, stale}).
+      type: dict
+      returned: O(state=status) or O(state=doctor), with O(deploy_record) set
+    cluster:
+      description:
+        - Ray's node table from the head, as C({alive, nodes, resources}); each node C({node_ip, hostname, alive,
+          is_head, resources}); C(resources) sums the alive nodes'. C({error}) when the table cannot be read.
+      type: dict
+      returned: O(state=wait), or O(cluster_view) on a running head
+    dashboard_url:
+      description: The dashboard's URL; a dashboard bound to every interface is given at O(head_host).
+      type: str
+      returned: head only
+      sample: http://base-sage:8265
 """
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ray_node import (cluster_summary, dashboard_local_host, dashboard_url, node_state,
+                                           ray_processes, start_argv, terminate)
 from ansible.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -55,13 +245,6 @@ print(json.dumps([{"node_ip": n.node_manager_address, "hostname": n.node_manager
 """
 
 
-def is_ray(argv):
-    name = os.path.basename(argv[0])
-    # `python -m ray.util.client.server` (the head's client server) has neither a ray path nor a ray:: name.
-    return (name in ("raylet", "gcs_server") or argv[0].startswith("ray::")
-            or any("/site-packages/ray/" in a or a.startswith("ray.") for a in argv))
-
-
 # The node's Python and Ray versions, without importing Ray (about 1 s saved per node).
 VERSIONS_SNIPPET = r"""
 import json, sys, importlib.metadata as md
@@ -73,72 +256,8 @@ print(json.dumps({"python": sys.version.split()[0], "ray": ray}))
 """
 
 
-def ray_processes():
-    """This user's Ray processes, read from /proc: {pid: argv}.
-
-    `ray stop` kills every Ray process it can see, other users' too when run as root; this module only ever
-    looks at, and stops, the processes of the user it runs as.
-    """
-    found = {}
-    uid = os.getuid()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = fh.read().decode(errors="replace").rstrip("\0").split("\0")
-        except OSError:
-            continue
-        if argv and argv[0] and int(pid) != os.getpid() and is_ray(argv):
-            found[int(pid)] = argv
-    return found
-
-
-def options_of(procs, name):
-    for argv in procs.values():
-        if os.path.basename(argv[0]) == name:
-            return dict(a[2:].partition("=")[::2] for a in argv[1:] if a.startswith("--"))
-    return None
-
-
-def node_state():
-    procs = ray_processes()
-    raylet = options_of(procs, "raylet")
-    gcs = options_of(procs, "gcs_server")
-    port = (gcs or {}).get("gcs_server_port", "")
-    return {
-        "running": raylet is not None,
-        "node_ip": raylet.get("node_ip_address") if raylet else None,
-        "gcs_address": raylet.get("gcs-address") if raylet else None,
-        "gcs_port": int(port) if port.isdigit() else None,
-        "pids": sorted(procs),
-    }
-
-
-def terminate(grace=3):
-    """SIGTERM this user's Ray processes, gcs_server last (as `ray stop` does: it ignores SIGTERM while its
-    clients are alive), then SIGKILL what is left after a grace."""
-    def is_gcs(argv):
-        return os.path.basename(argv[0]) == "gcs_server"
-
-    deadline = time.monotonic() + grace
-    for phase in (lambda argv: not is_gcs(argv), is_gcs):
-        for pid, argv in ray_processes().items():
-            if phase(argv):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        while any(phase(a) for a in ray_processes().values()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    for pid in ray_processes():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 5
-    while ray_processes() and time.monotonic() < deadline:
-        time.sleep(0.1)
+def current_state():
+    return node_state(ray_processes())
 
 
 class Node:
@@ -148,7 +267,7 @@ class Node:
 
     def fail(self, msg, **extra):
         # The same report shape as on success, so plays that read the results never meet a missing key.
-        self.m.fail_json(msg=msg, sage=dict(node_state(), node_type=self.p["node_type"], **extra))
+        self.m.fail_json(msg=msg, sage=dict(current_state(), node_type=self.p["node_type"], **extra))
 
     def resolve(self, name, what):
         try:
@@ -274,12 +393,10 @@ class Node:
     def start_argv(self):
         p = self.p
         ip = self.resolve(p["node_ip"], "node address")
-        argv = [p["ray_command"], "start", f"--node-ip-address={ip}", f"--temp-dir={p['temp_dir']}",
-                "--disable-usage-stats"]
         if p["node_type"] == "head":
-            return argv + ["--head", f"--port={p['head_port']}", f"--dashboard-host={p['dashboard_host']}",
-                           f"--dashboard-port={p['dashboard_port']}"]
-        return argv + [f"--address={self.head_address()}"]
+            return start_argv(p["ray_command"], "head", ip, p["temp_dir"], head_port=p["head_port"],
+                              dashboard_host=p["dashboard_host"], dashboard_port=p["dashboard_port"])
+        return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address())
 
     def run_logged(self, argv, timeout):
         """Run with output appended to the node's log; stdin/stdout never tie Ray's daemons to our SSH session."""
@@ -326,20 +443,20 @@ class Node:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
             why = "timed out" if rc is None else f"exit {rc}"
             self.fail(f"ray start failed ({why}): {self.log_reason()} (log: {self.log_file})")
-        return True, node_state()
+        return True, current_state()
 
     def stop(self, state):
         if not state["pids"]:
             return False, state
         if not self.m.check_mode:
             terminate()
-        return True, node_state()
+        return True, current_state()
 
     def dashboard_nodes(self):
         """Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray."""
         import urllib.request  # 0.07 s of CPU that only the head's view needs, not every node's status
         p = self.p
-        host = "127.0.0.1" if p["dashboard_host"] in ("0.0.0.0", "::", "localhost") else p["dashboard_host"]
+        host = dashboard_local_host(p["dashboard_host"])
         request = urllib.request.Request(f"http://{host}:{p['dashboard_port']}/api/v0/nodes?limit=10000")
         if p["auth_token"]:
             request.add_header("Authorization", f"Bearer {p['auth_token']}")
@@ -376,53 +493,47 @@ class Node:
             alive = {n["node_ip"] for n in nodes or [] if n["alive"]}
             missing = sorted(want - alive)
             if not missing and nodes is not None:
-                return False, self.view(nodes)
+                return False, cluster_summary(nodes)
             if time.monotonic() > deadline:
                 self.fail(f"not alive in Ray after {self.p['timeout']} s: {', '.join(missing) or err}",
-                          cluster=self.view(nodes or []))
+                          cluster=cluster_summary(nodes or []))
             time.sleep(0.25)  # a dashboard query costs ~0.05 s: poll often, the start waits on this
 
-    @staticmethod
-    def view(nodes):
-        alive = [n for n in nodes if n["alive"]]
-        totals = {}
-        for n in alive:
-            for k, v in n["resources"].items():
-                totals[k] = totals.get(k, 0) + v
-        return {"alive": len(alive), "nodes": nodes, "resources": totals}
+
+# The options as DOCUMENTATION gives them (tests/unit/test_ray_node.py checks that the two agree).
+ARGUMENT_SPEC = {
+    "state": dict(type="str", required=True, choices=["start", "stop", "restart", "status", "logs", "wait", "doctor"]),
+    "node_type": dict(type="str", required=True, choices=["head", "worker"]),
+    "ray_command": dict(type="path", required=True),
+    "python_path": dict(type="path", required=True),
+    "conda_env": dict(type="str", required=True),
+    "node_ip": dict(type="str", required=True),
+    "head_host": dict(type="str", required=True),
+    "head_port": dict(type="int", required=True),
+    "dashboard_host": dict(type="str", required=True),
+    "dashboard_port": dict(type="int", required=True),
+    "temp_dir": dict(type="path", required=True),
+    "log_dir": dict(type="path", required=True),
+    "log_lines": dict(type="int", required=True),
+    "cluster_view": dict(type="bool", default=False),
+    "wait_for": dict(type="list", elements="str", required=True),
+    "timeout": dict(type="int", required=True),
+    "auth_token": dict(type="str", no_log=True),
+    "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
+    "deploy_record": dict(type="path", required=True),
+    "source_revision": dict(type="str", required=True),
+}
 
 
 def main():
-    spec = {
-        "state": dict(type="str", required=True, choices=["started", "stopped", "restarted", "status", "logs", "wait", "doctor"]),
-        "node_type": dict(type="str", required=True, choices=["head", "worker"]),
-        "ray_command": dict(type="path", required=True),
-        "python_path": dict(type="path", required=True),
-        "conda_env": dict(type="str", default=""),
-        "node_ip": dict(type="str", required=True),
-        "head_host": dict(type="str", required=True),
-        "head_port": dict(type="int", required=True),
-        "dashboard_host": dict(type="str", default="127.0.0.1"),
-        "dashboard_port": dict(type="int", default=8265),
-        "temp_dir": dict(type="path", required=True),
-        "log_dir": dict(type="path", required=True),
-        "log_lines": dict(type="int", default=50),
-        "cluster_view": dict(type="bool", default=False),
-        "wait_for": dict(type="list", elements="str", default=[]),
-        "timeout": dict(type="int", default=60),
-        "auth_token": dict(type="str", default=None, no_log=True),
-        "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
-        "deploy_record": dict(type="path", default=""),
-        "source_revision": dict(type="str", default=""),
-    }
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     node = Node(module)
     p = module.params
-    state = node_state()
+    state = current_state()
     changed = False
-    if p["state"] in ("stopped", "restarted"):
+    if p["state"] in ("stop", "restart"):
         changed, state = node.stop(state)
-    if p["state"] in ("started", "restarted"):
+    if p["state"] in ("start", "restart"):
         token_changed = node.install_token()
         if token_changed and state["running"] and not module.check_mode:
             _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
@@ -439,10 +550,9 @@ def main():
         _, report["cluster"] = node.wait(state)
     elif p["cluster_view"] and state["running"]:
         nodes, err = node.cluster_nodes(state)
-        report["cluster"] = node.view(nodes) if nodes is not None else {"error": err}
+        report["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
     if p["node_type"] == "head":
-        host = p["dashboard_host"] if p["dashboard_host"] != "0.0.0.0" else p["head_host"]
-        report["dashboard_url"] = f"http://{host}:{p['dashboard_port']}"
+        report["dashboard_url"] = dashboard_url(p["dashboard_host"], p["head_host"], p["dashboard_port"])
     module.exit_json(changed=changed, sage=report)
 
 

@@ -1,0 +1,123 @@
+"""The pure logic of the sage_ray_node module: finding this user's Ray in /proc, the node's state, the `ray start`
+command line, the order in which Ray is terminated, and the dashboard's addresses.
+
+No Ansible here, and every function takes what it reads as arguments (a /proc root, a process table, the kill
+and clock functions), so tests/unit/test_ray_node.py runs it without root and without Ray.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+# Bind addresses that mean "every interface": a client on the node reaches such a dashboard on loopback, and
+# a person elsewhere at the head's host name.
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def is_ray(argv):
+    name = os.path.basename(argv[0])
+    # `python -m ray.util.client.server` (the head's client server) has neither a ray path nor a ray:: name.
+    return (name in ("raylet", "gcs_server") or argv[0].startswith("ray::")
+            or any("/site-packages/ray/" in a or a.startswith("ray.") for a in argv))
+
+
+def is_gcs(argv):
+    return os.path.basename(argv[0]) == "gcs_server"
+
+
+def ray_processes(proc="/proc", uid=None, own_pid=None):
+    """This user's Ray processes, read from /proc: {pid: argv}.
+
+    `ray stop` kills every Ray process it can see, other users' too when run as root; this module only ever
+    looks at, and stops, the processes of the user it runs as. A zombie has an empty cmdline: it is not Ray.
+    """
+    uid = os.getuid() if uid is None else uid
+    own_pid = os.getpid() if own_pid is None else own_pid
+    found = {}
+    for pid in filter(str.isdigit, os.listdir(proc)):
+        try:
+            if os.stat(os.path.join(proc, pid)).st_uid != uid:
+                continue
+            with open(os.path.join(proc, pid, "cmdline"), "rb") as fh:
+                argv = fh.read().decode(errors="replace").rstrip("\0").split("\0")
+        except OSError:
+            continue
+        if argv and argv[0] and int(pid) != own_pid and is_ray(argv):
+            found[int(pid)] = argv
+    return found
+
+
+def options_of(procs, name):
+    """The --key=value options of the first process named `name`, or None when there is none."""
+    for argv in procs.values():
+        if os.path.basename(argv[0]) == name:
+            return dict(a[2:].partition("=")[::2] for a in argv[1:] if a.startswith("--"))
+    return None
+
+
+def node_state(procs):
+    """What runs here, from the process table: the raylet (this node's Ray) and, on a head, the gcs_server."""
+    raylet = options_of(procs, "raylet")
+    gcs = options_of(procs, "gcs_server")
+    port = (gcs or {}).get("gcs_server_port", "")
+    return {
+        "running": raylet is not None,
+        "node_ip": raylet.get("node_ip_address") if raylet else None,
+        "gcs_address": raylet.get("gcs-address") if raylet else None,
+        "gcs_port": int(port) if port.isdigit() else None,
+        "pids": sorted(procs),
+    }
+
+
+def start_argv(ray_command, node_type, node_ip, temp_dir, head_port=None, dashboard_host=None,
+               dashboard_port=None, head_address=None):
+    """`ray start` for a head (head_port, dashboard_*) or a worker (head_address, ip:port); node_ip is an IP."""
+    argv = [ray_command, "start", f"--node-ip-address={node_ip}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    if node_type == "head":
+        return argv + ["--head", f"--port={head_port}", f"--dashboard-host={dashboard_host}",
+                       f"--dashboard-port={dashboard_port}"]
+    return argv + [f"--address={head_address}"]
+
+
+def terminate(list_processes=ray_processes, kill=os.kill, sleep=time.sleep, clock=time.monotonic, grace=3):
+    """SIGTERM this user's Ray processes, gcs_server last (as `ray stop` does: it ignores SIGTERM while its
+    clients are alive), then SIGKILL what is left after a grace; return once none is left (at most 5 s more)."""
+    def signal_all(phase, signum):
+        for pid, argv in list_processes().items():
+            if phase(argv):
+                try:
+                    kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    deadline = clock() + grace
+    for phase in (lambda argv: not is_gcs(argv), is_gcs):
+        signal_all(phase, signal.SIGTERM)
+        while any(phase(a) for a in list_processes().values()) and clock() < deadline:
+            sleep(0.1)
+    signal_all(lambda argv: True, signal.SIGKILL)
+    deadline = clock() + 5
+    while list_processes() and clock() < deadline:
+        sleep(0.1)
+
+
+def dashboard_local_host(dashboard_host):
+    """Where a client on the head itself reaches the dashboard."""
+    return "127.0.0.1" if dashboard_host in (*WILDCARD_HOSTS, "localhost") else dashboard_host
+
+
+def dashboard_url(dashboard_host, head_host, dashboard_port):
+    """The URL a person opens: a dashboard bound to every interface is reached at the head's host name."""
+    host = head_host if dashboard_host in WILDCARD_HOSTS else dashboard_host
+    return f"http://{host}:{dashboard_port}"
+
+
+def cluster_summary(nodes):
+    """Ray's node table summed up: how many nodes are alive and the resources they have together."""
+    alive = [n for n in nodes if n["alive"]]
+    totals = {}
+    for n in alive:
+        for k, v in n["resources"].items():
+            totals[k] = totals.get(k, 0) + v
+    return {"alive": len(alive), "nodes": nodes, "resources": totals}

@@ -1,0 +1,218 @@
+"""The node module (roles/ray_node/library/sage_ray_node.py) as a documented contract, and its pure logic
+(module_utils/ray_node.py) without root, Ray or a rig: a fake /proc, a simulated process table and clock."""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sage_cluster import node_logic
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "ray_node"
+MODULE = ROLE / "library" / "sage_ray_node.py"
+logic = node_logic()
+
+
+def module_constants() -> dict[str, Any]:
+    """DOCUMENTATION, EXAMPLES, RETURN (parsed YAML) and ARGUMENT_SPEC, read without importing the module."""
+    out: dict[str, Any] = {}
+    for node in ast.parse(MODULE.read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in ("DOCUMENTATION", "EXAMPLES", "RETURN"):
+                out[name] = yaml.safe_load(node.value.value)
+            elif name == "ARGUMENT_SPEC":
+                out[name] = eval(ast.unparse(node.value), {"__builtins__": {}, "dict": dict})  # dict(...) literals
+    return out
+
+
+MOD = module_constants()
+FIELDS = ("type", "required", "default", "choices", "elements", "no_log")
+
+
+# ---------------------------------------------------------------- the contract
+
+def test_documentation_is_the_argument_spec() -> None:
+    documented = MOD["DOCUMENTATION"]["options"]
+    assert sorted(documented) == sorted(MOD["ARGUMENT_SPEC"])
+    for name, spec in MOD["ARGUMENT_SPEC"].items():
+        doc = documented[name]
+        assert doc.get("description"), f"option {name} is not described"
+        # no_log is the code's business; the rest a reader of ansible-doc must see as the code has it.
+        assert {k: doc.get(k) for k in FIELDS if k != "no_log"} == {k: spec.get(k) for k in FIELDS if k != "no_log"}, name
+
+
+def test_return_documents_the_sage_dict_the_playbooks_and_runner_read() -> None:
+    sage = MOD["RETURN"]["sage"]["contains"]
+    # playbooks/wait.yml: running, node_ip; the runner and report: node_type, log, log_file, doctor, cluster,
+    # dashboard_url, deploy.
+    for key in ("running", "node_ip", "node_type", "log", "log_file", "doctor", "cluster", "dashboard_url", "deploy",
+                "pids", "gcs_address", "gcs_port"):
+        assert sage[key]["description"], key
+    assert MOD["EXAMPLES"] and all("sage_ray_node" in task for task in MOD["EXAMPLES"])
+
+
+def test_ansible_doc_renders_every_option() -> None:
+    proc = subprocess.run(["ansible-doc", "-M", str(MODULE.parent), "sage_ray_node"], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")})
+    assert proc.returncode == 0, proc.stderr
+    for name in MOD["ARGUMENT_SPEC"]:
+        assert re.search(rf"\b{name}\b", proc.stdout), name
+    assert "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout
+
+
+def test_the_role_passes_its_defaults_and_the_module_has_none_of_its_own() -> None:
+    """One default per setting: the role's defaults/main.yml. An option the role sets from a ray_node_ variable
+    has no default in the module (so none can drift), and every required option is set by the role."""
+    task = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage_ray_node"]
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    spec = MOD["ARGUMENT_SPEC"]
+    for option, value in task.items():
+        assert option in spec, f"the role passes {option}, which the module does not take"
+        variable = re.fullmatch(r"\{\{ (ray_node_\w+) \}\}", str(value))
+        if variable:
+            assert variable.group(1) in defaults, value
+            assert "default" not in spec[option], (f"{option} has a default in the module and one in the role "
+                                                   f"({variable.group(1)})")
+    assert {o for o, s in spec.items() if s.get("required")} <= set(task)
+
+
+def test_one_name_per_action() -> None:
+    """sage_action, ray_node_action and the module's state name an action alike: the role passes it through."""
+    task = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage_ray_node"]
+    assert task["state"] == "{{ ray_node_action }}"
+    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert specs["ray_node_action"]["choices"] == MOD["ARGUMENT_SPEC"]["state"]["choices"]
+
+
+# ---------------------------------------------------------------- process discovery from /proc
+
+def fake_proc(tmp_path: Path, table: dict[int, list[str]]) -> Path:
+    proc = tmp_path / "proc"
+    for pid, argv in table.items():
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes("\0".join(argv).encode() + (b"\0" if argv else b""))
+    (proc / "self").mkdir()  # not a pid
+    return proc
+
+
+RAYLET = ["/env/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--node_ip_address=10.0.0.5",
+          "--gcs-address=10.0.0.1:6379", "--other"]
+GCS = ["/env/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server", "--gcs_server_port=6379"]
+TABLE = {
+    101: RAYLET,
+    102: GCS,
+    103: ["/env/bin/python", "-m", "ray.util.client.server", "--port=10001"],
+    104: ["ray::IDLE"],
+    105: ["/usr/bin/python3", "server.py"],  # not Ray
+    106: [],  # a zombie: its cmdline is empty
+    107: ["/env/bin/python", "/env/lib/python3.11/site-packages/ray/dashboard/dashboard.py"],  # this module itself
+}
+
+
+def test_ray_processes_are_this_users_ray_and_nothing_else(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, TABLE)
+    found = logic.ray_processes(proc=str(proc), own_pid=107)
+    assert sorted(found) == [101, 102, 103, 104]
+    assert found[101] == RAYLET
+    assert logic.ray_processes(proc=str(proc), uid=os.getuid() + 1) == {}  # another user's Ray is not ours
+
+
+def test_node_state() -> None:
+    head = logic.node_state({101: RAYLET, 102: GCS})
+    assert head == {"running": True, "node_ip": "10.0.0.5", "gcs_address": "10.0.0.1:6379", "gcs_port": 6379,
+                    "pids": [101, 102]}
+    leftover = logic.node_state({104: ["ray::IDLE"]})  # a worker process without its raylet: Ray is not running
+    assert leftover == {"running": False, "node_ip": None, "gcs_address": None, "gcs_port": None, "pids": [104]}
+
+
+# ---------------------------------------------------------------- the start command
+
+def test_start_argv() -> None:
+    head = logic.start_argv("/env/bin/ray", "head", "10.0.0.1", "/tmp/ray_head", head_port=6379,
+                            dashboard_host="0.0.0.0", dashboard_port=8265)
+    assert head == ["/env/bin/ray", "start", "--node-ip-address=10.0.0.1", "--temp-dir=/tmp/ray_head",
+                    "--disable-usage-stats", "--head", "--port=6379", "--dashboard-host=0.0.0.0",
+                    "--dashboard-port=8265"]
+    worker = logic.start_argv("/env/bin/ray", "worker", "10.0.0.5", "/tmp/ray w", head_address="10.0.0.1:6379")
+    assert worker[-1] == "--address=10.0.0.1:6379" and "--temp-dir=/tmp/ray w" in worker  # one argv item, no shell
+    assert "--head" not in worker
+
+
+# ---------------------------------------------------------------- termination
+
+class Processes:
+    """A process table that obeys signals: gcs_server ignores SIGTERM while other Ray processes live, and
+    `stubborn` pids ignore SIGTERM altogether. Time passes only when the code sleeps."""
+
+    def __init__(self, table: dict[int, list[str]], stubborn: tuple[int, ...] = ()) -> None:
+        self.table, self.stubborn, self.now, self.signals = dict(table), stubborn, 0.0, []
+
+    def list(self) -> dict[int, list[str]]:
+        return dict(self.table)
+
+    def kill(self, pid: int, signum: int) -> None:
+        self.signals.append((pid, signum))
+        if pid not in self.table:
+            raise ProcessLookupError(pid)
+        gcs_waits = logic.is_gcs(self.table[pid]) and any(not logic.is_gcs(a) for a in self.table.values())
+        if signum == signal.SIGKILL or (pid not in self.stubborn and not gcs_waits):
+            del self.table[pid]
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def terminate(procs: Processes) -> None:
+    logic.terminate(list_processes=procs.list, kill=procs.kill, sleep=procs.sleep, clock=lambda: procs.now)
+
+
+def test_terminate_stops_gcs_server_last_and_gently() -> None:
+    procs = Processes({101: RAYLET, 102: GCS, 104: ["ray::IDLE"]})
+    terminate(procs)
+    assert procs.table == {}
+    assert procs.signals[-1] == (102, signal.SIGTERM)  # after every other process had its SIGTERM
+    assert signal.SIGKILL not in [s for _, s in procs.signals]
+    assert procs.now < 1  # no waiting for a grace nobody needed
+
+
+def test_terminate_kills_what_ignores_sigterm_after_the_grace() -> None:
+    procs = Processes({101: RAYLET, 102: GCS}, stubborn=(101,))
+    terminate(procs)
+    assert procs.table == {}
+    assert (101, signal.SIGKILL) in procs.signals and 3 <= procs.now < 3.5
+
+
+def test_terminate_with_nothing_running_signals_nobody() -> None:
+    procs = Processes({})
+    terminate(procs)
+    assert procs.signals == [] and procs.now == 0
+
+
+# ---------------------------------------------------------------- the dashboard and Ray's node table
+
+@pytest.mark.parametrize("bind,url,local", [
+    ("0.0.0.0", "http://base-sage:8265", "127.0.0.1"),
+    ("::", "http://base-sage:8265", "127.0.0.1"),
+    ("localhost", "http://localhost:8265", "127.0.0.1"),
+    ("10.0.0.1", "http://10.0.0.1:8265", "10.0.0.1"),
+])
+def test_dashboard_addresses(bind: str, url: str, local: str) -> None:
+    assert logic.dashboard_url(bind, "base-sage", 8265) == url
+    assert logic.dashboard_local_host(bind) == local
+
+
+def test_cluster_summary_counts_alive_nodes_only() -> None:
+    nodes = [{"node_ip": "a", "alive": True, "resources": {"CPU": 2.0, "memory": 4.0}},
+             {"node_ip": "b", "alive": True, "resources": {"CPU": 1.0}},
+             {"node_ip": "c", "alive": False, "resources": {"CPU": 8.0}}]
+    assert logic.cluster_summary(nodes) == {"alive": 2, "nodes": nodes, "resources": {"CPU": 3.0, "memory": 4.0}}
