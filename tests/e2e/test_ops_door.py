@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.rig import Rig, ensure_env, why_not_available
+from tests.rig.config import sage_config
 
 pytestmark = pytest.mark.rig
 
@@ -32,27 +33,6 @@ HEAD, WORKERS = "ops-head", ["ops-w1", "ops-w2"]
 ALL = [HEAD, *WORKERS]
 HEAD_PORT, DASHBOARD_PORT = 6391, 8291
 PY = "/opt/conda/envs/sage/bin/python"
-
-CONFIG = """\
-# The ops-door rig: one head, two workers.
-head:
-  host: "{head}"
-  head_port: {head_port}
-  dashboard_port: {dashboard_port}
-  dashboard_host: "127.0.0.1"
-worker:
-  bind_host: "localhost"
-workers_ssh_hosts: "{workers}"
-ssh:
-  user: "sage"
-  key_path: "{key}"
-  connect_timeout: 5
-remote:
-  sage_home: "/home/sage"
-  python_path: "/opt/conda/envs/sage/bin/python"
-  ray_command: "/opt/conda/envs/sage/bin/ray"
-  conda_env: "sage"
-"""
 
 # Runs on the head: Ray's own count of alive nodes, as a driver sees it.
 ALIVE_NODES = textwrap.dedent("""
@@ -128,12 +108,9 @@ def ops():
         # A short HOME: ansible.cfg's control_path (~/.ansible/cp/sage-<40 hex>.<16 random>) must fit the
         # 107 bytes of a Unix socket path, and pytest's tmp paths are too long for it.
         home = Path(tempfile.mkdtemp(prefix="ops-", dir="/tmp"))
-        # Workaround (see test_fresh_home_learns_host_keys): ssh cannot add keys to a known_hosts file whose
-        # directory is missing, and only the token file (ray_auth: token) happens to create ~/.sage here.
-        (home / ".sage").mkdir(mode=0o700)
         config = home / "cluster.yaml"
-        config.write_text(CONFIG.format(head=HEAD, head_port=HEAD_PORT, dashboard_port=DASHBOARD_PORT,
-                                        workers=",".join(f"{w}:22" for w in WORKERS), key=rig.key_path))
+        config.write_text(sage_config(rig, HEAD, WORKERS, head_port=HEAD_PORT, dashboard_port=DASHBOARD_PORT,
+                                      comment="The ops-door rig: one head, two workers."))
         o = Ops(rig, home, config)
         try:
             yield o

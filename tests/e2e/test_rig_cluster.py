@@ -30,6 +30,8 @@ TASKS_ON_EVERY_NODE = textwrap.dedent("""
     print(json.dumps(sorted(ray.get(refs, timeout=120))))
 """)
 
+# Hand-written on purpose (not tests/rig/config.py's sage_config): the scale tests edit this very text and check
+# that its comments and layout survive, as they must in a person's own file.
 CONFIG = """\
 # Rig cluster: one head, three workers. This comment must survive scale edits.
 head:

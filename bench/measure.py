@@ -1,0 +1,139 @@
+"""Timing: samples, the controller's CPU, a quiet machine, and sage run as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import stat
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+@dataclass
+class Sample:
+    sage: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
+    inner: list[float] = field(default_factory=list)  # sage's own "seconds": the playbook run inside the command
+    sage_cpu: list[float] = field(default_factory=list)  # controller CPU seconds (user + sys) of the command
+    floor_cpu: list[float] = field(default_factory=list)
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cpu_busy(seconds: float = 2.0) -> float:
+    """Share of this machine's CPU time that was busy over the next `seconds` (0..1), from /proc/stat."""
+    def snap() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+    total0, idle0 = snap()
+    time.sleep(seconds)
+    total1, idle1 = snap()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_for_quiet(threshold: float, max_wait: float) -> None:
+    """On a shared machine, start a round only when others leave the CPUs mostly idle (bounded wait)."""
+    if threshold >= 1 or max_wait <= 0:
+        return
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy > threshold and time.monotonic() < deadline:
+        log(f"  (machine {busy:.0%} busy with other work; waiting for <= {threshold:.0%})")
+        busy = cpu_busy(5.0)
+    if busy > threshold:
+        log(f"  (still {busy:.0%} busy after {max_wait:.0f}s; measuring anyway)")
+
+
+class Sage:
+    """`python -m sage_cluster` as a user runs it, with its own HOME (so its own ~/.sage)."""
+
+    def __init__(self, home: Path, sage_root: str | None):
+        self.home = home
+        self.sage_root = sage_root
+        self.last_cpu = 0.0
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
+        env["HOME"] = str(self.home)
+        if self.sage_root:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.sage_root, env.get("PYTHONPATH")]))
+        else:
+            env.pop("PYTHONPATH", None)
+        return env
+
+    def run(self, config: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, dict]:
+        argv = [sys.executable, "-m", "sage_cluster", *args, "--config", str(config), "--json"]
+        cpu0, t0 = children_cpu(), time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=self.home, timeout=900,
+                              stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+        self.last_cpu = children_cpu() - cpu0
+        try:
+            data = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            data = {}
+        if proc.returncode not in ok_codes or not data:
+            raise BenchError(f"sage {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-3000:]}")
+        return seconds, data
+
+    def auth_token_file(self, config: Path) -> str:
+        """The controller file of the Ray auth token sage hands to the nodes ('' when auth is off), read from
+        the inventory sage renders: whatever the config and sage's version, the floor does the same."""
+        proc = subprocess.run([sys.executable, "-m", "sage_cluster", "inventory", "--format", "json", "--config",
+                               str(config)], capture_output=True, text=True, env=self.env(), cwd=self.home,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise BenchError(f"sage inventory exited {proc.returncode}: {proc.stderr[-2000:]}")
+        hostvars = json.loads(proc.stdout).get("_meta", {}).get("hostvars", {})
+        groupvars = json.loads(proc.stdout).get("sage_cluster", {}).get("vars", {})
+        for source in (groupvars, *hostvars.values()):
+            if source.get("ray_node_auth_token_file"):
+                return source["ray_node_auth_token_file"]
+        return ""
+
+    def close_masters(self) -> int:
+        """Close every SSH control master sage left under its HOME (the next command connects anew)."""
+        closed = 0
+        for path in self.home.rglob("*"):
+            try:
+                if not stat.S_ISSOCK(path.lstat().st_mode):
+                    continue
+            except OSError:
+                continue
+            subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "bench-close"],
+                           capture_output=True, stdin=subprocess.DEVNULL, timeout=10)
+            path.unlink(missing_ok=True)
+            closed += 1
+        return closed
+
+
+def hosts_results(data: dict) -> dict[str, str]:
+    return {name: h.get("result") for name, h in data.get("hosts", {}).items()}
+
+
+def expect_results(what: str, data: dict, names: list[str], allowed: set[str]) -> None:
+    got = hosts_results(data)
+    if sorted(got) != sorted(names) or not set(got.values()) <= allowed:
+        raise BenchError(f"{what}: expected {sorted(allowed)} on {names}, got {got}\n"
+                         f"{json.dumps(data, indent=1)[-2000:]}")

@@ -1,0 +1,190 @@
+"""The report: the table of medians and targets, every sample, the machine; written into docs/performance.md."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.layout import ENV, REPO
+from bench.measure import Sample, median
+from tests.rig import installed_ray_version
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+# (key, label, target ratio or None); the target applies to sage / floor.
+CLUSTER_ROWS = [
+    ("start", "cluster start (1 head + 3 workers)", 1.15),
+    ("stop", "cluster stop", 1.5),
+    ("status", "cluster status", 2.0),
+    ("status_cold", "cluster status, cold SSH (no control master yet)", None),
+    ("deploy_noop", "deploy, nothing changed (4 hosts)", 2.0),
+    ("deploy_one", "deploy, one file changed (4 hosts)", None),
+    ("ansible_empty", "for reference: ansible-playbook with one empty play, no hosts (vs the no-op deploy floor)",
+     None),
+]
+# Rows whose "floor" column borrows another row's floor.
+FLOOR_OF = {"status_cold": "status", "ansible_empty": "deploy_noop"}
+SCALE_TARGET = 3.0  # sage on the largest host count < 3x sage on 4 hosts
+
+
+def fmt(x: float | None, unit: str = "s") -> str:
+    return "-" if x is None else f"{x:.2f}{unit}"
+
+
+def table_rows(results: dict[str, Sample], sizes: list[int]) -> list[dict]:
+    rows = []
+    for key, label, target in CLUSTER_ROWS:
+        s = results.get(key)
+        if not s or not s.sage:
+            continue
+        sm, fm = median(s.sage), median(s.floor)
+        floor_key = FLOOR_OF.get(key, key)
+        if floor_key != key:
+            fm = median(results[floor_key].floor) if results.get(floor_key) else None
+        ratio = sm / fm if sm and fm else None
+        verdict = "" if target is None or ratio is None else ("pass" if ratio <= target else "FAIL")
+        rows.append(dict(key=key, what=label, sage=sm, floor=fm, ratio=ratio, floor_key=floor_key,
+                         target=f"<= {target:g}x floor" if target else "-", result=verdict, n=len(s.sage)))
+    base = sizes[0] if sizes else None
+    for kind, label in (("deploy", "deploy, nothing changed"), ("status", "cluster status (no Ray on the hosts)")):
+        first = results.get(f"scale_{kind}_{base}")
+        for n in sizes:
+            s = results.get(f"scale_{kind}_{n}")
+            if not s or not s.sage:
+                continue
+            sm, fm = median(s.sage), median(s.floor)
+            growth = sm / median(first.sage) if first and first.sage and n != base else None
+            last = n == sizes[-1] and n != base
+            verdict = "" if not last or growth is None else ("pass" if growth < SCALE_TARGET else "FAIL")
+            rows.append(dict(key=f"scale_{kind}_{n}", what=f"{label}, {n} sshd-only hosts", sage=sm, floor=fm,
+                             ratio=sm / fm if fm else None, growth=growth, n=len(s.sage),
+                             target=f"< {SCALE_TARGET:g}x sage on {base} hosts" if last else "-",
+                             result=(f"{verdict} ({growth:.2f}x)" if verdict else "")))
+    return rows
+
+
+def console_table(rows: list[dict]) -> str:
+    header = ["what", "sage", "floor", "sage/floor", "vs 4 hosts", "target", "result"]
+    body = [[r["what"], fmt(r["sage"]), fmt(r["floor"]), fmt(r["ratio"], "x"), fmt(r.get("growth"), "x"),
+             r["target"], r["result"]] for r in rows]
+    widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *body])
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| what | sage (median) | floor (median) | sage / floor | vs 4 hosts | target | result |",
+             "|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['what']} | {fmt(r['sage'])} | {fmt(r['floor'])} | {fmt(r['ratio'], '×')} | "
+                     f"{fmt(r.get('growth'), '×')} | {r['target'].replace('<=', '≤')} | {r['result']} |")
+    return "\n".join(lines)
+
+
+def samples_block(results: dict[str, Sample]) -> str:
+    lines = []
+    for key, s in results.items():
+        sage = " ".join(f"{x:.2f}" for x in s.sage)
+        floor = " ".join(f"{x:.2f}" for x in s.floor)
+        inner = " ".join(f"{x:.2f}" for x in s.inner)
+        cpu = f"{median(s.sage_cpu) or 0:.2f}/{median(s.floor_cpu) or 0:.2f}"
+        lines.append(f"{key:<14} sage [{sage}]  floor [{floor}]" + (f"  sage's playbook [{inner}]" if inner else "")
+                     + f"  controller CPU s, sage/floor median {cpu}")
+    return "\n".join(lines)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return ((p.stdout or p.stderr).strip().splitlines() or ["?"])[0]
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    distro = "?"
+    with_os = Path("/etc/os-release")
+    if with_os.exists():
+        m = re.search(r'^PRETTY_NAME="?([^"\n]*)', with_os.read_text(), re.M)
+        distro = m.group(1) if m else "?"
+    rev = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "host": socket.gethostname(),
+        "cpu": f"{os.cpu_count()} CPUs (nproc), {cpu}",
+        "memory": f"{mem_kib / 2**20:.1f} GiB",
+        "kernel": platform.release(),
+        "os": distro,
+        "python": platform.python_version(),
+        "ansible-core": _version("ansible-core"),
+        "ansible-runner": _version("ansible-runner"),
+        "ray": f"{_version('ray')} (controller), {installed_ray_version(ENV)} (hosts' env {ENV})",
+        "openssh": _first_line(["ssh", "-V"]),
+        "rsync": _first_line(["rsync", "--version"]),
+        "tree": f"git {rev}" + (" with uncommitted changes" if dirty else ""),
+    }
+
+
+def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, Sample], info: dict[str, str],
+                 started: datetime.datetime, seconds: float, loads: tuple[str, str], auth: str) -> str:
+    cmd = "python -m bench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    return f"""{BEGIN}
+## Latest run
+
+`{cmd.strip()}`: {started:%Y-%m-%d %H:%M %Z}, {args.rounds} round(s), {seconds / 60:.1f} min in all; load average
+{loads[0]} before, {loads[1]} after; Ray auth {auth} for sage and the floor alike.{f" sage from {args.sage_root}." if args.sage_root else ""}
+
+{markdown_table(rows)}
+
+Machine:
+
+{machine}
+
+Every sample, in seconds (sage's playbook = the "seconds" sage reports for its Ansible run, the rest of the
+sage figure is starting Python, loading the config, ansible-runner and ansible-playbook):
+
+```
+{samples_block(results)}
+```
+{END}"""
+
+
+DOC_SKELETON = f"""# Performance
+
+Written by `python -m bench.bench` (see bench/README.md); the block below is replaced on every run.
+
+{BEGIN}
+{END}
+"""
+
+
+def write_doc(path: Path, block: str) -> None:
+    text = path.read_text() if path.exists() else DOC_SKELETON
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
