@@ -3,6 +3,8 @@ as plain YAML for ops staff to read. These tests fail as soon as the copies drif
 
     SCHEMA --(inventory.role_vars)--> roles/*/defaults/main.yml == roles/*/meta/argument_specs.yml
                                       == docs/ops.md's role variable tables (tests/unit/test_awx.py checks those)
+
+The node module takes no default for what the role passes (tests/unit/test_ray_node.py checks that).
 """
 from __future__ import annotations
 
@@ -56,3 +58,8 @@ def test_argument_specs_declare_the_role_defaults(role: str) -> None:
     defaults, specs = role_defaults(role), role_specs(role)
     assert sorted(specs) == sorted(defaults), "defaults/main.yml and argument_specs.yml name other variables"
     assert {k: spec.get("default") for k, spec in specs.items()} == defaults
+
+
+def test_both_roles_name_one_deploy_record() -> None:
+    """sage_deploy writes the node's deploy record where ray_node's status and doctor read it."""
+    assert role_defaults("sage_deploy")["sage_deploy_record"] == role_defaults("ray_node")["ray_node_deploy_record"]
