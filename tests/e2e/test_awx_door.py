@@ -35,6 +35,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tests.e2e.test_ops_door import ALIVE_NODES
 from tests.rig import Rig, ensure_env, why_not_available
+from tests.rig.config import sage_config
 from tests.unit.test_awx import load_awx
 
 pytestmark = pytest.mark.rig
@@ -48,30 +49,6 @@ ALL = [HEAD, *WORKERS]
 HEAD_PORT, DASHBOARD_PORT = 6394, 8294
 PY = "/opt/conda/envs/sage/bin/python"
 
-# The admin's config, committed in the project (docs/ops.md B.2): paths under /runner/project.
-CONFIG = """\
-head:
-  host: "{head}"
-  head_port: {head_port}
-  dashboard_port: {dashboard_port}
-  dashboard_host: "127.0.0.1"
-workers_ssh_hosts: "{workers}"
-ssh:
-  user: "sage"
-  key_path: "~/.ssh/id_rsa"
-  connect_timeout: 5
-  strict_host_key_checking: "yes"
-  known_hosts: "{runner}/project/awx/known_hosts"
-remote:
-  sage_home: "/home/sage/awx"
-  python_path: "/opt/conda/envs/sage/bin/python"
-  ray_command: "/opt/conda/envs/sage/bin/ray"
-  conda_env: "sage"
-deploy:
-  source: "{runner}/project"
-security:
-  ray_auth: "token"
-"""
 CONFIG_IN_PROJECT = "awx/sage-config.rig.yaml"
 
 # AWX's ANSIBLE_* settings (awx/settings/defaults.py), exported to every task.
@@ -291,9 +268,15 @@ def awx():
             for f in project_files():
                 (scm / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / f, scm / f)
-            (scm / CONFIG_IN_PROJECT).write_text(CONFIG.format(
-                head=HEAD, head_port=HEAD_PORT, dashboard_port=DASHBOARD_PORT, runner=base / "runner",
-                workers=",".join(f"{w}:22" for w in WORKERS)))
+            # The admin's config, committed in the project (docs/ops.md B.2): paths under /runner/project.
+            project = base / "runner" / "project"
+            (scm / CONFIG_IN_PROJECT).write_text(sage_config(
+                rig, HEAD, WORKERS, head_port=HEAD_PORT, dashboard_port=DASHBOARD_PORT,
+                comment="The admin's config, committed in the project.",
+                ssh={"key_path": "~/.ssh/id_rsa", "strict_host_key_checking": "yes",
+                     "known_hosts": f"{project}/awx/known_hosts"},
+                remote={"sage_home": "/home/sage/awx"}, deploy={"source": str(project)},
+                security={"ray_auth": "token"}))
             # The nodes' public host keys, committed (docs/ops.md B.2).
             shutil.copy(rig.known_hosts_path, scm / "awx" / "known_hosts")
             secrets = {"ssh_private_key": rig.key_path.read_text(), "ray_auth_token": os.urandom(32).hex()}
