@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import ansible_runner.utils
 import jinja2
 import pytest
 import yaml
@@ -146,7 +147,6 @@ class Awx:
         self.next_id = 1
         self.stored_inventory: dict | None = None
 
-
     def _pdd(self) -> tuple[Path, int]:
         ident = self.next_id
         self.next_id += 1
@@ -220,7 +220,8 @@ class Awx:
         class Tower:
             pass
         namespace["tower"] = Tower()
-        for label, template in ctype["injectors"].get("file", {}).items():
+        # One unnamed file per type here (`template`), so its path is tower.filename.
+        for template in ctype["injectors"].get("file", {}).values():
             fd, path = tempfile.mkstemp(dir=pdd / "env")
             with os.fdopen(fd, "w") as fh:
                 fh.write(sandbox.from_string(template).render(**namespace))
@@ -252,7 +253,7 @@ class Awx:
                   "sage Ray token": {"ray_auth_token": self.secrets["ray_auth_token"]}}
         for name in self.awx["sage_awx_job_credentials"] if credentials is None else credentials:
             self._inject(pdd, types[name], inputs[name], args)
-        (pdd / "env" / "cmdline").write_text(subprocess.list2cmdline(args))
+        (pdd / "env" / "cmdline").write_text(ansible_runner.utils.args2cmdline(*args))
         (pdd / "cp").mkdir(mode=0o700)
         runner = self.runner
         envvars = dict(AWX_ANSIBLE_SETTINGS, AWX_PRIVATE_DATA_DIR=str(pdd), JOB_ID=str(ident), INVENTORY_ID="1",
