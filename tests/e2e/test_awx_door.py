@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import ansible_runner.utils
+import jinja2
 import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -54,6 +56,9 @@ CONFIG_IN_PROJECT = "awx/sage-config.rig.yaml"
 # AWX's ANSIBLE_* settings (awx/settings/defaults.py), exported to every task.
 AWX_ANSIBLE_SETTINGS = {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PARAMIKO_RECORD_HOST_KEYS": "False",
                         "ANSIBLE_FORCE_COLOR": "True", "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"}
+# RunInventoryUpdate's additions (awx/main/constants.py).
+STANDARD_INVENTORY_UPDATE_ENV = {"ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_INVENTORY_EXPORT": "True",
+                                 "ANSIBLE_VERBOSE_TO_STDERR": "True"}
 # What BaseTask.run writes to env/settings.
 RUNNER_SETTINGS = {"job_timeout": 0, "suppress_ansible_output": True, "suppress_output_file": True}
 
@@ -119,7 +124,6 @@ class Awx:
         self.next_id = 1
         self.stored_inventory: dict | None = None
 
-
     def _pdd(self) -> tuple[Path, int]:
         ident = self.next_id
         self.next_id += 1
@@ -160,10 +164,13 @@ class Awx:
                 "--playbook-dir", str(Path(f"{runner}/project/{source['source_path']}").parent)]
         (pdd / "args").write_text(" ".join(args))
         envvars = dict(AWX_ANSIBLE_SETTINGS, AWX_PRIVATE_DATA_DIR=str(pdd), INVENTORY_SOURCE_ID="1",
-                       INVENTORY_UPDATE_ID=str(ident), ANSIBLE_INVENTORY_UNPARSED_FAILED="True",
-                       ANSIBLE_INVENTORY_EXPORT="True", ANSIBLE_VERBOSE_TO_STDERR="True")
-        # source_vars reach the script as environment variables; awx/sage.yml's value, with /runner as here.
-        envvars["SAGE_CONFIG"] = f"{runner}/project/{CONFIG_IN_PROJECT}"
+                       INVENTORY_UPDATE_ID=str(ident), **STANDARD_INVENTORY_UPDATE_ENV)
+        # The source's source_vars become environment variables; the admin set sage_awx_sage_config to the
+        # committed config (under this test's /runner).
+        sage_config = f"{runner}/project/{CONFIG_IN_PROJECT}"
+        for name, value in source["source_vars"].items():
+            envvars[name] = jinja2.Template(value).render(sage_awx_sage_config=sage_config)
+        assert envvars["SAGE_CONFIG"] == sage_config
         task = self._run(pdd, ident, {"envvars": envvars})
         if task.status == "successful":
             imported = json.loads((task.artifacts / "output.json").read_text())
@@ -190,7 +197,8 @@ class Awx:
         class Tower:
             pass
         namespace["tower"] = Tower()
-        for label, template in ctype["injectors"].get("file", {}).items():
+        # One unnamed file per type here (`template`), so its path is tower.filename.
+        for template in ctype["injectors"].get("file", {}).values():
             fd, path = tempfile.mkstemp(dir=pdd / "env")
             with os.fdopen(fd, "w") as fh:
                 fh.write(sandbox.from_string(template).render(**namespace))
@@ -222,7 +230,7 @@ class Awx:
                   "sage Ray token": {"ray_auth_token": self.secrets["ray_auth_token"]}}
         for name in self.awx["sage_awx_job_credentials"] if credentials is None else credentials:
             self._inject(pdd, types[name], inputs[name], args)
-        (pdd / "env" / "cmdline").write_text(subprocess.list2cmdline(args))
+        (pdd / "env" / "cmdline").write_text(ansible_runner.utils.args2cmdline(*args))
         (pdd / "cp").mkdir(mode=0o700)
         runner = self.runner
         envvars = dict(AWX_ANSIBLE_SETTINGS, AWX_PRIVATE_DATA_DIR=str(pdd), JOB_ID=str(ident), INVENTORY_ID="1",
@@ -358,7 +366,11 @@ def test_stop_job_stops_the_cluster(awx):
 
 
 def test_no_secret_reaches_the_artifacts(awx):
-    """AWX keeps artifacts/<ident>/ (events, command): neither the SSH key nor the Ray token may be in them."""
+    """AWX keeps artifacts/<ident>/ (events, command): neither the SSH key nor the Ray token may be in them.
+    In the worker's /runner (the last job's), the injected files arrived readable by their owner only."""
+    injected = [p for p in (awx.runner / "env").iterdir() if p.name.startswith("tmp")]
+    assert len(injected) == 4, injected  # two credentials: a secret file and an extra-vars file each
+    assert all(p.stat().st_mode & 0o077 == 0 for p in injected), [oct(p.stat().st_mode) for p in injected]
     key_body = awx.secrets["ssh_private_key"].splitlines()[1]
     leaked = [str(p) for p in awx.base.glob("awx_*/artifacts/**/*") if p.is_file()
               if key_body in (text := p.read_text(errors="replace")) or awx.secrets["ray_auth_token"] in text]

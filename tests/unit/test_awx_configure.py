@@ -113,7 +113,9 @@ def configure(standins: Path, tmp_path: Path, sage_yml: str | None = None, *extr
     token.write_text("f" * 64 + "\n")
     record = tmp_path / "record.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_", "CONTROLLER_"))}
-    env.update(HOME=str(tmp_path), SAGE_AWX_RECORD=str(record), ANSIBLE_COLLECTIONS_PATH=str(standins),
+    # ANSIBLE_REMOTE_TMP: the local connection expands `~root`, not $HOME, for the modules' temp dir.
+    env.update(HOME=str(tmp_path), ANSIBLE_REMOTE_TMP=str(tmp_path / "remote_tmp"), SAGE_AWX_RECORD=str(record),
+               ANSIBLE_COLLECTIONS_PATH=str(standins),
                # Only the stand-ins: the real awx.awx in site-packages must not be found.
                ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                CONTROLLER_HOST="https://awx.invalid", CONTROLLER_OAUTH_TOKEN="unused")
