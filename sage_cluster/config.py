@@ -36,13 +36,26 @@ class Key:
     section: str
     name: str
     default: Any
-    kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list
+    kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list | RAY_KINDS
     help: str
     choices: tuple[str, ...] = ()
 
     @property
     def dotted(self) -> str:
         return f"{self.section}.{self.name}"
+
+
+def _ray_keys(section: str, who: str) -> tuple[Key, ...]:
+    """What `ray start` offers the scheduler on a node: the same keys for the head and (as defaults) workers."""
+    return (
+        Key(section, "num_cpus", None, "count", f"CPUs Ray offers on {who} (null = all it finds; 0 = runs no tasks)"),
+        Key(section, "num_gpus", None, "count", f"GPUs Ray offers on {who} (null = all it finds)"),
+        Key(section, "memory", None, "bytes", f'memory for tasks on {who}, bytes or e.g. "8GiB" (null = Ray decides)'),
+        Key(section, "object_store_memory", None, "bytes",
+            f'object store size on {who}, bytes or e.g. "2GiB" (null = Ray decides)'),
+        Key(section, "resources", {}, "resources", f"custom resources of {who}, name: amount, e.g. {{accel: 1}}"),
+        Key(section, "labels", {}, "labels", f"Ray node labels of {who}, e.g. {{zone: a}}"),
+    )
 
 
 # The guide's keys and example values first, then this product's additions (deploy, security, ssh policy).
@@ -53,10 +66,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("head", "dashboard_host", "0.0.0.0", "host", "dashboard bind address (0.0.0.0 = all interfaces)"),
     Key("head", "temp_dir", "/tmp/ray_head", "abs_path", "Ray temp dir on the head"),
     Key("head", "log_dir", "/tmp/sage_head_logs", "abs_path", "log dir on the head"),
+    *_ray_keys("head", "the head"),
     Key("worker", "bind_host", "localhost", "bind_host",
         'IP a worker binds to; "localhost" means: use the worker\'s own host name'),
     Key("worker", "temp_dir", "/tmp/ray_worker", "abs_path", "Ray temp dir on workers"),
     Key("worker", "log_dir", "/tmp/sage_worker_logs", "abs_path", "log dir on workers"),
+    *_ray_keys("worker", "each worker"),
     Key("ssh", "user", "sage", "text", "SSH login user"),
     Key("ssh", "key_path", "~/.ssh/id_rsa", "local_path", "SSH private key"),
     Key("ssh", "connect_timeout", 10, "timeout", "SSH connect timeout (seconds)"),
@@ -154,6 +169,8 @@ def _current_user() -> str:
 
 
 def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
     return list(value) if isinstance(value, list) else value
 
 
@@ -302,6 +319,8 @@ def _unknown(path: Path, line: int, key: str, known: list[str]) -> str:
 def check_value(key: Key, value: Any, where: str) -> Any:
     """Return the value as the program uses it, or raise a one-line ConfigError."""
     label = f"{where}: '{key.dotted}'"
+    if key.kind in RAY_KINDS:
+        return check_ray_value(key, value, label)
     if value is None and key.name == "conda_env":
         return ""  # `conda_env:` with no value: no conda env, like ""
     if value is None or (isinstance(value, str) and not value.strip() and key.name != "conda_env"):
@@ -346,6 +365,84 @@ def check_value(key: Key, value: Any, where: str) -> Any:
         raise ConfigError(f"{label} = {value!r} may hold only letters, digits, '_', '.', '-'. "
                           f"Fix: e.g. {key.default}.")
     return value
+
+
+# ---------------------------------------------------------------- Ray resources and labels
+
+RAY_KINDS = ("count", "bytes", "resources", "labels")
+# Names Ray sets itself or refuses as custom resources, and the key that sets each instead.
+RAY_OWN_RESOURCES = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory",
+                     "object_store_memory": "object_store_memory"}
+_RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20,
+          "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+# Ray's node label syntax (Kubernetes' rules; ray/_private/label_utils.py): checked here so that a bad label
+# is a config error with a line number, not a failed `ray start` on one node.
+_LABEL_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"(?:(?:{_LABEL_NAME})(?:\.{_LABEL_NAME})*/)?{_LABEL_NAME}")
+
+
+def check_ray_value(key: Key, value: Any, label: str) -> Any:
+    """A Ray resource key's value as `ray start` takes it, or a one-line ConfigError."""
+    if key.kind in ("count", "bytes"):
+        if value is None:
+            return None  # null: Ray decides (detects CPUs and GPUs, sizes memory)
+        number = parse_bytes(value) if key.kind == "bytes" and isinstance(value, str) else value
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            example = '"8GiB"' if key.kind == "bytes" else "4"
+            raise ConfigError(f"{label} = {_show(value)} must be a whole number 0 or more. "
+                              f"Fix: e.g. {example}, or null to let Ray decide.")
+        return number
+    if value is None:
+        return {}
+    from collections.abc import Mapping
+    if not isinstance(value, Mapping):
+        example = "{accel: 1}" if key.kind == "resources" else "{zone: a}"
+        raise ConfigError(f"{label} must be a mapping, not {_kind(value)} {_show(value)}. Fix: e.g. {example}.")
+    check = _check_resource if key.kind == "resources" else _check_label
+    return dict(check(str(name), amount, label) for name, amount in value.items())
+
+
+def parse_bytes(text: str) -> int | None:
+    """ "8GiB", "512 MiB", "1000000" -> bytes; None when it is not a size."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _check_resource(name: str, amount: Any, label: str) -> tuple[str, int | float]:
+    if name in RAY_OWN_RESOURCES:
+        raise ConfigError(f"{label}: '{name}' is Ray's own resource, not a custom one. "
+                          f"Fix: set {RAY_OWN_RESOURCES[name]} instead.")
+    if name == "bundle" or name.startswith(("node:", "accelerator_type:")) or "_group_" in name:
+        raise ConfigError(f"{label}: Ray reserves the resource name {name!r} for itself. Fix: choose another name.")
+    if not _RESOURCE_NAME.fullmatch(name):
+        raise ConfigError(f"{label}: resource name {name!r} may hold only letters, digits, '_', '.', '-' "
+                          "(starting with a letter or '_'). Fix: e.g. accel.")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+        raise ConfigError(f"{label}: resource {name!r} = {_show(amount)} must be a number 0 or more. Fix: e.g. 1.")
+    if round(amount * 10000) != amount * 10000:
+        raise ConfigError(f"{label}: resource {name!r} = {amount} has more decimals than Ray keeps (4). "
+                          f"Fix: e.g. {round(amount, 4)}.")
+    return name, int(amount) if float(amount).is_integer() else float(amount)
+
+
+def _check_label(name: str, value: Any, label: str) -> tuple[str, str]:
+    if name.startswith("ray.io/"):
+        raise ConfigError(f"{label}: label {name!r}: Ray reserves the prefix ray.io/ for its own labels. "
+                          "Fix: choose another key.")
+    if len(name.rpartition("/")[2]) > 63 or len(name) > 317 or not _LABEL_KEY.fullmatch(name):
+        raise ConfigError(f"{label}: label key {name!r} is not a valid Ray label key. Fix: letters, digits, '-', "
+                          "'_', '.' (up to 63, starting and ending with a letter or digit), e.g. zone.")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{label}: label {name!r} = {_show(value)} must be a string. Fix: e.g. {name}: a.")
+    value = str(value)
+    if value and (len(value) > 63 or not re.fullmatch(_LABEL_NAME, value)):
+        raise ConfigError(f"{label}: label {name!r} = {value!r} is not a valid Ray label value. Fix: letters, "
+                          "digits, '-', '_', '.' (up to 63, starting and ending with a letter or digit).")
+    return name, value
 
 
 def _show(value: Any) -> str:
@@ -461,6 +558,10 @@ def template_text() -> str:
 
 
 def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_scalar(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[]" if not value else "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if isinstance(value, str):

@@ -39,6 +39,16 @@ def role_vars(cfg: Config) -> dict[str, Any]:
     }
 
 
+# The Ray resource keys of head: / worker: -> the ray_node role's variables (group vars of sage_head and sage_workers).
+RAY_VARS = {"num_cpus": "ray_node_num_cpus", "num_gpus": "ray_node_num_gpus", "memory": "ray_node_memory",
+            "object_store_memory": "ray_node_object_store_memory", "resources": "ray_node_resources",
+            "labels": "ray_node_labels"}
+
+
+def ray_vars(section: dict[str, Any]) -> dict[str, Any]:
+    return {var: section[key] for key, var in RAY_VARS.items()}
+
+
 def _host(ep: Endpoint, node_ip: str) -> dict[str, Any]:
     hostvars: dict[str, Any] = {"ansible_host": ep.host, "ansible_port": ep.port, "ray_node_node_ip": node_ip}
     if is_this_machine(ep.host):
@@ -80,6 +90,8 @@ def render(cfg: Config) -> str:
         role_vars=role_vars(cfg),
         head=cfg["head"],
         worker=cfg["worker"],
+        head_ray_vars=ray_vars(cfg["head"]),
+        worker_ray_vars=ray_vars(cfg["worker"]),
         head_host=_host(cfg.head, cfg["head"]["host"]),
         worker_hosts=[_host(w, w.host if bind == "localhost" else bind) for w in cfg.workers],
     )

@@ -112,11 +112,57 @@ def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]
     # The cluster's status is one play on every node at once (status.yml), not head then workers.
     result = run(cfg, opts, "status.yml" if scope == "cluster" else PLAYBOOKS[scope], "status")
     view = report.cluster_view(result) or {}
+    add_ray_resources(result, view)
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
     if view.get("nodes") is not None:
         healthy = healthy and all(h.data.get("node_ip") in alive_ips for h in result.hosts.values())
     return cfg, result, {"healthy": healthy, "cluster": view}
+
+
+# A node's declared resources (ray start options) -> the names Ray reports them under.
+RAY_RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory",
+                      "object_store_memory": "object_store_memory"}
+
+
+def add_ray_resources(result: RunResult, view: dict[str, Any]) -> None:
+    """Give each host what Ray reports for its node (resources, labels) and how that differs from the config."""
+    by_ip = {n["node_ip"]: n for n in view.get("nodes") or [] if n.get("alive")}
+    for h in result.hosts.values():
+        node = by_ip.get(h.data.get("node_ip"))
+        if node is None or not h.data.get("running"):
+            continue
+        h.data["ray_resources"] = node.get("resources", {})
+        h.data["ray_labels"] = node.get("labels", {})
+        h.data["resource_mismatch"] = resource_mismatch(h.data.get("declared") or {}, h.data["ray_resources"],
+                                                        h.data["ray_labels"])
+
+
+def resource_mismatch(declared: dict[str, Any], resources: dict[str, float], labels: dict[str, str]) -> list[str]:
+    """Where Ray's view of a node differs from its config, one phrase each (empty: they agree).
+
+    Undeclared CPU, GPU and memory are Ray's to choose; custom resources and labels must match both ways.
+    """
+    import math
+
+    out = []
+    for key, name in RAY_RESOURCE_NAMES.items():
+        want, have = declared.get(key), resources.get(name, 0)  # Ray leaves out a resource it has 0 of
+        if want is not None and not math.isclose(want, have, rel_tol=1e-3, abs_tol=1e-4):
+            out.append(f"{name} declared {want:g}, Ray has {have:g}")
+    custom = {k: v for k, v in resources.items()
+              if k not in RAY_RESOURCE_NAMES.values() and not k.startswith(("node:", "accelerator_type:"))}
+    want_custom = declared.get("resources") or {}
+    for name in sorted(set(custom) | set(want_custom)):
+        want, have = want_custom.get(name), custom.get(name)
+        if want is None or have is None or not math.isclose(want, have, abs_tol=1e-4):
+            out.append(f"{name} declared {'none' if want is None else f'{want:g}'}, "
+                       f"Ray has {'none' if have is None else f'{have:g}'}")
+    want_labels = declared.get("labels") or {}
+    for key in sorted(set(labels) | set(want_labels)):
+        if want_labels.get(key) != labels.get(key):
+            out.append(f"label {key} declared {want_labels.get(key, 'none')!s}, Ray has {labels.get(key, 'none')!s}")
+    return out
 
 
 def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:

@@ -29,8 +29,9 @@ def add_node_commands(group: click.Group, scope: str) -> None:
         group.command(name=action, help=f"{doc}\n\n\b\nExample:\n  sage {scope} {action}")(
             options(check=True, json=True)(_action_command(scope, action)))
 
-    @group.command(name="status", help=f"Show whether Ray runs on each node of {what}, its node IP, and Ray's own "
-                   f"count of alive nodes from the head. Exit 1 if a node is down.\n\n\b\nExample:\n  sage {scope} status"
+    @group.command(name="status", help=f"Show whether Ray runs on each node of {what}, its node IP, its resources as Ray "
+                   f"reports them (flagged where they differ from the config), and Ray's own count of alive nodes "
+                   f"from the head. Exit 1 if a node is down.\n\n\b\nExample:\n  sage {scope} status"
                    f"\n  sage {scope} status --json")
     @options(json=True)
     def status(opts: ops.Options) -> None:
@@ -38,7 +39,9 @@ def add_node_commands(group: click.Group, scope: str) -> None:
         if opts.json:
             report.emit_json({**report.run_json(result), **health})
         else:
-            click.echo(report.table(report.node_rows(result), ["HOST", "ROLE", "RAY", "NODE IP", "ERROR"]))
+            click.echo(report.table(report.node_rows(result),
+                                    ["HOST", "ROLE", "RAY", "NODE IP", "RESOURCES (RAY)", "ERROR"]))
+            report.resource_warnings(result)
             view = health["cluster"]
             if view.get("error"):
                 click.echo(f"Ray (from the head): {view['error']}")

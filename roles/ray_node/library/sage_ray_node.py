@@ -28,6 +28,12 @@ options:
   timeout: {type: int, default: 60}
   auth_token: {type: str, no_log: true, description: Ray auth token; set = RAY_AUTH_MODE=token, unset = disabled}
   auth_token_path: {type: path, default: ~/.ray/auth_token, description: where the node keeps the token (0600)}
+  num_cpus: {type: int, description: ray start --num-cpus; unset = Ray counts them}
+  num_gpus: {type: int, description: ray start --num-gpus; unset = Ray counts them}
+  memory: {type: int, description: ray start --memory (bytes); unset = Ray decides}
+  object_store_memory: {type: int, description: ray start --object-store-memory (bytes); unset = Ray decides}
+  resources: {type: dict, default: {}, description: custom resources (name -> amount), ray start --resources}
+  labels: {type: dict, default: {}, description: Ray node labels (key -> value), ray start --labels}
 """
 
 import json
@@ -40,6 +46,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+# The `ray start` options a node's resources are set with, in its flag order.
+RESOURCE_OPTIONS = ("num_cpus", "num_gpus", "memory", "object_store_memory", "resources", "labels")
+
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
 NODES_SNIPPET = r"""
 import json, sys
@@ -47,7 +56,8 @@ from ray._raylet import GcsClient
 nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10).values()
 print(json.dumps([{"node_ip": n.node_manager_address, "hostname": n.node_manager_hostname,
                    "alive": n.state == 0, "is_head": n.is_head_node,
-                   "resources": {k: v for k, v in n.resources_total.items() if not k.startswith("node:")}}
+                   "resources": {k: v for k, v in n.resources_total.items() if not k.startswith("node:")},
+                   "labels": {k: v for k, v in n.labels.items() if not k.startswith("ray.io/")}}
                   for n in nodes]))
 """
 
@@ -264,10 +274,24 @@ class Node:
         ip = self.resolve(p["node_ip"], "node address")
         argv = [p["ray_command"], "start", f"--node-ip-address={ip}", f"--temp-dir={p['temp_dir']}",
                 "--disable-usage-stats"]
+        argv += self.resource_args()
         if p["node_type"] == "head":
             return argv + ["--head", f"--port={p['head_port']}", f"--dashboard-host={p['dashboard_host']}",
                            f"--dashboard-port={p['dashboard_port']}"]
         return argv + [f"--address={self.head_address()}"]
+
+    def declared(self):
+        """The resources and labels this node is configured with (unset ones: Ray decides)."""
+        return {k: self.p[k] for k in RESOURCE_OPTIONS if self.p[k] not in (None, {})}
+
+    def resource_args(self):
+        args = [f"--{k.replace('_', '-')}={self.p[k]}" for k in RESOURCE_OPTIONS[:4] if self.p[k] is not None]
+        if self.p["resources"]:
+            args.append("--resources=" + json.dumps(self.p["resources"], sort_keys=True))
+        if self.p["labels"]:
+            # Ray's key=value,key=value form (its JSON form is deprecated); the config refuses ',' and '='.
+            args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(self.p["labels"].items())))
+        return args
 
     def run_logged(self, argv, timeout):
         """Run with output appended to the node's log; stdin/stdout never tie Ray's daemons to our SSH session."""
@@ -338,7 +362,8 @@ class Node:
             return None
         return [{"node_ip": n["node_ip"], "hostname": n.get("node_name"), "alive": n["state"] == "ALIVE",
                  "is_head": n.get("is_head_node", False),
-                 "resources": {k: v for k, v in (n.get("resources_total") or {}).items() if not k.startswith("node:")}}
+                 "resources": {k: v for k, v in (n.get("resources_total") or {}).items() if not k.startswith("node:")},
+                 "labels": {k: v for k, v in (n.get("labels") or {}).items() if not k.startswith("ray.io/")}}
                 for n in rows]
 
     def cluster_nodes(self, state):
@@ -400,6 +425,12 @@ def main():
         "timeout": dict(type="int", default=60),
         "auth_token": dict(type="str", default=None, no_log=True),
         "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
+        "num_cpus": dict(type="int"),
+        "num_gpus": dict(type="int"),
+        "memory": dict(type="int"),
+        "object_store_memory": dict(type="int"),
+        "resources": dict(type="dict", default={}),
+        "labels": dict(type="dict", default={}),
     }
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     node = Node(module)
@@ -414,7 +445,7 @@ def main():
             _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
         started, state = node.start(state)
         changed = changed or started or token_changed
-    report = dict(state, node_type=p["node_type"], log_file=node.log_file)
+    report = dict(state, node_type=p["node_type"], log_file=node.log_file, declared=node.declared())
     if p["state"] == "logs":
         report["log"] = node.tail(p["log_lines"])
     if p["state"] == "doctor":
