@@ -5,8 +5,10 @@ ansible-playbook/AWX, the template written by `sage config init` and the README'
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -113,6 +115,8 @@ class Config:
     workers: list[Endpoint]
     path: Path | None  # None: the built-in single-machine default
     warnings: list[str] = field(default_factory=list)
+    # A worker's own settings from its mapping in workers_ssh_hosts: host -> {section: {key: value}}.
+    nodes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -125,9 +129,16 @@ class Config:
     def is_builtin(self) -> bool:
         return self.path is None
 
+    def node(self, host: str) -> dict[str, dict[str, Any]]:
+        """A worker's effective ssh, remote and worker values: the config's, with the worker's own on top."""
+        own = self.nodes.get(host, {})
+        return {s: {**self.values[s], **own.get(s, {})} for s in NODE_SECTIONS}
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {s: dict(v) for s, v in self.values.items()}
-        out[WORKERS_KEY] = [str(w) for w in self.workers]
+        # A worker with settings of its own is shown as the mapping it is written as.
+        out[WORKERS_KEY] = [{"host": w.host, "port": w.port, **self.nodes[w.host]} if w.host in self.nodes
+                            else str(w) for w in self.workers]
         return out
 
 
@@ -269,7 +280,9 @@ def parse(text: str, path: Path) -> Config:
             item_wheres = [f"{path}:{_item_line(raw_workers, i, _key_line(doc, WORKERS_KEY))}: {WORKERS_KEY}"
                            for i in range(len(raw_workers))]
         workers = _parse_workers(raw_workers, where, item_wheres)
-        cfg = Config(values=values, workers=workers, path=path, warnings=warnings)
+        nodes = {w.host: _node_settings(item, w.host, path) for item, w in zip(raw_workers, workers)
+                 if isinstance(item, dict)} if isinstance(raw_workers, list) else {}
+        cfg = Config(values=values, workers=workers, path=path, warnings=warnings, nodes=nodes)
         _check_cluster(cfg, item_wheres or [where] * len(workers),
                        "Fix: remove it from workers_ssh_hosts, or make it a worker and name another head.")
     else:
@@ -511,7 +524,8 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
         what = "it" if where.endswith(WORKERS_KEY) else f"'{WORKERS_KEY}'"
         raise ConfigError(f"{where}: {what} must be a \"host:port,host:port\" string or a list, "
                           f"not {_kind(raw)} {_show(raw)}. Fix: e.g. \"sage2:22,sage4:22\".")
-    workers = [parse_endpoint(item, w) for item, w in zip(items, wheres)]
+    workers = [_node_endpoint(item, w) if isinstance(item, dict) else parse_endpoint(item, w)
+               for item, w in zip(items, wheres)]
     seen: dict[str, Endpoint] = {}
     for w, at in zip(workers, wheres):
         name = _host_key(w.host)
@@ -520,6 +534,67 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
                               "Fix: list each host once.")
         seen[name] = w
     return workers
+
+
+# ---------------------------------------------------------------- per-node settings
+
+# What a worker's own mapping in workers_ssh_hosts may hold besides host and port: any key of these sections,
+# and the Ray resource keys of worker: directly (`{host: gpu1, num_gpus: 4}`).
+NODE_SECTIONS = ("ssh", "remote", "worker")
+NODE_RAY_KEYS = tuple(k.name for k in SCHEMA if k.section == "worker" and k.kind in RAY_KINDS)
+NODE_EXAMPLE = "{host: gpu1, port: 22, num_gpus: 4, remote: {python_path: /opt/envs/x/bin/python}}"
+
+
+def _node_endpoint(item: dict, where: str) -> Endpoint:
+    """The host and port of a worker written as a mapping."""
+    if "host" not in item:
+        raise ConfigError(f"{where}: a worker written as a mapping needs 'host'. Fix: e.g. {NODE_EXAMPLE}.")
+    host, port = item["host"], item.get("port", 22)
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"{where}: worker host {_show(host)} must be a host name or IP. Fix: e.g. host: gpu1.")
+    _check_host(host, f"{where}: worker")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: worker {host!r} has a bad port {_show(port)}. Fix: use a port 1-65535.")
+    return Endpoint(host, port)
+
+
+def _node_settings(item: dict, host: str, path: Path) -> dict[str, dict[str, Any]]:
+    """A worker's own values, each checked like the config-wide key it overrides: {section: {key: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    known = ["host", "port", *NODE_SECTIONS, *NODE_RAY_KEYS]
+    for name, value in item.items():
+        where = f"{path}:{_key_line(item, name)}"
+        if name in ("host", "port"):
+            continue
+        if name in NODE_RAY_KEYS:
+            _node_value(out, "worker", name, value, where, host)
+        elif name in NODE_SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{WORKERS_KEY}[{host}].{name}' must be a mapping of {name}.* keys, not "
+                                  f"{_kind(value)} {_show(value)}. Fix: e.g. {name}: {{...}}.")
+            for sub, sub_value in value.items():
+                _node_value(out, name, str(sub), sub_value, f"{path}:{_key_line(value, sub)}", host)
+        else:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key '{name}' for worker {host} ({hint}). "
+                              f"Fix: use one of {', '.join(known)}.")
+    return out
+
+
+def _node_value(out: dict, section: str, name: str, value: Any, where: str, host: str) -> None:
+    key = next((k for k in SCHEMA if k.section == section and k.name == name), None)
+    label = f"{WORKERS_KEY}[{host}].{section}"
+    if key is None:
+        names = [k.name for k in SCHEMA if k.section == section]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(names)}"
+        raise ConfigError(f"{where}: unknown key '{label}.{name}' ({hint}). Fix: use a {section}.* key.")
+    if name in out.get(section, {}):
+        raise ConfigError(f"{where}: '{label}.{name}' is set twice for worker {host} (directly and under {section}:)."
+                          " Fix: keep one of them.")
+    # The label names the worker, so the message says whose value is wrong.
+    out.setdefault(section, {})[name] = check_value(dataclasses.replace(key, section=label), value, where)
 
 
 def _host_key(host: str) -> str:
@@ -604,11 +679,13 @@ def _read_exact(path: Path) -> str:
 
 
 def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | None = None,
-                 dry_run: bool = False) -> Config:
+                 dry_run: bool = False, settings: dict[str, Any] | None = None) -> Config:
     """Add or remove one worker in the file, keeping comments, key order and the string-or-list form.
 
     The edit is a splice of the file's text: every byte outside workers_ssh_hosts' value stays as it was.
     dry_run: check and return the edited config, leave the file alone (check mode).
+    settings: the added worker's own Ray resource keys (num_gpus, resources, ...), already checked; the worker is
+    then written as a mapping, and a string-form workers_ssh_hosts becomes a list.
     """
     path = Path(path)
     text = _read_exact(path)
@@ -630,9 +707,13 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
     expected = [w for w in current.workers if remove is None or _host_key(w.host) != _host_key(remove.host)]
     if add is not None:
         expected.append(add)
+    expected_nodes = {h: v for h, v in current.nodes.items()
+                      if remove is None or _host_key(h) != _host_key(remove.host)}
+    if add is not None and settings:
+        expected_nodes[add.host] = {"worker": dict(settings)}
     for make in (_splice_workers, _dump_workers):
         try:
-            new_text = make(text, path, current, expected, add, remove)
+            new_text = make(text, path, current, expected, add, remove, settings=settings or None)
         except (YAMLError, ValueError, IndexError, AttributeError, TypeError, KeyError):
             new_text = None
         if new_text is None:
@@ -641,7 +722,7 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
             updated = parse(new_text, path)
         except ConfigError:
             continue
-        if updated.workers == expected and updated.values == current.values:
+        if updated.workers == expected and updated.values == current.values and updated.nodes == expected_nodes:
             if not dry_run:
                 write_atomic(path, new_text)
             return updated
@@ -657,14 +738,47 @@ def _render_like(value: str, style: str | None) -> str:
     return value
 
 
+def _mapping_item(add: Endpoint, settings: dict[str, Any]) -> str:
+    """A worker with settings of its own as a one-line flow mapping: {host: "gpu5", port: 22, num_gpus: 4}."""
+    def flow(value: Any) -> str:
+        if isinstance(value, dict):  # names and values in JSON's quoting: valid YAML, never a YAML keyword
+            return "{" + ", ".join(f"{json.dumps(str(k))}: {flow(v)}" for k, v in value.items()) + "}"
+        return json.dumps(value)
+    parts = [f"host: {json.dumps(add.host)}", f"port: {add.port}"]
+    return "{" + ", ".join(parts + [f"{k}: {flow(v)}" for k, v in settings.items()]) + "}"
+
+
+def _item_host(node: Any, path: Path) -> str:
+    """The host of a workers_ssh_hosts item node: a "host:port" scalar or a mapping with host."""
+    from ruamel.yaml.nodes import MappingNode
+
+    if isinstance(node, MappingNode):
+        return next(v.value for k, v in node.value if k.value == "host")
+    return parse_endpoint(node.value, str(path)).host
+
+
+def _item_end(node: Any) -> int:
+    """Where an item's own text ends: a block mapping's end mark lies on the next line, its last value's does not."""
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+    if isinstance(node, (MappingNode, SequenceNode)) and not node.flow_style and node.value:
+        last = node.value[-1]
+        return _item_end(last[1] if isinstance(node, MappingNode) else last)
+    return node.end_mark.index
+
+
 def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
-                    add: Endpoint | None, remove: Endpoint | None) -> str | None:
+                    add: Endpoint | None, remove: Endpoint | None, settings: dict[str, Any] | None = None
+                    ) -> str | None:
     """Replace only the text of workers_ssh_hosts' value; None when the layout is one this does not handle."""
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     nl = "\r\n" if "\r\n" in text else "\n"
     root = _yaml().compose(text)
     joined = ",".join(map(str, expected))
+    if settings:
+        # The string form cannot hold a mapping: the value becomes a flow list of the same workers plus the new one.
+        joined_text = "[" + ", ".join([*(json.dumps(str(w)) for w in expected[:-1]), _mapping_item(add, settings)]) + "]"
     if add is not None and remove is not None:
         return None
     if root is not None and (not isinstance(root, MappingNode) or root.flow_style):
@@ -676,7 +790,8 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         if re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
             return None
         sep = "" if not text or text.endswith(("\n", "\r")) else nl
-        return f'{text}{sep}{WORKERS_KEY}: "{joined}"{nl}'
+        value = joined_text if settings else f'"{joined}"'
+        return f'{text}{sep}{WORKERS_KEY}: {value}{nl}'
     key, node = pair
     if text[key.start_mark.index:key.end_mark.index] != WORKERS_KEY:
         return None
@@ -687,25 +802,26 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
             return None
         if span == "":  # `workers_ssh_hosts:` with no value
             colon = text.index(":", key.end_mark.index)
-            return text[:colon + 1] + " " + _render_like(joined, '"') + text[colon + 1:]
+            return text[:colon + 1] + " " + (joined_text if settings else _render_like(joined, '"')) + text[colon + 1:]
         if node.style is None and span in ("~", "null", "Null", "NULL"):
-            return text[:start] + _render_like(joined, '"') + text[end:]
+            return text[:start] + (joined_text if settings else _render_like(joined, '"')) + text[end:]
         if not isinstance(_yaml().load(span), str) and node.style is None:
             return None
-        return text[:start] + _render_like(joined, node.style) + text[end:]
+        return text[:start] + (joined_text if settings else _render_like(joined, node.style)) + text[end:]
     if not isinstance(node, SequenceNode):
         return None
     items = list(node.value)
-    if not all(isinstance(i, ScalarNode) for i in items):
+    if not all(isinstance(i, ScalarNode) or (isinstance(i, MappingNode)) for i in items):
         return None
-    kept = [i for i in items if remove is None
-            or _host_key(parse_endpoint(i.value, str(path)).host) != _host_key(remove.host)]
+    kept = [i for i in items if remove is None or _host_key(_item_host(i, path)) != _host_key(remove.host)]
+    like = next((i.style for i in reversed(items) if isinstance(i, ScalarNode)), None)
+    new_item = _mapping_item(add, settings) if add is not None and settings else _render_like(str(add), like)
     if node.flow_style:
         if "#" in span:
             return None
         parts = [text[i.start_mark.index:i.end_mark.index] for i in kept]
         if add is not None:
-            parts.append(_render_like(str(add), items[-1].style if items else None))
+            parts.append(new_item)
         return text[:start] + "[" + ", ".join(parts) + "]" + text[end:]
     out = text
     if remove is not None:
@@ -716,9 +832,9 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         line_start = out.rfind("\n", 0, item.start_mark.index) + 1
         if not re.fullmatch(r"[ \t]*-[ \t]+", out[line_start:item.start_mark.index]):
             return None
-        line_end = out.find("\n", item.end_mark.index)
+        line_end = out.find("\n", _item_end(item))
         line_end = len(out) if line_end < 0 else line_end + 1
-        if not re.fullmatch(r"[ \t]*(#[^\n]*)?\r?\n?", out[item.end_mark.index:line_end]):
+        if not re.fullmatch(r"[ \t]*(#[^\n]*)?\r?\n?", out[_item_end(item):line_end]):
             return None
         out = out[:line_start] + out[line_end:]
     if add is not None:
@@ -727,8 +843,8 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         prefix = text[line_start:last.start_mark.index]
         if not re.fullmatch(r"[ \t]*-[ \t]+", prefix):
             return None
-        line_end = text.find("\n", last.end_mark.index)
-        new_line = prefix + _render_like(str(add), last.style) + nl
+        line_end = text.find("\n", _item_end(last))
+        new_line = prefix + new_item + nl
         if line_end < 0:
             out = text + nl + new_line
         else:
@@ -737,18 +853,28 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
 
 
 def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
-                  add: Endpoint | None, remove: Endpoint | None) -> str | None:
+                  add: Endpoint | None, remove: Endpoint | None, settings: dict[str, Any] | None = None
+                  ) -> str | None:
     """The fallback: a ruamel round trip (keeps comments and order, may re-indent)."""
     doc = _yaml().load(text)
     if doc is None:
         doc = CommentedMap()
     raw = doc.get(WORKERS_KEY)
+    if settings and not isinstance(raw, list):
+        raw = doc[WORKERS_KEY] = CommentedSeq(str(w) for w in expected[:-1])
+        raw.fa.set_flow_style()
+        add = expected[-1]
     if isinstance(raw, list):
         for i, item in enumerate(list(raw)):
-            if remove is not None and _host_key(parse_endpoint(item, str(path)).host) == _host_key(remove.host):
+            host = item["host"] if isinstance(item, dict) else parse_endpoint(item, str(path)).host
+            if remove is not None and _host_key(host) == _host_key(remove.host):
                 del raw[i]
                 break
-        if add is not None:
+        if add is not None and settings:
+            item = CommentedMap([("host", add.host), ("port", add.port), *settings.items()])
+            item.fa.set_flow_style()
+            raw.append(item)
+        elif add is not None:
             raw.append(str(add))
     else:
         new = ",".join(map(str, expected))

@@ -4,6 +4,7 @@ The CLI calls one function here per command; every remote step is a playbook run
 """
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -85,9 +86,38 @@ def parse_host_arg(text: str) -> Endpoint:
     return cfgmod.parse_endpoint(text, "argument")
 
 
-def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
+def node_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """`scale add`'s resource options ({"num_gpus": "4", "resources": ["accel=1"], ...}) -> the new worker's own
+    settings, checked like the same keys in the file; a bad one is a one-line ConfigError naming the option."""
+    keys = {k.name: k for k in cfgmod.SCHEMA if k.section == "worker" and k.kind in cfgmod.RAY_KINDS}
+    out: dict[str, Any] = {}
+    for name, raw in options.items():
+        if raw is None or raw == ():
+            continue
+        option = "--label" if name == "labels" else f"--{name.replace('_', '-')}"
+        if isinstance(raw, tuple):  # k=v options, each may also be k=v,k=v
+            pairs = [p.partition("=") for text in raw for p in text.split(",") if p.strip()]
+            if any(not sep or not k.strip() for k, sep, _ in pairs):
+                raise ConfigError(f"argument {option} {' '.join(raw)!r} must be NAME=VALUE. Fix: e.g. {option} "
+                                  f"{'accel=1' if name == 'resources' else 'zone=a'}.")
+            value: Any = {k.strip(): _number(v.strip()) if name == "resources" else v.strip() for k, _, v in pairs}
+        else:
+            value = int(raw) if re.fullmatch(r"-?[0-9]+", raw.strip()) else raw
+        out[name] = cfgmod.check_ray_value(keys[name], value, f"argument {option}")
+    return out
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        return text  # check_ray_value says what is wrong with it
+
+
+def scale(opts: Options, op: str, host_arg: str, settings: dict[str, Any] | None = None) -> tuple[Config, RunResult]:
     """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
 
+    settings: the new worker's own resources (from node_settings()): written as its mapping in the file.
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
     endpoint = parse_host_arg(host_arg)
@@ -97,7 +127,7 @@ def scale(opts: Options, op: str, host_arg: str) -> tuple[Config, RunResult]:
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
     with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
         if op == "add":
-            updated = cfgmod.edit_workers(cfg.path, add=endpoint, dry_run=opts.check)
+            updated = cfgmod.edit_workers(cfg.path, add=endpoint, dry_run=opts.check, settings=settings)
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
         cfgmod.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)

@@ -6,10 +6,12 @@ import sys
 import click
 
 from sage_cluster import operations as ops
+from sage_cluster import config as cfgmod
 from sage_cluster import report, security
 from sage_cluster.config import ConfigError
 from sage_cluster.cli.common import options
 from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
+from sage_cluster.cli.worker import own_settings
 
 
 @click.group()
@@ -46,6 +48,14 @@ def info(opts: ops.Options) -> None:
     click.echo(f"Head:       {head['host']} (Ray port {head['head_port']})")
     click.echo(f"Dashboard:  http://{dash}:{head['dashboard_port']} (bound to {head['dashboard_host']})")
     click.echo(f"Workers:    {', '.join(map(str, cfg.workers)) or 'none'}")
+    for w in cfg.workers:
+        if cfg.nodes.get(w.host):
+            click.echo(f"            {w}{own_settings(cfg, w.host)}")
+    for name in ("head", "worker"):
+        declared = {k: v for k, v in cfg[name].items() if k in cfgmod.NODE_RAY_KEYS and v not in (None, {})}
+        if declared:
+            click.echo(f"Resources:  {'head' if name == 'head' else 'workers'} "
+                       + ", ".join(f"{k}={v}" for k, v in declared.items()))
     click.echo(f"SSH:        user {cfg['ssh']['user']}, key {cfg['ssh']['key_path']}, "
                f"timeout {cfg['ssh']['connect_timeout']}s, host keys {cfg['ssh']['strict_host_key_checking']}")
     r = cfg["remote"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -97,13 +98,32 @@ def add_deploy_command(group: click.Group, scope: str) -> None:
 def scale_command(op: str, example: str) -> click.Command:
     """`add`/`remove` one worker: edits workers_ssh_hosts (comments kept), then starts or stops Ray there."""
     doc = {"add": "Add a worker: list HOST:PORT in the config, deploy the project there, start Ray, and wait "
-                  "until the head lists it alive.",
+                  "until the head lists it alive. With resource options the worker is written as a mapping "
+                  "holding them (that worker only; the rest of the file stays as it is).",
            "remove": "Remove a worker: take HOST:PORT out of the config and stop Ray on it."}[op]
+    if op == "add":
+        example += f"\n  {example.rsplit(' ', 1)[0]} gpu5:22 --num-gpus 4 --resources accel=1 --label zone=a"
 
-    @click.command(name=op, help=f"{doc}\n\n\b\nExample:\n  {example}")
-    @click.argument("host_port", metavar="HOST:PORT")
     @options(check=True, json=True)
-    def command(opts: ops.Options, host_port: str) -> None:
-        _, result = ops.scale(opts, op, host_port)
+    def command(opts: ops.Options, host_port: str, **resources: Any) -> None:
+        _, result = ops.scale(opts, op, host_port, ops.node_settings(resources) if resources else None)
         finish(result, f"scale {op} {host_port}", opts)
-    return command
+    if op == "add":  # values are checked by the config's own rules (one line, exit 2), so they are taken as text
+        for name, help_text in reversed(RESOURCE_OPTIONS):
+            multiple = name in ("resources", "labels")
+            flag = "--label" if name == "labels" else f"--{name.replace('_', '-')}"
+            command = click.option(flag, name, multiple=multiple, metavar="K=V" if multiple else "N",
+                                   help=help_text)(command)
+    command = click.argument("host_port", metavar="HOST:PORT")(command)
+    return click.command(name=op, help=f"{doc}\n\n\b\nExample:\n  {example}")(command)
+
+
+# scale add's options for the new worker's own Ray resources (the keys of worker: in the config).
+RESOURCE_OPTIONS = [
+    ("num_cpus", "CPUs Ray offers on this worker (0: it runs no tasks)."),
+    ("num_gpus", "GPUs Ray offers on this worker."),
+    ("memory", 'Memory for tasks, bytes or e.g. "8GiB".'),
+    ("object_store_memory", 'Object store size, bytes or e.g. "2GiB".'),
+    ("resources", "A custom resource, NAME=AMOUNT (repeat, or comma-separate, for more)."),
+    ("labels", "A Ray node label, KEY=VALUE (repeat, or comma-separate, for more)."),
+]
