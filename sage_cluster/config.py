@@ -91,7 +91,8 @@ SCHEMA: tuple[Key, ...] = (
 )
 SECTIONS = tuple(dict.fromkeys(k.section for k in SCHEMA))
 WORKERS_DEFAULT = "sage2:22,sage4:22"
-WORKERS_HELP = "worker SSH hosts, host:port, comma separated (or a YAML list)"
+WORKERS_HELP = ("worker SSH hosts, host:port, comma separated (or a YAML list; an item may be a mapping with "
+                "a worker's own settings: {host: gpu1, port: 22, num_gpus: 4})")
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")

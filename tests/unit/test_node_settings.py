@@ -168,14 +168,21 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cases = {"negative-gpus": ["--num-gpus", "-1"], "ray-resource": ["--resources", "CPU=2"],
              "not-k-v": ["--resources", "accel"], "bad-label": ["--label", "ray.io/x=1"],
              "bad-memory": ["--memory", "lots"]}
-    files, jobs = {}, {}
+    files, jobs, texts = {}, {}, {}
     for name, args in cases.items():
         files[name] = write(home / f"{name}.yaml", text)
         jobs[name] = [*PY_SAGE, "cluster", "scale", "add", "gpu5:22", "--config", str(files[name]), *args]
+    # The three bad values in the file itself, through the CLI a user runs.
+    for name, bad in (("file-negative-gpus", "workers_ssh_hosts:\n  - {host: g1, num_gpus: -1}  # mine\n"),
+                      ("file-ray-resource", "worker:\n  resources: {GPU: 1}  # mine\n"),
+                      ("file-unknown-key", "workers_ssh_hosts:\n  - {host: g1, gpus: 1}  # mine\n")):
+        files[name] = write(home / f"{name}.yaml", bad)
+        texts[name] = bad
+        jobs[name] = [*PY_SAGE, "cluster", "start", "--config", str(files[name])]
     files["worker-add"] = write(home / "worker-add.yaml", text)
     jobs["worker-add"] = [*PY_SAGE, "worker", "add", "gpu5:22", "--config", str(files["worker-add"]),
                           "--num-gpus", "-3"]
-    return {"results": run_many(jobs, home), "files": files, "text": text}
+    return {"results": run_many(jobs, home), "files": files, "text": text, "texts": texts}
 
 
 @pytest.mark.parametrize("name", ["negative-gpus", "ray-resource", "not-k-v", "bad-label", "bad-memory", "worker-add"])
@@ -185,3 +192,13 @@ def test_bad_scale_options_are_refused_before_anything(cli: dict, name: str) -> 
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: argument --"), proc.stderr
     assert "Fix:" in lines[0] and "Traceback" not in proc.stderr
     assert cli["files"][name].read_text() == cli["text"]
+
+
+@pytest.mark.parametrize("name,key", [("file-negative-gpus", "workers_ssh_hosts[g1].worker.num_gpus"),
+                                      ("file-ray-resource", "worker.resources"), ("file-unknown-key", "gpus")])
+def test_bad_values_in_the_file_stop_the_cli(cli: dict, name: str, key: str) -> None:
+    proc, path = cli["results"][name], cli["files"][name]
+    lines = stderr_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and f"{path}:2:" in lines[0] and key in lines[0], proc.stderr
+    assert "Fix:" in lines[0] and "Traceback" not in proc.stderr and proc.stdout == ""
+    assert path.read_text() == cli["texts"][name]
