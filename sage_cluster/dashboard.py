@@ -46,7 +46,10 @@ def _expand(path: str) -> str:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether nothing listens on the local port. SO_REUSEADDR as ssh sets it: connections of an earlier tunnel
+    that wait out TIME_WAIT do not make the port busy."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True

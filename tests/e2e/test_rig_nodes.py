@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 
@@ -50,7 +49,9 @@ head:
 worker:
   num_cpus: 1                    # every worker's default
 workers_ssh_hosts:
-  - host: sage-w1                # its own env, and the accelerator
+  - host: sage-w1                # its own env, host keys file and accelerator
+    ssh:
+      known_hosts: ~/.sage/w1_known_hosts
     remote:
       python_path: {ODD_ENV}/bin/python
       ray_command: {ODD_ENV}/bin/ray
@@ -97,6 +98,11 @@ def cluster(rig, tmp_path_factory):
     s("cluster", "stop", timeout=300)
 
 
+def knows(known_hosts, name: str) -> bool:
+    """Whether known_hosts has a key for the host (names may be hashed: HashKnownHosts)."""
+    return subprocess.run(["ssh-keygen", "-F", name, "-f", str(known_hosts)], capture_output=True).returncode == 0
+
+
 def status(s: Sage) -> dict:
     code, data = s.json("cluster", "status")
     assert code == 0, data
@@ -122,8 +128,10 @@ def test_start_gives_each_node_exactly_its_declared_resources(cluster):
     assert hosts[ODD]["ray_labels"] == {"zone": "a"}
     assert res[PLAIN]["CPU"] == 1 and custom[PLAIN] == set(), res[PLAIN]
     assert all(hosts[name]["resource_mismatch"] == [] for name in res), hosts
-    # The odd worker's Ray runs from its own env.
+    # The odd worker's Ray runs from its own env, and its host key went to its own known_hosts.
     assert any(ODD_ENV in line for line in rig.ssh(ODD, ["ps", "-u", "sage", "-o", "args"]).stdout.splitlines())
+    assert knows(s.home / ".sage" / "w1_known_hosts", ODD)
+    assert not knows(s.home / ".sage" / "known_hosts", ODD) and knows(s.home / ".sage" / "known_hosts", PLAIN)
     table = s("cluster", "status", check=True).stdout
     odd_row = next(line for line in table.splitlines() if line.startswith(ODD))
     assert "accel 2" in odd_row and "CPU 2" in odd_row and "zone=a" in odd_row, table
@@ -167,6 +175,10 @@ def test_scale_add_with_resource_options_writes_the_mapping(cluster):
     hosts = status(s)["hosts"]
     assert hosts[PLAIN]["ray_resources"]["tpu"] == 1 and hosts[PLAIN]["ray_labels"] == {"zone": "b"}
     assert hosts[PLAIN]["resource_mismatch"] == []
+    # scale remove takes the mapping item out again, and nothing else.
+    s("cluster", "scale", "remove", f"{PLAIN}:22", check=True, timeout=300)
+    assert s.config.read_text() == before
+    assert PLAIN not in status(s)["hosts"]
 
 
 def _get(url: str, token: str | None = None) -> int:
@@ -203,16 +215,12 @@ def test_dashboard_through_ssh(cluster):
         tunnel.send_signal(signal.SIGINT)  # what Ctrl-C sends
         code = tunnel.wait(timeout=30)
     assert code == 0, tunnel.stderr.read()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-                break
-            except OSError:
-                time.sleep(0.1)
-    else:
-        pytest.fail(f"port {port} still taken after Ctrl-C")
+    # Free again: a new listener gets it (with SO_REUSEADDR, as ssh and sage bind it: the tunnel's closed
+    # connections may wait out TIME_WAIT on that port).
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
     assert _tunnel_ssh(port) == [], "ssh outlived the tunnel command"
 
 
