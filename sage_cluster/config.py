@@ -777,9 +777,12 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
     nl = "\r\n" if "\r\n" in text else "\n"
     root = _yaml().compose(text)
     joined = ",".join(map(str, expected))
-    if settings:
-        # The string form cannot hold a mapping: the value becomes a flow list of the same workers plus the new one.
-        joined_text = "[" + ", ".join([*(json.dumps(str(w)) for w in expected[:-1]), _mapping_item(add, settings)]) + "]"
+
+    def scalar_value(style: str | None) -> str:
+        """The new text of a string-form value. It cannot hold a mapping: with settings it becomes a flow list."""
+        if not settings:
+            return _render_like(joined, style)
+        return "[" + ", ".join([*(json.dumps(str(w)) for w in expected[:-1]), _mapping_item(add, settings)]) + "]"
     if add is not None and remove is not None:
         return None
     if root is not None and (not isinstance(root, MappingNode) or root.flow_style):
@@ -791,8 +794,7 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         if re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
             return None
         sep = "" if not text or text.endswith(("\n", "\r")) else nl
-        value = joined_text if settings else f'"{joined}"'
-        return f'{text}{sep}{WORKERS_KEY}: {value}{nl}'
+        return text + sep + f"{WORKERS_KEY}: " + scalar_value('"') + nl
     key, node = pair
     if text[key.start_mark.index:key.end_mark.index] != WORKERS_KEY:
         return None
@@ -803,16 +805,16 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
             return None
         if span == "":  # `workers_ssh_hosts:` with no value
             colon = text.index(":", key.end_mark.index)
-            return text[:colon + 1] + " " + (joined_text if settings else _render_like(joined, '"')) + text[colon + 1:]
+            return text[:colon + 1] + " " + scalar_value('"') + text[colon + 1:]
         if node.style is None and span in ("~", "null", "Null", "NULL"):
-            return text[:start] + (joined_text if settings else _render_like(joined, '"')) + text[end:]
+            return text[:start] + scalar_value('"') + text[end:]
         if not isinstance(_yaml().load(span), str) and node.style is None:
             return None
-        return text[:start] + (joined_text if settings else _render_like(joined, node.style)) + text[end:]
+        return text[:start] + scalar_value(node.style) + text[end:]
     if not isinstance(node, SequenceNode):
         return None
     items = list(node.value)
-    if not all(isinstance(i, ScalarNode) or (isinstance(i, MappingNode)) for i in items):
+    if not all(isinstance(i, (ScalarNode, MappingNode)) for i in items):
         return None
     kept = [i for i in items if remove is None or _host_key(_item_host(i, path)) != _host_key(remove.host)]
     like = next((i.style for i in reversed(items) if isinstance(i, ScalarNode)), None)
@@ -864,7 +866,6 @@ def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoin
     if settings and not isinstance(raw, list):
         raw = doc[WORKERS_KEY] = CommentedSeq(str(w) for w in expected[:-1])
         raw.fa.set_flow_style()
-        add = expected[-1]
     if isinstance(raw, list):
         for i, item in enumerate(list(raw)):
             host = item["host"] if isinstance(item, dict) else parse_endpoint(item, str(path)).host

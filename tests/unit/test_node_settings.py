@@ -202,3 +202,12 @@ def test_bad_values_in_the_file_stop_the_cli(cli: dict, name: str, key: str) -> 
     assert proc.returncode == 2 and len(lines) == 1 and f"{path}:2:" in lines[0] and key in lines[0], proc.stderr
     assert "Fix:" in lines[0] and "Traceback" not in proc.stderr and proc.stdout == ""
     assert path.read_text() == cli["texts"][name]
+
+
+def test_add_with_settings_through_the_round_trip_fallback(tmp_path: Path) -> None:
+    """A layout the splice leaves alone (a folded string) goes through ruamel; the result is checked the same way."""
+    path = write(tmp_path / "c.yaml", "head:\n  host: h   # kept\nworkers_ssh_hosts: >-\n  a:22,b:22\n")
+    updated = config.edit_workers(path, add=Endpoint("gpu5", 22), settings=SETTINGS)
+    assert updated.workers == [Endpoint("a", 22), Endpoint("b", 22), Endpoint("gpu5", 22)]
+    assert config.load(path).nodes == {"gpu5": {"worker": SETTINGS}}
+    assert "host: h   # kept\n" in path.read_text()
