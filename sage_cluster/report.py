@@ -86,6 +86,12 @@ def format_resources(res: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
+def own_settings(own: dict[str, dict[str, Any]]) -> str:
+    """ "  (own: ssh.user=ops, worker.num_gpus=4)" for a worker with settings of its own, else ""."""
+    parts = [f"{section}.{key}={value}" for section, values in own.items() for key, value in values.items()]
+    return f"  (own: {', '.join(parts)})" if parts else ""
+
+
 def resource_warnings(result: RunResult) -> None:
     """A warning for each node whose Ray has other resources than the config declares."""
     for name in sorted(result.hosts):

@@ -12,7 +12,6 @@ from sage_cluster import report, security
 from sage_cluster.config import ConfigError
 from sage_cluster.cli.common import options
 from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
-from sage_cluster.cli.worker import own_settings
 
 
 @click.group()
@@ -53,7 +52,7 @@ def info(opts: ops.Options) -> None:
     click.echo(f"Workers:    {', '.join(map(str, cfg.workers)) or 'none'}")
     for w in cfg.workers:
         if cfg.nodes.get(w.host):
-            click.echo(f"            {w}{own_settings(cfg, w.host)}")
+            click.echo(f"            {w}{report.own_settings(cfg.nodes[w.host])}")
     for name in ("head", "worker"):
         declared = {k: v for k, v in cfg[name].items() if k in cfgmod.NODE_RAY_KEYS and v not in (None, {})}
         if declared:

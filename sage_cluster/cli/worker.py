@@ -27,13 +27,6 @@ worker.add_command(scale_command("add", "sage worker add sage5:22"))
 worker.add_command(scale_command("remove", "sage worker remove sage5:22"))
 
 
-def own_settings(cfg, host: str) -> str:
-    """ "  (own: ssh.user=ops, worker.num_gpus=4)" for a worker with settings of its own, else ""."""
-    own = [f"{section}.{key}={value}" for section, values in cfg.nodes.get(host, {}).items()
-           for key, value in values.items()]
-    return f"  (own: {', '.join(own)})" if own else ""
-
-
 @worker.command(name="config")
 @options(json=True)
 def worker_config(opts: ops.Options) -> None:
@@ -52,6 +45,6 @@ def worker_config(opts: ops.Options) -> None:
         click.echo(f"{key}: {value}")
     click.echo("workers_ssh_hosts:")
     for w in cfg.workers:
-        click.echo(f"  - {w}{own_settings(cfg, w.host)}")
+        click.echo(f"  - {w}{report.own_settings(cfg.nodes.get(w.host, {}))}")
     if not cfg.workers:
         click.echo("  (none)")
