@@ -5,6 +5,7 @@ ansible-playbook/AWX, the template written by `sage config init` and the README'
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
@@ -37,7 +38,7 @@ class Key:
     section: str
     name: str
     default: Any
-    kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list | install
+    kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list | install | RAY_KINDS
     help: str
     choices: tuple[str, ...] = ()
     example: str = ""  # shown in the fix of a mistake, where the default is no example
@@ -45,6 +46,19 @@ class Key:
     @property
     def dotted(self) -> str:
         return f"{self.section}.{self.name}"
+
+
+def _ray_keys(section: str, who: str) -> tuple[Key, ...]:
+    """What `ray start` offers the scheduler on a node: the same keys for the head and (as defaults) workers."""
+    return (
+        Key(section, "num_cpus", None, "count", f"CPUs Ray offers on {who} (null = all it finds; 0 = runs no tasks)"),
+        Key(section, "num_gpus", None, "count", f"GPUs Ray offers on {who} (null = all it finds)"),
+        Key(section, "memory", None, "bytes", f'memory for tasks on {who}, bytes or e.g. "8GiB" (null = Ray decides)'),
+        Key(section, "object_store_memory", None, "bytes",
+            f'object store size on {who}, bytes or e.g. "2GiB" (null = Ray decides)'),
+        Key(section, "resources", {}, "resources", f"custom resources of {who}, name: amount, e.g. {{accel: 1}}"),
+        Key(section, "labels", {}, "labels", f"Ray node labels of {who}, e.g. {{zone: a}}"),
+    )
 
 
 # The guide's keys and example values first, then this product's additions (deploy, security, ssh policy).
@@ -55,10 +69,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("head", "dashboard_host", "0.0.0.0", "host", "dashboard bind address (0.0.0.0 = all interfaces)"),
     Key("head", "temp_dir", "/tmp/ray_head", "abs_path", "Ray temp dir on the head"),
     Key("head", "log_dir", "/tmp/sage_head_logs", "abs_path", "log dir on the head"),
+    *_ray_keys("head", "the head"),
     Key("worker", "bind_host", "localhost", "bind_host",
         'IP a worker binds to; "localhost" means: use the worker\'s own host name'),
     Key("worker", "temp_dir", "/tmp/ray_worker", "abs_path", "Ray temp dir on workers"),
     Key("worker", "log_dir", "/tmp/sage_worker_logs", "abs_path", "log dir on workers"),
+    *_ray_keys("worker", "each worker"),
     Key("ssh", "user", "sage", "text", "SSH login user"),
     Key("ssh", "key_path", "~/.ssh/id_rsa", "local_path", "SSH private key"),
     Key("ssh", "connect_timeout", 10, "timeout", "SSH connect timeout (seconds)"),
@@ -84,7 +100,8 @@ SCHEMA: tuple[Key, ...] = (
 )
 SECTIONS = tuple(dict.fromkeys(k.section for k in SCHEMA))
 WORKERS_DEFAULT = "sage2:22,sage4:22"
-WORKERS_HELP = "worker SSH hosts, host:port, comma separated (or a YAML list)"
+WORKERS_HELP = ("worker SSH hosts, host:port, comma separated (or a YAML list; an item may be a mapping with "
+                "a worker's own settings: {host: gpu1, port: 22, num_gpus: 4})")
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
@@ -115,6 +132,8 @@ class Config:
         if self.path is None:
             return f"the built-in default's '{dotted}'"
         return f"{self.path}:{self.lines.get(dotted, 1)}: '{dotted}'"
+    # A worker's own settings from its mapping in workers_ssh_hosts: host -> {section: {key: value}}.
+    nodes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -128,9 +147,16 @@ class Config:
     def is_builtin(self) -> bool:
         return self.path is None
 
+    def node(self, host: str) -> dict[str, dict[str, Any]]:
+        """A worker's effective ssh, remote and worker values: the config's, with the worker's own on top."""
+        own = self.nodes.get(host, {})
+        return {s: {**self.values[s], **own.get(s, {})} for s in NODE_SECTIONS}
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {s: dict(v) for s, v in self.values.items()}
-        out[WORKERS_KEY] = [str(w) for w in self.workers]
+        # A worker with settings of its own is shown as the mapping it is written as.
+        out[WORKERS_KEY] = [{"host": w.host, "port": w.port, **self.nodes[w.host]} if w.host in self.nodes
+                            else str(w) for w in self.workers]
         return out
 
 
@@ -172,6 +198,8 @@ def _current_user() -> str:
 
 
 def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
     return list(value) if isinstance(value, list) else value
 
 
@@ -272,7 +300,9 @@ def parse(text: str, path: Path) -> Config:
             item_wheres = [f"{path}:{_item_line(raw_workers, i, _key_line(doc, WORKERS_KEY))}: {WORKERS_KEY}"
                            for i in range(len(raw_workers))]
         workers = _parse_workers(raw_workers, where, item_wheres)
-        cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines)
+        nodes = {w.host: _node_settings(item, w.host, path) for item, w in zip(raw_workers, workers)
+                 if isinstance(item, dict)} if isinstance(raw_workers, list) else {}
+        cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines, nodes=nodes)
         _check_cluster(cfg, item_wheres or [where] * len(workers),
                        "Fix: remove it from workers_ssh_hosts, or make it a worker and name another head.")
     else:
@@ -322,6 +352,8 @@ def _unknown(path: Path, line: int, key: str, known: list[str]) -> str:
 def check_value(key: Key, value: Any, where: str) -> Any:
     """Return the value as the program uses it, or raise a one-line ConfigError."""
     label = f"{where}: '{key.dotted}'"
+    if key.kind in RAY_KINDS:
+        return check_ray_value(key, value, label)
     if value is None and key.name == "conda_env":
         return ""  # `conda_env:` with no value: no conda env, like ""
     if value is None or (isinstance(value, str) and not value.strip() and key.name != "conda_env"):
@@ -374,6 +406,84 @@ def check_value(key: Key, value: Any, where: str) -> Any:
         raise ConfigError(f"{label} = {value!r} may hold only letters, digits, '_', '.', '-'. "
                           f"Fix: e.g. {key.default}.")
     return value
+
+
+# ---------------------------------------------------------------- Ray resources and labels
+
+RAY_KINDS = ("count", "bytes", "resources", "labels")
+# Names Ray sets itself or refuses as custom resources, and the key that sets each instead.
+RAY_OWN_RESOURCES = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory",
+                     "object_store_memory": "object_store_memory"}
+_RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20,
+          "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+# Ray's node label syntax (Kubernetes' rules; ray/_private/label_utils.py): checked here so that a bad label
+# is a config error with a line number, not a failed `ray start` on one node.
+_LABEL_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"(?:(?:{_LABEL_NAME})(?:\.{_LABEL_NAME})*/)?{_LABEL_NAME}")
+
+
+def check_ray_value(key: Key, value: Any, label: str) -> Any:
+    """A Ray resource key's value as `ray start` takes it, or a one-line ConfigError."""
+    if key.kind in ("count", "bytes"):
+        if value is None:
+            return None  # null: Ray decides (detects CPUs and GPUs, sizes memory)
+        number = parse_bytes(value) if key.kind == "bytes" and isinstance(value, str) else value
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            example = '"8GiB"' if key.kind == "bytes" else "4"
+            raise ConfigError(f"{label} = {_show(value)} must be a whole number 0 or more. "
+                              f"Fix: e.g. {example}, or null to let Ray decide.")
+        return number
+    if value is None:
+        return {}
+    from collections.abc import Mapping
+    if not isinstance(value, Mapping):
+        example = "{accel: 1}" if key.kind == "resources" else "{zone: a}"
+        raise ConfigError(f"{label} must be a mapping, not {_type_name(value)} {_show(value)}. Fix: e.g. {example}.")
+    check = _check_resource if key.kind == "resources" else _check_label
+    return dict(check(str(name), amount, label) for name, amount in value.items())
+
+
+def parse_bytes(text: str) -> int | None:
+    """ "8GiB", "512 MiB", "1000000" -> bytes; None when it is not a size."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _check_resource(name: str, amount: Any, label: str) -> tuple[str, int | float]:
+    if name in RAY_OWN_RESOURCES:
+        raise ConfigError(f"{label}: '{name}' is Ray's own resource, not a custom one. "
+                          f"Fix: set {RAY_OWN_RESOURCES[name]} instead.")
+    if name == "bundle" or name.startswith(("node:", "accelerator_type:")) or "_group_" in name:
+        raise ConfigError(f"{label}: Ray reserves the resource name {name!r} for itself. Fix: choose another name.")
+    if not _RESOURCE_NAME.fullmatch(name):
+        raise ConfigError(f"{label}: resource name {name!r} may hold only letters, digits, '_', '.', '-' "
+                          "(starting with a letter or '_'). Fix: e.g. accel.")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+        raise ConfigError(f"{label}: resource {name!r} = {_show(amount)} must be a number 0 or more. Fix: e.g. 1.")
+    if round(amount * 10000) != amount * 10000:
+        raise ConfigError(f"{label}: resource {name!r} = {amount} has more decimals than Ray keeps (4). "
+                          f"Fix: e.g. {round(amount, 4)}.")
+    return name, int(amount) if float(amount).is_integer() else float(amount)
+
+
+def _check_label(name: str, value: Any, label: str) -> tuple[str, str]:
+    if name.startswith("ray.io/"):
+        raise ConfigError(f"{label}: label {name!r}: Ray reserves the prefix ray.io/ for its own labels. "
+                          "Fix: choose another key.")
+    if len(name.rpartition("/")[2]) > 63 or len(name) > 317 or not _LABEL_KEY.fullmatch(name):
+        raise ConfigError(f"{label}: label key {name!r} is not a valid Ray label key. Fix: letters, digits, '-', "
+                          "'_', '.' (up to 63, starting and ending with a letter or digit), e.g. zone.")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{label}: label {name!r} = {_show(value)} must be a string. Fix: e.g. {name}: a.")
+    value = str(value)
+    if value and (len(value) > 63 or not re.fullmatch(_LABEL_NAME, value)):
+        raise ConfigError(f"{label}: label {name!r} = {value!r} is not a valid Ray label value. Fix: letters, "
+                          "digits, '-', '_', '.' (up to 63, starting and ending with a letter or digit).")
+    return name, value
 
 
 def _show(value: Any) -> str:
@@ -443,7 +553,8 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
         what = "it" if where.endswith(WORKERS_KEY) else f"'{WORKERS_KEY}'"
         raise ConfigError(f"{where}: {what} must be a \"host:port,host:port\" string or a list, "
                           f"not {_type_name(raw)} {_show(raw)}. Fix: e.g. \"sage2:22,sage4:22\".")
-    workers = [parse_endpoint(item, w) for item, w in zip(items, wheres)]
+    workers = [_node_endpoint(item, w) if isinstance(item, dict) else parse_endpoint(item, w)
+               for item, w in zip(items, wheres)]
     seen: dict[str, Endpoint] = {}
     for w, at in zip(workers, wheres):
         name = host_key(w.host)
@@ -452,6 +563,67 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
                               "Fix: list each host once.")
         seen[name] = w
     return workers
+
+
+# ---------------------------------------------------------------- per-node settings
+
+# What a worker's own mapping in workers_ssh_hosts may hold besides host and port: any key of these sections,
+# and the Ray resource keys of worker: directly (`{host: gpu1, num_gpus: 4}`).
+NODE_SECTIONS = ("ssh", "remote", "worker")
+NODE_RAY_KEYS = tuple(k.name for k in SCHEMA if k.section == "worker" and k.kind in RAY_KINDS)
+NODE_EXAMPLE = "{host: gpu1, port: 22, num_gpus: 4, remote: {python_path: /opt/envs/x/bin/python}}"
+
+
+def _node_endpoint(item: dict, where: str) -> Endpoint:
+    """The host and port of a worker written as a mapping."""
+    if "host" not in item:
+        raise ConfigError(f"{where}: a worker written as a mapping needs 'host'. Fix: e.g. {NODE_EXAMPLE}.")
+    host, port = item["host"], item.get("port", 22)
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"{where}: worker host {_show(host)} must be a host name or IP. Fix: e.g. host: gpu1.")
+    _check_host(host, f"{where}: worker")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: worker {host!r} has a bad port {_show(port)}. Fix: use a port 1-65535.")
+    return Endpoint(host, port)
+
+
+def _node_settings(item: dict, host: str, path: Path) -> dict[str, dict[str, Any]]:
+    """A worker's own values, each checked like the config-wide key it overrides: {section: {key: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    known = ["host", "port", *NODE_SECTIONS, *NODE_RAY_KEYS]
+    for name, value in item.items():
+        where = f"{path}:{_key_line(item, name)}"
+        if name in ("host", "port"):
+            continue
+        if name in NODE_RAY_KEYS:
+            _node_value(out, "worker", name, value, where, host)
+        elif name in NODE_SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{WORKERS_KEY}[{host}].{name}' must be a mapping of {name}.* keys, not "
+                                  f"{_type_name(value)} {_show(value)}. Fix: e.g. {name}: {{...}}.")
+            for sub, sub_value in value.items():
+                _node_value(out, name, str(sub), sub_value, f"{path}:{_key_line(value, sub)}", host)
+        else:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key '{name}' for worker {host} ({hint}). "
+                              f"Fix: use one of {', '.join(known)}.")
+    return out
+
+
+def _node_value(out: dict, section: str, name: str, value: Any, where: str, host: str) -> None:
+    key = next((k for k in SCHEMA if k.section == section and k.name == name), None)
+    label = f"{WORKERS_KEY}[{host}].{section}"
+    if key is None:
+        names = [k.name for k in SCHEMA if k.section == section]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(names)}"
+        raise ConfigError(f"{where}: unknown key '{label}.{name}' ({hint}). Fix: use a {section}.* key.")
+    if name in out.get(section, {}):
+        raise ConfigError(f"{where}: '{label}.{name}' is set twice for worker {host} (directly and under {section}:)."
+                          " Fix: keep one of them.")
+    # The label names the worker, so the message says whose value is wrong.
+    out.setdefault(section, {})[name] = check_value(dataclasses.replace(key, section=label), value, where)
 
 
 def host_key(host: str) -> str:
@@ -490,6 +662,10 @@ def template_text() -> str:
 
 
 def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_scalar(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[]" if not value else "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if isinstance(value, str):

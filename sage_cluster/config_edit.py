@@ -5,13 +5,15 @@ workers_ssh_hosts' value, with a ruamel round trip as its fallback, each result 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
@@ -44,11 +46,13 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | None = None,
-                 dry_run: bool = False) -> Config:
+                 dry_run: bool = False, settings: dict[str, Any] | None = None) -> Config:
     """Add or remove one worker in the file, keeping comments, key order and the string-or-list form.
 
     The edit is a splice of the file's text: every byte outside workers_ssh_hosts' value stays as it was.
     dry_run: check and return the edited config, leave the file alone (check mode).
+    settings: the added worker's own Ray resource keys (num_gpus, resources, ...), already checked; the worker is
+    then written as a mapping, and a string-form workers_ssh_hosts becomes a list.
     """
     path = Path(path)
     text = read_exact(path)
@@ -70,9 +74,13 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
     expected = [w for w in current.workers if remove is None or host_key(w.host) != host_key(remove.host)]
     if add is not None:
         expected.append(add)
+    expected_nodes = {h: v for h, v in current.nodes.items()
+                      if remove is None or host_key(h) != host_key(remove.host)}
+    if add is not None and settings:
+        expected_nodes[add.host] = {"worker": dict(settings)}
     for make in (_splice_workers, _dump_workers):
         try:
-            new_text = make(text, path, current, expected, add, remove)
+            new_text = make(text, path, current, expected, add, remove, settings=settings or None)
         except (YAMLError, ValueError, IndexError, AttributeError, TypeError, KeyError):
             new_text = None
         if new_text is None:
@@ -81,7 +89,7 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
             updated = parse(new_text, path)
         except ConfigError:
             continue
-        if updated.workers == expected and updated.values == current.values:
+        if updated.workers == expected and updated.values == current.values and updated.nodes == expected_nodes:
             if not dry_run:
                 write_atomic(path, new_text)
             return updated
@@ -97,14 +105,50 @@ def _render_like(value: str, style: str | None) -> str:
     return value
 
 
+def _mapping_item(add: Endpoint, settings: dict[str, Any]) -> str:
+    """A worker with settings of its own as a one-line flow mapping: {host: "gpu5", port: 22, num_gpus: 4}."""
+    def flow(value: Any) -> str:
+        if isinstance(value, dict):  # names and values in JSON's quoting: valid YAML, never a YAML keyword
+            return "{" + ", ".join(f"{json.dumps(str(k))}: {flow(v)}" for k, v in value.items()) + "}"
+        return json.dumps(value)
+    parts = [f"host: {json.dumps(add.host)}", f"port: {add.port}"]
+    return "{" + ", ".join(parts + [f"{k}: {flow(v)}" for k, v in settings.items()]) + "}"
+
+
+def _item_host(node: Any, path: Path) -> str:
+    """The host of a workers_ssh_hosts item node: a "host:port" scalar or a mapping with host."""
+    from ruamel.yaml.nodes import MappingNode
+
+    if isinstance(node, MappingNode):
+        return next(v.value for k, v in node.value if k.value == "host")
+    return parse_endpoint(node.value, str(path)).host
+
+
+def _item_end(node: Any) -> int:
+    """Where an item's own text ends: a block mapping's end mark lies on the next line, its last value's does not."""
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+    if isinstance(node, (MappingNode, SequenceNode)) and not node.flow_style and node.value:
+        last = node.value[-1]
+        return _item_end(last[1] if isinstance(node, MappingNode) else last)
+    return node.end_mark.index
+
+
 def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
-                    add: Endpoint | None, remove: Endpoint | None) -> str | None:
+                    add: Endpoint | None, remove: Endpoint | None, settings: dict[str, Any] | None = None
+                    ) -> str | None:
     """Replace only the text of workers_ssh_hosts' value; None when the layout is one this does not handle."""
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     nl = "\r\n" if "\r\n" in text else "\n"
     root = round_trip_yaml().compose(text)
     joined = ",".join(map(str, expected))
+
+    def scalar_value(style: str | None) -> str:
+        """The new text of a string-form value. It cannot hold a mapping: with settings it becomes a flow list."""
+        if not settings:
+            return _render_like(joined, style)
+        return "[" + ", ".join([*(json.dumps(str(w)) for w in expected[:-1]), _mapping_item(add, settings)]) + "]"
     if add is not None and remove is not None:
         return None
     if root is not None and (not isinstance(root, MappingNode) or root.flow_style):
@@ -116,7 +160,7 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         if re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
             return None
         sep = "" if not text or text.endswith(("\n", "\r")) else nl
-        return f'{text}{sep}{WORKERS_KEY}: "{joined}"{nl}'
+        return text + sep + f"{WORKERS_KEY}: " + scalar_value('"') + nl
     key, node = pair
     if text[key.start_mark.index:key.end_mark.index] != WORKERS_KEY:
         return None
@@ -127,25 +171,26 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
             return None
         if span == "":  # `workers_ssh_hosts:` with no value
             colon = text.index(":", key.end_mark.index)
-            return text[:colon + 1] + " " + _render_like(joined, '"') + text[colon + 1:]
+            return text[:colon + 1] + " " + scalar_value('"') + text[colon + 1:]
         if node.style is None and span in ("~", "null", "Null", "NULL"):
-            return text[:start] + _render_like(joined, '"') + text[end:]
+            return text[:start] + scalar_value('"') + text[end:]
         if not isinstance(round_trip_yaml().load(span), str) and node.style is None:
             return None
-        return text[:start] + _render_like(joined, node.style) + text[end:]
+        return text[:start] + scalar_value(node.style) + text[end:]
     if not isinstance(node, SequenceNode):
         return None
     items = list(node.value)
-    if not all(isinstance(i, ScalarNode) for i in items):
+    if not all(isinstance(i, (ScalarNode, MappingNode)) for i in items):
         return None
-    kept = [i for i in items if remove is None
-            or host_key(parse_endpoint(i.value, str(path)).host) != host_key(remove.host)]
+    kept = [i for i in items if remove is None or host_key(_item_host(i, path)) != host_key(remove.host)]
+    like = next((i.style for i in reversed(items) if isinstance(i, ScalarNode)), None)
+    new_item = _mapping_item(add, settings) if add is not None and settings else _render_like(str(add), like)
     if node.flow_style:
         if "#" in span:
             return None
         parts = [text[i.start_mark.index:i.end_mark.index] for i in kept]
         if add is not None:
-            parts.append(_render_like(str(add), items[-1].style if items else None))
+            parts.append(new_item)
         return text[:start] + "[" + ", ".join(parts) + "]" + text[end:]
     out = text
     if remove is not None:
@@ -156,9 +201,9 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         line_start = out.rfind("\n", 0, item.start_mark.index) + 1
         if not re.fullmatch(r"[ \t]*-[ \t]+", out[line_start:item.start_mark.index]):
             return None
-        line_end = out.find("\n", item.end_mark.index)
+        line_end = out.find("\n", _item_end(item))
         line_end = len(out) if line_end < 0 else line_end + 1
-        if not re.fullmatch(r"[ \t]*(#[^\n]*)?\r?\n?", out[item.end_mark.index:line_end]):
+        if not re.fullmatch(r"[ \t]*(#[^\n]*)?\r?\n?", out[_item_end(item):line_end]):
             return None
         out = out[:line_start] + out[line_end:]
     if add is not None:
@@ -167,8 +212,8 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         prefix = text[line_start:last.start_mark.index]
         if not re.fullmatch(r"[ \t]*-[ \t]+", prefix):
             return None
-        line_end = text.find("\n", last.end_mark.index)
-        new_line = prefix + _render_like(str(add), last.style) + nl
+        line_end = text.find("\n", _item_end(last))
+        new_line = prefix + new_item + nl
         if line_end < 0:
             out = text + nl + new_line
         else:
@@ -177,18 +222,27 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
 
 
 def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
-                  add: Endpoint | None, remove: Endpoint | None) -> str | None:
+                  add: Endpoint | None, remove: Endpoint | None, settings: dict[str, Any] | None = None
+                  ) -> str | None:
     """The fallback: a ruamel round trip (keeps comments and order, may re-indent)."""
     doc = round_trip_yaml().load(text)
     if doc is None:
         doc = CommentedMap()
     raw = doc.get(WORKERS_KEY)
+    if settings and not isinstance(raw, list):
+        raw = doc[WORKERS_KEY] = CommentedSeq(str(w) for w in expected[:-1])
+        raw.fa.set_flow_style()
     if isinstance(raw, list):
         for i, item in enumerate(list(raw)):
-            if remove is not None and host_key(parse_endpoint(item, str(path)).host) == host_key(remove.host):
+            host = item["host"] if isinstance(item, dict) else parse_endpoint(item, str(path)).host
+            if remove is not None and host_key(host) == host_key(remove.host):
                 del raw[i]
                 break
-        if add is not None:
+        if add is not None and settings:
+            item = CommentedMap([("host", add.host), ("port", add.port), *settings.items()])
+            item.fa.set_flow_style()
+            raw.append(item)
+        elif add is not None:
             raw.append(str(add))
     else:
         new = ",".join(map(str, expected))

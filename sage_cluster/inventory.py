@@ -21,7 +21,7 @@ from sage_cluster.security import token_enabled, token_path
 
 def role_vars(cfg: Config) -> dict[str, Any]:
     """The config's values as the roles' variables (each prefixed with its role's name)."""
-    head, worker, remote, deploy = cfg["head"], cfg["worker"], cfg["remote"], cfg["deploy"]
+    head, remote, deploy = cfg["head"], cfg["remote"], cfg["deploy"]
     return {
         "ray_node_head_host": head["host"],
         "ray_node_head_port": head["head_port"],
@@ -43,36 +43,85 @@ def role_vars(cfg: Config) -> dict[str, Any]:
     }
 
 
-def _host(ep: Endpoint, node_ip: str) -> dict[str, Any]:
-    hostvars: dict[str, Any] = {"ansible_host": ep.host, "ansible_port": ep.port, "ray_node_node_ip": node_ip}
+# The Ray resource keys of head: / worker: -> the ray_node role's variables (group vars of sage_head and sage_workers).
+RAY_VARS = {"num_cpus": "ray_node_num_cpus", "num_gpus": "ray_node_num_gpus", "memory": "ray_node_memory",
+            "object_store_memory": "ray_node_object_store_memory", "resources": "ray_node_resources",
+            "labels": "ray_node_labels"}
+
+
+def ray_vars(section: dict[str, Any]) -> dict[str, Any]:
+    return {var: section[key] for key, var in RAY_VARS.items()}
+
+
+def _host(ep: Endpoint, node_ip: str, own: dict[str, Any] | None = None) -> dict[str, Any]:
+    hostvars: dict[str, Any] = {"ansible_host": ep.host, "ansible_port": ep.port, "ray_node_node_ip": node_ip,
+                                **(own or {})}
     if is_this_machine(ep.host):
         # The controller itself: no SSH, and the controller's own Python runs the modules.
-        hostvars = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                    "ray_node_node_ip": node_ip}
+        hostvars = {**{k: v for k, v in hostvars.items() if not k.startswith("ansible_")},
+                    "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
     return {"name": ep.host, "vars": hostvars}
 
 
-def ssh_common_args(cfg: Config) -> str:
-    ssh = cfg["ssh"]
+def _bind(cfg: Config, ep: Endpoint) -> str:
+    bind = cfg.node(ep.host)["worker"]["bind_host"]
+    return ep.host if bind == "localhost" else bind
+
+
+def ssh_options(ssh: dict[str, Any]) -> list[str]:
+    """ssh's -o options for the host key policy of an ssh section (Ansible's and `sage cluster dashboard`'s)."""
     known_hosts = Path(ssh["known_hosts"]).expanduser()
-    return shlex.join(["-o", f"StrictHostKeyChecking={ssh['strict_host_key_checking']}",
-                       "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"])
+    return ["-o", f"StrictHostKeyChecking={ssh['strict_host_key_checking']}",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"]
+
+
+def ssh_common_args(cfg: Config) -> str:
+    return shlex.join(ssh_options(cfg["ssh"]))
 
 
 def python_interpreter(cfg: Config) -> str:
+    return _interpreter(cfg["remote"]["python_path"])
+
+
+def _interpreter(path: str) -> str:
     """The configured Python runs the modules: no interpreter discovery, one SSH round trip less per host.
 
     Ansible puts the interpreter into a shell command unquoted, so a path that needs quoting is discovered instead.
     """
-    path = cfg["remote"]["python_path"]
     return path if shlex.quote(path) == path else "auto_silent"
+
+
+# A worker's own setting (its mapping in workers_ssh_hosts) -> the host variable that carries it. The group
+# variables carry the config-wide values; a host variable beats them, for sage, ansible-playbook and AWX alike.
+# The env Ray runs in is the one the project is installed into: python_path and conda_env carry both roles' variables.
+NODE_VARS = {("ssh", "user"): ("ansible_user",), ("ssh", "connect_timeout"): ("ansible_ssh_timeout",),
+             ("remote", "python_path"): ("ray_node_python_path", "sage_deploy_python_path"),
+             ("remote", "ray_command"): ("ray_node_ray_command",),
+             ("remote", "conda_env"): ("ray_node_conda_env", "sage_deploy_conda_env"),
+             ("remote", "sage_home"): ("sage_deploy_dest",),
+             ("worker", "temp_dir"): ("ray_node_temp_dir",), ("worker", "log_dir"): ("ray_node_log_dir",),
+             **{("worker", key): (var,) for key, var in RAY_VARS.items()}}
+
+
+def node_vars(cfg: Config, host: str) -> dict[str, Any]:
+    """The host variables of one worker's own settings (none for a worker that has none)."""
+    own, node = cfg.nodes.get(host, {}), cfg.node(host)
+    out = {var: node[section][key] for (section, key), names in NODE_VARS.items() if key in own.get(section, {})
+           for var in names}
+    ssh = own.get("ssh", {})
+    if "key_path" in ssh:
+        out["ansible_ssh_private_key_file"] = str(Path(ssh["key_path"]).expanduser())
+    if {"strict_host_key_checking", "known_hosts"} & set(ssh):
+        out["ansible_ssh_common_args"] = shlex.join(ssh_options(node["ssh"]))
+    if "python_path" in own.get("remote", {}):
+        out["ansible_python_interpreter"] = _interpreter(node["remote"]["python_path"])
+    return out
 
 
 def render(cfg: Config) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(ansible_root() / "inventory_templates"),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    bind = cfg["worker"]["bind_host"]
     ssh = dict(cfg["ssh"], key_path=str(Path(cfg["ssh"]["key_path"]).expanduser()))
     return env.get_template("inventory.yml.j2").render(
         source=cfg.path or "the built-in single-machine default",
@@ -82,8 +131,10 @@ def render(cfg: Config) -> str:
         role_vars=role_vars(cfg),
         head=cfg["head"],
         worker=cfg["worker"],
+        head_ray_vars=ray_vars(cfg["head"]),
+        worker_ray_vars=ray_vars(cfg["worker"]),
         head_host=_host(cfg.head_endpoint, cfg["head"]["host"]),
-        worker_hosts=[_host(w, w.host if bind == "localhost" else bind) for w in cfg.workers],
+        worker_hosts=[_host(w, _bind(cfg, w), node_vars(cfg, w.host)) for w in cfg.workers],
     )
 
 

@@ -4,6 +4,7 @@ The CLI calls one function here per command; every remote step is a playbook run
 """
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -111,9 +112,39 @@ def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
         return cfg, run(cfg, opts, "deploy.yml", "deploy", limit=GROUPS[scope])
 
 
-def scale(opts: Options, op: str, endpoint: Endpoint) -> tuple[Config, RunResult]:
+def node_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """`scale add`'s resource options ({"num_gpus": "4", "resources": ["accel=1"], ...}) -> the new worker's own
+    settings, checked like the same keys in the file; a bad one is a one-line ConfigError naming the option."""
+    keys = {k.name: k for k in cfgmod.SCHEMA if k.section == "worker" and k.kind in cfgmod.RAY_KINDS}
+    out: dict[str, Any] = {}
+    for name, raw in options.items():
+        if raw is None or raw == ():
+            continue
+        option = "--label" if name == "labels" else f"--{name.replace('_', '-')}"
+        if isinstance(raw, tuple):  # k=v options, each may also be k=v,k=v
+            pairs = [p.partition("=") for text in raw for p in text.split(",") if p.strip()]
+            if any(not sep or not k.strip() for k, sep, _ in pairs):
+                raise ConfigError(f"argument {option} {' '.join(raw)!r} must be NAME=VALUE. Fix: e.g. {option} "
+                                  f"{'accel=1' if name == 'resources' else 'zone=a'}.")
+            value: Any = {k.strip(): _number(v.strip()) if name == "resources" else v.strip() for k, _, v in pairs}
+        else:
+            value = int(raw) if re.fullmatch(r"-?[0-9]+", raw.strip()) else raw
+        out[name] = cfgmod.check_ray_value(keys[name], value, f"argument {option}")
+    return out
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        return text  # check_ray_value says what is wrong with it
+
+
+def scale(opts: Options, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None
+          ) -> tuple[Config, RunResult]:
     """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
 
+    settings: the new worker's own resources (from node_settings()): written as its mapping in the file.
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
     cfg = load(opts)
@@ -122,10 +153,10 @@ def scale(opts: Options, op: str, endpoint: Endpoint) -> tuple[Config, RunResult
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
     with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
         if op == "add":
-            updated = config_edit.edit_workers(cfg.path, add=endpoint, dry_run=True)
+            updated = config_edit.edit_workers(cfg.path, add=endpoint, dry_run=True, settings=settings)
             check_source(updated)  # the new worker gets a deploy: refuse a bad source before the file changes
             if not opts.check:
-                updated = config_edit.edit_workers(cfg.path, add=endpoint)
+                updated = config_edit.edit_workers(cfg.path, add=endpoint, settings=settings)
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
         config_edit.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
@@ -140,11 +171,57 @@ def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]
     # Status is one play on every node of the scope at once (status.yml), for the cluster not head then workers.
     result = no_workers(cfg, scope) or run(cfg, opts, "status.yml", "status", limit=GROUPS[scope])
     view = report.cluster_view(result) or {}
+    add_ray_resources(result, view)
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
     if view.get("nodes") is not None:
         healthy = healthy and all(h.data.get("node_ip") in alive_ips for h in result.hosts.values())
     return cfg, result, {"healthy": healthy, "cluster": view}
+
+
+# A node's declared resources (ray start options) -> the names Ray reports them under.
+RAY_RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory",
+                      "object_store_memory": "object_store_memory"}
+
+
+def add_ray_resources(result: RunResult, view: dict[str, Any]) -> None:
+    """Give each host what Ray reports for its node (resources, labels) and how that differs from the config."""
+    by_ip = {n["node_ip"]: n for n in view.get("nodes") or [] if n.get("alive")}
+    for h in result.hosts.values():
+        node = by_ip.get(h.data.get("node_ip"))
+        if node is None or not h.data.get("running"):
+            continue
+        h.data["ray_resources"] = node.get("resources", {})
+        h.data["ray_labels"] = node.get("labels", {})
+        h.data["resource_mismatch"] = resource_mismatch(h.data.get("declared") or {}, h.data["ray_resources"],
+                                                        h.data["ray_labels"])
+
+
+def resource_mismatch(declared: dict[str, Any], resources: dict[str, float], labels: dict[str, str]) -> list[str]:
+    """Where Ray's view of a node differs from its config, one phrase each (empty: they agree).
+
+    Undeclared CPU, GPU and memory are Ray's to choose; custom resources and labels must match both ways.
+    """
+    import math
+
+    out = []
+    for key, name in RAY_RESOURCE_NAMES.items():
+        want, have = declared.get(key), resources.get(name, 0)  # Ray leaves out a resource it has 0 of
+        if want is not None and not math.isclose(want, have, rel_tol=1e-3, abs_tol=1e-4):
+            out.append(f"{name} declared {want:g}, Ray has {have:g}")
+    custom = {k: v for k, v in resources.items()
+              if k not in RAY_RESOURCE_NAMES.values() and not k.startswith(("node:", "accelerator_type:"))}
+    want_custom = declared.get("resources") or {}
+    for name in sorted(set(custom) | set(want_custom)):
+        want, have = want_custom.get(name), custom.get(name)
+        if want is None or have is None or not math.isclose(want, have, abs_tol=1e-4):
+            out.append(f"{name} declared {'none' if want is None else f'{want:g}'}, "
+                       f"Ray has {'none' if have is None else f'{have:g}'}")
+    want_labels = declared.get("labels") or {}
+    for key in sorted(set(labels) | set(want_labels)):
+        if want_labels.get(key) != labels.get(key):
+            out.append(f"label {key} declared {want_labels.get(key, 'none')!s}, Ray has {labels.get(key, 'none')!s}")
+    return out
 
 
 def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:

@@ -57,7 +57,8 @@ def node_rows(result: RunResult) -> list[list[str]]:
             ray = h.state
         else:
             ray = "running" if d.get("running") else "stopped"
-        rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", deployed(d.get("deploy")), h.error])
+        rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", node_resources(d),
+                     deployed(d.get("deploy")), h.error])
     return rows
 
 
@@ -75,6 +76,14 @@ def deployed(deploy: dict[str, Any] | None) -> str:
     return text
 
 
+def node_resources(d: dict[str, Any]) -> str:
+    """One node's resources and labels as Ray reports them ("-" when the head could not say)."""
+    if "ray_resources" not in d:
+        return "-"
+    labels = [f"{k}={v}" for k, v in sorted(d.get("ray_labels", {}).items())]
+    return ", ".join(filter(None, [format_resources(d["ray_resources"]), *labels])) or "none"
+
+
 def cluster_view(result: RunResult) -> dict[str, Any] | None:
     for h in result.hosts.values():
         if "cluster" in h.data:
@@ -85,11 +94,27 @@ def cluster_view(result: RunResult) -> dict[str, Any] | None:
 def format_resources(res: dict[str, float]) -> str:
     parts = []
     for key, value in sorted(res.items()):
+        if key.startswith("accelerator_type:"):
+            continue  # Ray's marker of a GPU model: shown by its GPU count already
         if "memory" in key:
             parts.append(f"{key} {value / 2**30:.1f} GiB")
         else:
             parts.append(f"{key} {value:g}")
     return ", ".join(parts)
+
+
+def own_settings(own: dict[str, dict[str, Any]]) -> str:
+    """ "  (own: ssh.user=ops, worker.num_gpus=4)" for a worker with settings of its own, else ""."""
+    parts = [f"{section}.{key}={value}" for section, values in own.items() for key, value in values.items()]
+    return f"  (own: {', '.join(parts)})" if parts else ""
+
+
+def resource_warnings(result: RunResult) -> None:
+    """A warning for each node whose Ray has other resources than the config declares."""
+    for name in sorted(result.hosts):
+        if differ := result.hosts[name].data.get("resource_mismatch"):
+            warn(f"{name}: Ray's resources differ from the config ({'; '.join(differ)}). "
+                 "Fix: restart that node (`sage cluster restart`) so Ray starts with the configured ones.")
 
 
 def emit_json(payload: Any) -> None:

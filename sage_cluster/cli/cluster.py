@@ -1,11 +1,13 @@
 """`sage cluster ...`: the whole cluster with one command."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
 
 from sage_cluster import operations as ops
+from sage_cluster import config as cfgmod
 from sage_cluster import node_logic, report, security
 from sage_cluster.config import ConfigError
 from sage_cluster.cli.common import EXIT_FAILED, exit_code, options
@@ -47,7 +49,17 @@ def info(opts: ops.Options) -> None:
     click.echo(f"Config:     {cfg.path or 'built-in single-machine default'}")
     click.echo(f"Head:       {head['host']} (Ray port {head['head_port']})")
     click.echo(f"Dashboard:  {url} (bound to {head['dashboard_host']})")
+    if not cfgmod.is_this_machine(head["host"]):
+        click.echo("            from this machine through SSH: `sage cluster dashboard` (any dashboard_host)")
     click.echo(f"Workers:    {', '.join(map(str, cfg.workers)) or 'none'}")
+    for w in cfg.workers:
+        if cfg.nodes.get(w.host):
+            click.echo(f"            {w}{report.own_settings(cfg.nodes[w.host])}")
+    for name in ("head", "worker"):
+        declared = {k: v for k, v in cfg[name].items() if k in cfgmod.NODE_RAY_KEYS and v not in (None, {})}
+        if declared:
+            click.echo(f"Resources:  {'head' if name == 'head' else 'workers'} "
+                       + ", ".join(f"{k}={v}" for k, v in declared.items()))
     click.echo(f"SSH:        user {cfg['ssh']['user']}, key {cfg['ssh']['key_path']}, "
                f"timeout {cfg['ssh']['connect_timeout']}s, host keys {cfg['ssh']['strict_host_key_checking']}")
     r = cfg["remote"]
@@ -62,6 +74,58 @@ def info(opts: ops.Options) -> None:
                + (f" (refused: {refused})" if refused else ""))
     if warning := ops.dashboard_warning(cfg):
         report.warn(warning)
+
+
+@cluster.command()
+@click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Local port to open the dashboard on (default: head.dashboard_port).")
+@options()
+def dashboard(opts: ops.Options, port: int | None) -> None:
+    """Open the head's Ray dashboard on this machine: an SSH tunnel from a local port to the head's dashboard
+    port, with the head's SSH settings and host key checks. Prints the URL (and how to pass the Ray token) and
+    stays up until Ctrl-C. Works when the dashboard listens only on the head's 127.0.0.1.
+
+    \b
+    Example:
+      sage cluster dashboard
+      sage cluster dashboard --port 18265
+    """
+    from sage_cluster import dashboard as dash
+
+    cfg = ops.load(opts)
+    head = cfg["head"]
+    port = port or head["dashboard_port"]
+    if cfgmod.is_this_machine(head["host"]):
+        click.echo(f"The head is this machine: no tunnel needed. Dashboard: "
+                   f"http://{dash.local_target(cfg)}:{head['dashboard_port']}")
+        return
+    # SIGTERM, like Ctrl-C, closes the tunnel: ssh runs in its own session and would outlive us.
+    signal.signal(signal.SIGTERM, dash.interrupt)
+    try:
+        tunnel = dash.open_tunnel(cfg, port)
+    except dash.TunnelFailed as exc:
+        click.echo(click.style("error: ", fg="red") + str(exc), err=True)
+        sys.exit(1)
+    try:
+        token = security.read_token() if security.token_enabled(cfg) else None
+        url = f"http://127.0.0.1:{port}"
+        click.echo(f"Dashboard: {url}  (tunnel to {head['host']}:{head['dashboard_port']} over SSH; Ctrl-C closes it)")
+        version = dash.dashboard_answers(port, token)
+        if version is None:
+            report.warn("the tunnel is up, but the dashboard does not answer (is Ray running? `sage cluster start`).")
+        if token:
+            click.echo("Ray token auth is on: API calls and job submission need the token (`sage cluster token`):")
+            click.echo(f'  curl -H "Authorization: Bearer $(sage cluster token)" {url}/api/jobs/')
+            click.echo(f"  RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) ray job submit --address {url} "
+                       "-- python job.py")
+        tunnel.wait()
+        # ssh ended without Ctrl-C: the head went away or the connection broke.
+        click.echo(click.style("error: ", fg="red") + f"the tunnel closed: {dash.reason(tunnel)}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Tunnel closed.", err=True)
+    finally:
+        dash.close(tunnel)
 
 
 @cluster.command()

@@ -59,6 +59,8 @@ def print_config(opts: ops.Options) -> None:
     click.echo(f"# {cfg.path or 'built-in single-machine default'}")
     yaml = YAML()
     yaml.default_flow_style = False
+    # "num_gpus: null" (Ray decides), not "num_gpus:", which reads like a value left out by mistake.
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     yaml.dump(data, click.get_text_stream("stdout"))
 
 

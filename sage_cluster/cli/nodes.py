@@ -16,6 +16,7 @@ to be found by grep). Every `sage` command and where it is defined:
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -44,8 +45,9 @@ def add_node_commands(group: click.Group, scope: str) -> None:
         group.command(name=action, help=f"{doc}\n\n\b\nExample:\n  sage {scope} {action}")(
             options(check=True, json=True)(_action_command(scope, action)))
 
-    @group.command(name="status", help=f"Show whether Ray runs on each node of {what}, its node IP, and Ray's own "
-                   f"count of alive nodes from the head. Exit 1 if a node is down.\n\n\b\nExample:\n  sage {scope} status"
+    @group.command(name="status", help=f"Show whether Ray runs on each node of {what}, its node IP, its resources as Ray "
+                   f"reports them (flagged where they differ from the config), and Ray's own count of alive nodes "
+                   f"from the head. Exit 1 if a node is down.\n\n\b\nExample:\n  sage {scope} status"
                    f"\n  sage {scope} status --json")
     @options(json=True)
     def status(opts: ops.Options) -> None:
@@ -53,7 +55,9 @@ def add_node_commands(group: click.Group, scope: str) -> None:
         if opts.json:
             report.emit_json({**report.run_json(result), **health})
         else:
-            click.echo(report.table(report.node_rows(result), ["HOST", "ROLE", "RAY", "NODE IP", "DEPLOYED", "ERROR"]))
+            click.echo(report.table(report.node_rows(result),
+                                    ["HOST", "ROLE", "RAY", "NODE IP", "RESOURCES (RAY)", "DEPLOYED", "ERROR"]))
+            report.resource_warnings(result)
             view = health["cluster"]
             if view.get("error"):
                 click.echo(f"Ray (from the head): {view['error']}")
@@ -109,13 +113,32 @@ def add_deploy_command(group: click.Group, scope: str) -> None:
 def scale_command(op: str, example: str) -> click.Command:
     """`add`/`remove` one worker: edits workers_ssh_hosts (comments kept), then starts or stops Ray there."""
     doc = {"add": "Add a worker: list HOST:PORT in the config, deploy the project there, start Ray, and wait "
-                  "until the head lists it alive.",
+                  "until the head lists it alive. With resource options the worker is written as a mapping "
+                  "holding them (that worker only; the rest of the file stays as it is).",
            "remove": "Remove a worker: take HOST:PORT out of the config and stop Ray on it."}[op]
+    if op == "add":
+        example += f"\n  {example.rsplit(' ', 1)[0]} gpu5:22 --num-gpus 4 --resources accel=1 --label zone=a"
 
-    @click.command(name=op, help=f"{doc}\n\n\b\nExample:\n  {example}")
-    @click.argument("endpoint", metavar="HOST:PORT", type=HostPort())
     @options(check=True, json=True)
-    def command(opts: ops.Options, endpoint: Endpoint) -> None:
-        _, result = ops.scale(opts, op, endpoint)
+    def command(opts: ops.Options, endpoint: Endpoint, **resources: Any) -> None:
+        _, result = ops.scale(opts, op, endpoint, ops.node_settings(resources) if resources else None)
         finish(result, f"scale {op} {endpoint}", opts)
-    return command
+    if op == "add":  # values are checked by the config's own rules (one line, exit 2), so they are taken as text
+        for name, help_text in reversed(RESOURCE_OPTIONS):
+            multiple = name in ("resources", "labels")
+            flag = "--label" if name == "labels" else f"--{name.replace('_', '-')}"
+            command = click.option(flag, name, multiple=multiple, metavar="K=V" if multiple else "N",
+                                   help=help_text)(command)
+    command = click.argument("endpoint", metavar="HOST:PORT", type=HostPort())(command)
+    return click.command(name=op, help=f"{doc}\n\n\b\nExample:\n  {example}")(command)
+
+
+# scale add's options for the new worker's own Ray resources (the keys of worker: in the config).
+RESOURCE_OPTIONS = [
+    ("num_cpus", "CPUs Ray offers on this worker (0: it runs no tasks)."),
+    ("num_gpus", "GPUs Ray offers on this worker."),
+    ("memory", 'Memory for tasks, bytes or e.g. "8GiB".'),
+    ("object_store_memory", 'Object store size, bytes or e.g. "2GiB".'),
+    ("resources", "A custom resource, NAME=AMOUNT (repeat, or comma-separate, for more)."),
+    ("labels", "A Ray node label, KEY=VALUE (repeat, or comma-separate, for more)."),
+]

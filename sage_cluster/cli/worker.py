@@ -37,7 +37,7 @@ def worker_config(opts: ops.Options) -> None:
       sage worker config
     """
     cfg = ops.load(opts)
-    payload = {"worker": cfg["worker"], "workers_ssh_hosts": [str(w) for w in cfg.workers]}
+    payload = {"worker": cfg["worker"], "workers_ssh_hosts": cfg.as_dict()["workers_ssh_hosts"]}
     if opts.json:
         report.emit_json(payload)
         return
@@ -45,6 +45,6 @@ def worker_config(opts: ops.Options) -> None:
         click.echo(f"{key}: {value}")
     click.echo("workers_ssh_hosts:")
     for w in cfg.workers:
-        click.echo(f"  - {w}")
+        click.echo(f"  - {w}{report.own_settings(cfg.nodes.get(w.host, {}))}")
     if not cfg.workers:
         click.echo("  (none)")

@@ -25,11 +25,14 @@ def write(path: Path, text: str) -> Path:
 def test_guide_example_loads_with_the_guides_values(home: Path) -> None:
     cfg = config.load(write(home / "guide.yaml", GUIDE_CONFIG))
     assert cfg.warnings == []
+    # The guide's keys, and Ray's resources left to Ray (the guide sets none).
+    no_resources = {"num_cpus": None, "num_gpus": None, "memory": None, "object_store_memory": None,
+                    "resources": {}, "labels": {}}
     assert cfg["head"] == {"host": "base-sage", "head_port": 6379, "dashboard_port": 8265,
                            "dashboard_host": "0.0.0.0", "temp_dir": "/tmp/ray_head",
-                           "log_dir": "/tmp/sage_head_logs"}
+                           "log_dir": "/tmp/sage_head_logs", **no_resources}
     assert cfg["worker"] == {"bind_host": "localhost", "temp_dir": "/tmp/ray_worker",
-                             "log_dir": "/tmp/sage_worker_logs"}
+                             "log_dir": "/tmp/sage_worker_logs", **no_resources}
     assert cfg.workers == [Endpoint("sage2", 22), Endpoint("sage4", 22)]
     assert cfg["ssh"]["user"] == "sage"
     assert cfg["ssh"]["key_path"] == "~/.ssh/id_rsa"

@@ -80,10 +80,13 @@ def test_groups_hosts_and_vars_of_the_guides_config(home: Path) -> None:
     assert v["ray_node_ray_command"] == "/opt/conda/envs/sage/bin/ray"
     assert v["ray_node_conda_env"] == "sage"
     assert v["sage_deploy_dest"] == "/home/sage"
+    # Resources the guide leaves to Ray: null, so the role passes no resource flag to `ray start`.
+    no_resources = {"ray_node_num_cpus": None, "ray_node_num_gpus": None, "ray_node_memory": None,
+                    "ray_node_object_store_memory": None, "ray_node_resources": {}, "ray_node_labels": {}}
     assert head["vars"] == {"ray_node_type": "head", "ray_node_temp_dir": "/tmp/ray_head",
-                            "ray_node_log_dir": "/tmp/sage_head_logs"}
+                            "ray_node_log_dir": "/tmp/sage_head_logs", **no_resources}
     assert workers["vars"] == {"ray_node_type": "worker", "ray_node_temp_dir": "/tmp/ray_worker",
-                               "ray_node_log_dir": "/tmp/sage_worker_logs"}
+                               "ray_node_log_dir": "/tmp/sage_worker_logs", **no_resources}
 
 
 def test_every_value_reaches_the_inventory(home: Path) -> None:

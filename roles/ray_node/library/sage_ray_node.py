@@ -119,6 +119,26 @@ options:
     description: The controller's source revision; a deploy record with another one is reported stale. Empty, no comparison.
     type: str
     required: true
+  num_cpus:
+    description: CPUs Ray offers on this node (ray start --num-cpus); unset, Ray counts them.
+    type: int
+  num_gpus:
+    description: GPUs Ray offers on this node (ray start --num-gpus); unset, Ray counts them.
+    type: int
+  memory:
+    description: Bytes of memory for tasks and actors (ray start --memory); unset, Ray decides.
+    type: int
+  object_store_memory:
+    description: Bytes of object store (ray start --object-store-memory); unset, Ray decides.
+    type: int
+  resources:
+    description: Custom resources of this node, name -> amount (ray start --resources); empty for none.
+    type: dict
+    required: true
+  labels:
+    description: Ray node labels of this node, key -> value (ray start --labels); empty for none.
+    type: dict
+    required: true
 notes:
   - Right after a stop, processes may linger as zombies for a moment; a zombie is not counted as a running Ray.
 """
@@ -143,6 +163,8 @@ EXAMPLES = r"""
     timeout: 90
     deploy_record: ~/.sage/deploy.json
     source_revision: ""
+    resources: {}
+    labels: {zone: a}
     auth_token: "{{ lookup('ansible.builtin.file', '~/.sage/ray_auth_token') }}"
   register: ray_node_result
 
@@ -204,6 +226,10 @@ sage:
           each head port as C({ok, detail}) (free, or held by this cluster's Ray).
       type: dict
       returned: O(state=doctor)
+    declared:
+      description: The resources and labels this node was started with (O(num_cpus) ... O(labels) that are set).
+      type: dict
+      returned: success
     deploy:
       description: What sage_deploy recorded on the node, as C({revision, install_ok, stale}).
       type: dict
@@ -229,8 +255,8 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ray_node import (cluster_summary, dashboard_local_host, dashboard_url, node_state,
-                                           ray_processes, start_argv, terminate)
+from ansible.module_utils.ray_node import (cluster_summary, dashboard_local_host, dashboard_url, declared, node_state,
+                                           ray_processes, resource_args, start_argv, terminate)
 from ansible.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -240,7 +266,8 @@ from ray._raylet import GcsClient
 nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10).values()
 print(json.dumps([{"node_ip": n.node_manager_address, "hostname": n.node_manager_hostname,
                    "alive": n.state == 0, "is_head": n.is_head_node,
-                   "resources": {k: v for k, v in n.resources_total.items() if not k.startswith("node:")}}
+                   "resources": {k: v for k, v in n.resources_total.items() if not k.startswith("node:")},
+                   "labels": {k: v for k, v in n.labels.items() if not k.startswith("ray.io/")}}
                   for n in nodes]))
 """
 
@@ -395,8 +422,10 @@ class Node:
         ip = self.resolve(p["node_ip"], "node address")
         if p["node_type"] == "head":
             return start_argv(p["ray_command"], "head", ip, p["temp_dir"], head_port=p["head_port"],
-                              dashboard_host=p["dashboard_host"], dashboard_port=p["dashboard_port"])
-        return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address())
+                              dashboard_host=p["dashboard_host"], dashboard_port=p["dashboard_port"],
+                              resources=resource_args(p))
+        return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address(),
+                          resources=resource_args(p))
 
     def run_logged(self, argv, timeout):
         """Run with output appended to the node's log; stdin/stdout never tie Ray's daemons to our SSH session."""
@@ -467,7 +496,8 @@ class Node:
             return None
         return [{"node_ip": n["node_ip"], "hostname": n.get("node_name"), "alive": n["state"] == "ALIVE",
                  "is_head": n.get("is_head_node", False),
-                 "resources": {k: v for k, v in (n.get("resources_total") or {}).items() if not k.startswith("node:")}}
+                 "resources": {k: v for k, v in (n.get("resources_total") or {}).items() if not k.startswith("node:")},
+                 "labels": {k: v for k, v in (n.get("labels") or {}).items() if not k.startswith("ray.io/")}}
                 for n in rows]
 
     def cluster_nodes(self, state):
@@ -522,6 +552,12 @@ ARGUMENT_SPEC = {
     "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
     "deploy_record": dict(type="path", required=True),
     "source_revision": dict(type="str", required=True),
+    "num_cpus": dict(type="int"),
+    "num_gpus": dict(type="int"),
+    "memory": dict(type="int"),
+    "object_store_memory": dict(type="int"),
+    "resources": dict(type="dict", required=True),
+    "labels": dict(type="dict", required=True),
 }
 
 
@@ -539,7 +575,7 @@ def main():
             _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
         started, state = node.start(state)
         changed = changed or started or token_changed
-    report = dict(state, node_type=p["node_type"], log_file=node.log_file)
+    report = dict(state, node_type=p["node_type"], log_file=node.log_file, declared=declared(p))
     if p["state"] == "logs":
         report["log"] = node.tail(p["log_lines"])
     if p["state"] == "doctor":

@@ -6,6 +6,7 @@ and clock functions), so tests/unit/test_ray_node.py runs it without root and wi
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -70,10 +71,32 @@ def node_state(procs):
     }
 
 
+# The `ray start` options a node's resources are set with, in their flag order.
+RESOURCE_OPTIONS = ("num_cpus", "num_gpus", "memory", "object_store_memory", "resources", "labels")
+
+
+def declared(params):
+    """The resources and labels a node is configured with; unset ones (None, {}) are Ray's to decide."""
+    return {k: params[k] for k in RESOURCE_OPTIONS if params.get(k) not in (None, {})}
+
+
+def resource_args(params):
+    """The resource flags of `ray start`, one argument each."""
+    args = [f"--{k.replace('_', '-')}={params[k]}" for k in RESOURCE_OPTIONS[:4] if params.get(k) is not None]
+    if params.get("resources"):
+        args.append("--resources=" + json.dumps(params["resources"], sort_keys=True))
+    if params.get("labels"):
+        # Ray's key=value,key=value form (its JSON form is deprecated); the config refuses ',' and '='.
+        args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(params["labels"].items())))
+    return args
+
+
 def start_argv(ray_command, node_type, node_ip, temp_dir, head_port=None, dashboard_host=None,
-               dashboard_port=None, head_address=None):
-    """`ray start` for a head (head_port, dashboard_*) or a worker (head_address, ip:port); node_ip is an IP."""
-    argv = [ray_command, "start", f"--node-ip-address={node_ip}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+               dashboard_port=None, head_address=None, resources=()):
+    """`ray start` for a head (head_port, dashboard_*) or a worker (head_address, ip:port); node_ip is an IP;
+    resources: resource_args()."""
+    argv = [ray_command, "start", f"--node-ip-address={node_ip}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            *resources]
     if node_type == "head":
         return argv + ["--head", f"--port={head_port}", f"--dashboard-host={dashboard_host}",
                        f"--dashboard-port={dashboard_port}"]
