@@ -167,10 +167,10 @@ class Awx:
                        INVENTORY_UPDATE_ID=str(ident), **STANDARD_INVENTORY_UPDATE_ENV)
         # The source's source_vars become environment variables; the admin set sage_awx_sage_config to the
         # committed config (under this test's /runner).
-        sage_config = f"{runner}/project/{CONFIG_IN_PROJECT}"
+        config_path = f"{runner}/project/{CONFIG_IN_PROJECT}"
         for name, value in source["source_vars"].items():
-            envvars[name] = jinja2.Template(value).render(sage_awx_sage_config=sage_config)
-        assert envvars["SAGE_CONFIG"] == sage_config
+            envvars[name] = jinja2.Template(value).render(sage_awx_sage_config=config_path)
+        assert envvars["SAGE_CONFIG"] == config_path
         task = self._run(pdd, ident, {"envvars": envvars})
         if task.status == "successful":
             imported = json.loads((task.artifacts / "output.json").read_text())
@@ -283,7 +283,7 @@ def awx():
                 comment="The admin's config, committed in the project.",
                 ssh={"key_path": "~/.ssh/id_rsa", "strict_host_key_checking": "yes",
                      "known_hosts": f"{project}/awx/known_hosts"},
-                remote={"sage_home": "/home/sage/awx"}, deploy={"source": str(project)},
+                remote={"sage_home": "/home/sage/awx"}, deploy={"source": str(project), "install": "none"},
                 security={"ray_auth": "token"}))
             # The nodes' public host keys, committed (docs/ops.md B.2).
             shutil.copy(rig.known_hosts_path, scm / "awx" / "known_hosts")
