@@ -22,11 +22,15 @@ head:
 workers_ssh_hosts: "{workers}"   # the list under test
 ssh:
   connect_timeout: 2
+deploy:
+  source: "{project}"   # scale add deploys: never the home directory
 """
 
 
 def write_base(path: Path, workers: list[str]) -> None:
-    path.write_text(BASE.format(workers=",".join(workers)))
+    project = path.parent / "project"
+    project.mkdir(exist_ok=True)
+    path.write_text(BASE.format(workers=",".join(workers), project=project))
 
 
 def test_a_second_mutating_command_waits_then_names_the_holder(sage: Sage, tmp_path: Path):
