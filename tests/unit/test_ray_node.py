@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -216,3 +217,31 @@ def test_cluster_summary_counts_alive_nodes_only() -> None:
              {"node_ip": "b", "alive": True, "resources": {"CPU": 1.0}},
              {"node_ip": "c", "alive": False, "resources": {"CPU": 8.0}}]
     assert logic.cluster_summary(nodes) == {"alive": 2, "nodes": nodes, "resources": {"CPU": 3.0, "memory": 4.0}}
+
+
+def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path: Path) -> None:
+    """The worker status probe (no module on the node) runs its one shell command as a node would."""
+    logic = node_logic()
+    raylet = tmp_path / "raylet"  # a process whose name is raylet, holding raylet-like options
+    raylet.write_bytes(Path(os.path.realpath("/usr/bin/python3")).read_bytes())
+    raylet.chmod(0o755)
+    proc = subprocess.Popen([str(raylet), "-c", "import time; time.sleep(60)", "--node_ip_address=10.9.8.7",
+                             "--gcs-address=10.9.8.1:6379"])
+    try:
+        home = tmp_path / "home"
+        (home / ".sage").mkdir(parents=True)
+        (home / ".sage" / "deploy.json").write_text('{"revision": "abc123", "install": {"ok": false}}')
+        command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
+        out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(home)},
+                             check=True).stdout
+        procs, record = logic.parse_probe(out)
+        state = logic.node_state({proc.pid: procs[proc.pid]})
+        assert state["running"] and state["node_ip"] == "10.9.8.7" and state["gcs_address"] == "10.9.8.1:6379"
+        assert logic.deployed(record, "abc123") == {"revision": "abc123", "install_ok": False, "stale": False}
+        assert logic.deployed(record, "def456")["stale"] is True
+        assert logic.deployed({}, "def456") == {"revision": None, "install_ok": None, "stale": True}
+    finally:
+        proc.kill()
+        proc.wait()
+    # A record path is quoted into the command, never interpreted by the shell.
+    assert "cat -- '/x/$(reboot)' " in logic.probe_command("/x/$(reboot)", shlex.quote)

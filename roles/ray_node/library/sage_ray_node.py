@@ -255,8 +255,9 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ray_node import (cluster_summary, dashboard_local_host, dashboard_url, declared, node_state,
-                                           ray_processes, resource_args, start_argv, terminate)
+from ansible.module_utils.ray_node import (cluster_summary, dashboard_local_host, dashboard_url, declared, deployed,
+                                           log_file, node_state, ray_processes, read_record, resource_args,
+                                           start_argv, terminate)
 from ansible.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -339,21 +340,9 @@ class Node:
             if not (os.path.isfile(path) and os.access(path, os.X_OK)):
                 self.fail(f"{key} {path} is not an executable file on this host (config remote.{key})")
 
-    def deployed(self):
-        """What sage_deploy recorded on this node, and whether it is the controller's current source."""
-        try:
-            with open(self.p["deploy_record"]) as fh:
-                record = json.load(fh)
-        except (OSError, ValueError):
-            record = {}
-        revision = record.get("revision") or None
-        install = record.get("install") or {}
-        return {"revision": revision, "install_ok": install.get("ok", True) if revision else None,
-                "stale": bool(self.p["source_revision"]) and revision != self.p["source_revision"]}
-
     @property
     def log_file(self):
-        return os.path.join(self.p["log_dir"], f"{self.p['node_type']}.log")
+        return log_file(self.p["log_dir"], self.p["node_type"])
 
     def head_address(self):
         return f"{self.resolve(self.p['head_host'], 'head host')}:{self.p['head_port']}"
@@ -581,7 +570,7 @@ def main():
     if p["state"] == "doctor":
         report["doctor"] = node.doctor(state)
     if p["state"] in ("status", "doctor") and p["deploy_record"]:
-        report["deploy"] = node.deployed()
+        report["deploy"] = deployed(read_record(p["deploy_record"]), p["source_revision"])
     if p["state"] == "wait":
         _, report["cluster"] = node.wait(state)
     elif p["cluster_view"] and state["running"]:

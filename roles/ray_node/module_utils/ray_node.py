@@ -49,6 +49,55 @@ def ray_processes(proc="/proc", uid=None, own_pid=None):
     return found
 
 
+def deployed(record, source_revision):
+    """What sage_deploy recorded on a node ({revision, install_ok, stale}); stale when it is not the controller's
+    source revision (an empty source_revision compares nothing)."""
+    revision = record.get("revision") or None
+    install = record.get("install") or {}
+    return {"revision": revision, "install_ok": install.get("ok", True) if revision else None,
+            "stale": bool(source_revision) and revision != source_revision}
+
+
+def read_record(path):
+    try:
+        with open(os.path.expanduser(path)) as fh:
+            record = json.load(fh)
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def log_file(log_dir, node_type):
+    return os.path.join(log_dir, f"{node_type}.log")
+
+
+# A worker's status without a module (the sage_ray_node action plugin runs it): its raylet's command line and its
+# deploy record, in one fixed shell command. Only the record's path is put in, quoted.
+PROBE_SEPARATOR = "--- sage deploy record"
+
+
+def probe_command(record_path, quote):
+    path = '"$HOME"/' + quote(record_path[2:]) if record_path.startswith("~/") else quote(record_path)
+    return (f"pgrep -u \"$(id -u)\" -a -x 'raylet|gcs_server'; echo '{PROBE_SEPARATOR}'; "
+            f"cat -- {path} 2>/dev/null; exit 0")
+
+
+def parse_probe(stdout):
+    """The probe's output -> ({pid: argv} of raylet and gcs_server, the deploy record)."""
+    procs_text, _, record_text = stdout.partition(PROBE_SEPARATOR)
+    procs = {}
+    for line in procs_text.splitlines():
+        pid, _, cmdline = line.strip().partition(" ")
+        argv = cmdline.split()
+        if pid.isdigit() and len(argv) > 1:  # a zombie shows its bare name: it is no running Ray
+            procs[int(pid)] = argv
+    try:
+        record = json.loads(record_text) if record_text.strip() else {}
+    except ValueError:
+        record = {}
+    return procs, record if isinstance(record, dict) else {}
+
+
 def options_of(procs, name):
     """The --key=value options of the first process named `name`, or None when there is none."""
     for argv in procs.values():
