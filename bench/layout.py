@@ -27,6 +27,13 @@ def make_project(path: Path, files: int = 200, blob_mib: int = 4) -> Path:
         f.parent.mkdir(parents=True, exist_ok=True)
         body = "".join(f"VALUE_{j} = {rnd.randint(0, 10**9)}  # line {j} of module {i}\n" for j in range(30))
         f.write_text(f'"""Module {i} of the bench project."""\n' + body)
+    # A pip project: every deploy ends in the install check, and the first one installs it (editable).
+    for i in range(files // 20):
+        (path / f"pkg{i}" / "__init__.py").write_text("")
+    (path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=70.1"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "benchproj"\nversion = "0.1.0"\n\n[tool.setuptools]\n'
+        f'packages = [{", ".join(repr(f"pkg{i}") for i in range(files // 20))}]\n'.replace("'", '"'))
     (path / "data").mkdir()
     for i in range(blob_mib):
         (path / "data" / f"blob{i}.bin").write_bytes(rnd.randbytes(1 << 20))
@@ -48,5 +55,7 @@ def write_config(path: Path, rig: Rig, project: Path, head: str, workers: list[s
         comment=f"Written by bench/bench.py for one run; the rig is at {rig.root}.",
         head={"temp_dir": HEAD_TEMP}, worker={"temp_dir": WORKER_TEMP},
         ssh={"connect_timeout": 10, "strict_host_key_checking": "yes", "known_hosts": str(rig.known_hosts_path)},
-        remote={"sage_home": DEST, "conda_env": ""}, deploy={"source": str(project)}))
+        remote={"sage_home": DEST, "conda_env": ""},
+        # The rig has no internet: build with the env's own setuptools.
+        deploy={"source": str(project), "pip_args": ["--no-build-isolation", "--no-index"]}))
     return path
