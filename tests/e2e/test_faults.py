@@ -182,10 +182,14 @@ def rows(s: Sage) -> tuple[int, dict[tuple[str, str], dict]]:
 def test_doctor_passes_on_a_healthy_cluster_and_names_each_fault(user, frig):
     s = user.configure()
     code, checks = rows(s)
+    assert code == 1 and not checks[("f-w2", "deploy")]["ok"], checks  # healthy, but nothing deployed there yet
+    assert checks[("f-w2", "deploy")]["detail"] == "never deployed"
+    s("cluster", "deploy", check=True)
+    code, checks = rows(s)
     failing = [k for k, r in checks.items() if not r["ok"]]
     assert code == 0 and not failing, failing
     assert {k[1] for k in checks} >= {"ssh", "python_path", "ray_command", "versions", "temp_dir", "log_dir",
-                                      "port 6381", "port 8281", "clock"}
+                                      "port 6381", "port 8281", "clock", "deploy"}
 
     # Each fault makes its own row fail, with a fix hint.
     frig.ssh("f-head", ["mkdir", "-p", "/home/sage/nope"])
@@ -242,6 +246,7 @@ def test_doctor_passes_on_a_healthy_cluster_and_names_each_fault(user, frig):
 
 def test_doctor_table_for_people(user):
     s = user.configure()
+    s("cluster", "deploy", check=True)
     out = s("cluster", "doctor").stdout
     assert "HOST" in out and "CHECK" in out and "All checks passed." in out
 

@@ -93,7 +93,9 @@ def cluster(rig, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     config = home / "cluster.yaml"
     config.write_text(CONFIG.replace("{key}", str(rig.key_path)))
-    s = Sage(home=home, config=config)
+    project = tmp_path_factory.mktemp("project")  # deploy.source ".": scale add deploys it to the new worker
+    (project / "job.py").write_text("print('job')\n")
+    s = Sage(home=home, config=config, cwd=project)
     yield s, rig
     s("cluster", "stop", timeout=300)
 
