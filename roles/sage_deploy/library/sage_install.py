@@ -84,7 +84,6 @@ sage:
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -94,6 +93,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sage_env import node_env
+from ansible.module_utils.sage_install_plan import plan, valid_install
 
 
 def read_record(path):
@@ -175,33 +175,14 @@ def main():
         timeout=dict(type="int", default=1200),
     ), supports_check_mode=True)
     p = module.params
-    install = p["install"]
-    if install == "auto":
-        argv = ([p["python_path"], "-m", "pip", "install", "--disable-pip-version-check", *p["pip_args"],
-                 "-e", p["dest"]] if p["packaged"] else [])
-        basis = p["packaging_revision"]
-    elif install == "none":
-        argv, basis = [], ""
-    elif isinstance(install, list) and install and all(isinstance(a, str) and a for a in install):
-        argv, basis = list(install), p["revision"]
-    else:
-        module.fail_json(msg=f"install must be auto, none or a command list, not {install!r}")
-    key = hashlib.sha256(json.dumps([argv, p["conda_env"], basis]).encode()).hexdigest()[:12]
-    log_path = os.path.splitext(p["record"])[0] + ".log"
-    old = read_record(p["record"])
-    if old.get("dest") != p["dest"]:
-        old = {}
-    last = old.get("install") or {}
-    done = last.get("ok") and last.get("key") == key
-    needed = bool(argv) and not done
-    record = {"dest": p["dest"], "revision": p["revision"], "deployed_at": time.time(),
-              "install": last if done or not argv else {"key": key, "ok": False, "command": argv}}
-    report = {"revision": p["revision"], "install_ok": bool(done or not argv), "log": log_path,
-              "install": "would run" if needed else ("skipped" if done else "not needed")}
-    changed = needed or old.get("revision") != p["revision"]
+    if not valid_install(p["install"]):
+        module.fail_json(msg=f"install must be auto, none or a command list, not {p['install']!r}")
+    planned = plan(p, read_record(p["record"]))
+    argv, key, needed, record, report = (planned[k] for k in ("argv", "key", "needed", "record", "report"))
+    log_path, install, changed = report["log"], p["install"], planned["changed"]
     if module.check_mode or not needed:
         if changed and not module.check_mode:
-            write_record(p["record"], dict(record, deployed_at=time.time()))
+            write_record(p["record"], record)
         module.exit_json(changed=changed, sage={"deploy": report})
 
     write_record(p["record"], record)  # a crash from here on leaves "not ok": the next deploy installs again
