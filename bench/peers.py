@@ -33,6 +33,7 @@ brings up a 1+3 rig and runs each peer once.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shlex
@@ -82,17 +83,19 @@ def ray_env_prefix(env: str = DEFAULT_ENV) -> str:
     return f"env RAY_USAGE_STATS_ENABLED=0 PATH={env}/bin:/usr/bin:/bin"
 
 
-def parse_active(ray_status: str) -> int:
-    """Nodes under "Active:" in `ray status` output: " 1 node_<id>" per node, or " 3 <node type>" per type."""
+def parse_alive(ray_status: str) -> int:
+    """Alive nodes in `ray status` output: the "Active:" and "Idle:" sections (an autoscaled cluster lists an
+    unused node as idle), one line per node (" 1 node_<id>") or per node type (" 3 local.cluster.node")."""
     count, inside = 0, False
     for line in ray_status.splitlines():
-        if line.strip() == "Active:":
+        if line.strip() in ("Active:", "Idle:"):
             inside = True
         elif inside:
             m = re.match(r"\s+(\d+)\s+\S", line)
-            if not m:
-                break
-            count += int(m.group(1))
+            if m:
+                count += int(m.group(1))
+            elif not line.startswith(" ("):  # " (no active nodes)" keeps the section open; a heading ends it
+                inside = False
     return count
 
 
@@ -101,7 +104,7 @@ def alive_nodes(rig: Rig, head: str = HEAD, port: int = HEAD_PORT, env: str = DE
     address = f"{rig.host(head).ip}:{port}"
     p = rig.ssh(head, ["sh", "-c", f"{ray_env_prefix(env)} ray status --address={address}"], check=False,
                 timeout=60)
-    return parse_active(p.stdout) if p.returncode == 0 else 0
+    return parse_alive(p.stdout) if p.returncode == 0 else 0
 
 
 def wait_alive(rig: Rig, want: int, timeout: float, head: str = HEAD, port: int = HEAD_PORT,
@@ -144,6 +147,7 @@ class Peer:
         self.head_port = head_port
         self.dashboard_port = dashboard_port
         self.last_output = ""  # stdout + stderr of the last timed command, for errors and parsing
+        self.workdir.mkdir(parents=True, exist_ok=True)
 
     @property
     def nodes(self) -> list[str]:
@@ -166,6 +170,8 @@ class Peer:
                            text=True, timeout=timeout, env=env)
         seconds = time.perf_counter() - t0
         self.last_output = p.stdout
+        with open(self.workdir / "commands.log", "a") as log:  # every peer command's output, for the post-mortem
+            log.write(f"$ {shlex.join(argv)}\n# exit {p.returncode} after {seconds:.2f}s\n{p.stdout}\n")
         if ok_codes is not None and p.returncode not in ok_codes:
             raise PeerError(f"{self.name} {what} exited {p.returncode}:\n{p.stdout[-3000:]}")
         return seconds, p.returncode
@@ -263,8 +269,17 @@ remote:
 
 
 class RayUp(Peer):
-    """Ray's cluster launcher with the local provider, run from the controller with the rig's Ray."""
+    """Ray's cluster launcher with the local provider, run from the controller with the rig's Ray.
+
+    autoscaler_v2: Ray's default since 2.50 (True); False sets RAY_UP_enable_autoscaler_v2=0, the older one.
+    """
     name = "ray up (local provider)"
+
+    def __init__(self, *args, autoscaler_v2: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.autoscaler_v2 = autoscaler_v2
+        if not autoscaler_v2:
+            self.name = "ray up (local provider, autoscaler v1)"
 
     @property
     def config_path(self) -> Path:
@@ -304,7 +319,8 @@ worker_start_ray_commands:
         # Ray temp dir of the machine running `ray up`; no run should see another's.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SAGE_"))}
         env.update(HOME=str(self.workdir / "home"), RAY_TMPDIR=str(self.workdir / "raytmp"),
-                   RAY_USAGE_STATS_ENABLED="0", PATH=f"{self.env}/bin:{env.get('PATH', '/usr/bin:/bin')}")
+                   RAY_USAGE_STATS_ENABLED="0", RAY_UP_enable_autoscaler_v2="1" if self.autoscaler_v2 else "0",
+                   PATH=f"{self.env}/bin:{env.get('PATH', '/usr/bin:/bin')}")
         return env
 
     def install(self) -> None:
@@ -328,7 +344,7 @@ worker_start_ray_commands:
         # The launcher has no status command; its docs run `ray status` on the head through `ray exec`.
         seconds, code = self._timed(self._ray("exec", str(self.config_path), "ray status"), "ray exec 'ray status'",
                                     ok_codes=None, env=self.controller_env())
-        return seconds, code, parse_active(self.last_output)
+        return seconds, code, parse_alive(self.last_output)
 
     def stop(self) -> float:
         return self._timed(self._ray("down", "-y", str(self.config_path)), "ray down", env=self.controller_env())[0]
@@ -348,10 +364,13 @@ def measure(peer: Peer, rig: Rig, settle: float = 5.0, join_timeout: float = 90.
     r["all_alive_after_s"] = wait_alive(rig, n, join_timeout, peer.head, peer.head_port, peer.env)
     time.sleep(settle)
     r["status_s"], r["status_exit"], r["status_alive_reported"] = peer.status()
-    victim = peer.workers[-1]
+    # Kill a worker that runs (a peer may have left one out), and ask for status once Ray itself has seen the
+    # node die, so that a tool that asks Ray could know.
+    victim = (hosts_with_raylet(rig, peer.workers) or peer.workers)[-1]
+    before = alive_nodes(rig, peer.head, peer.head_port, peer.env)
     kill_raylet(rig, victim)
-    # Status is asked once Ray itself has seen the node die, so a tool that asks Ray could know.
-    r["ray_noticed_dead_s"] = wait_alive(rig, n, 60, peer.head, peer.head_port, peer.env, fewer=True)
+    r["killed_raylet_on"] = victim
+    r["ray_noticed_dead_s"] = wait_alive(rig, before, 60, peer.head, peer.head_port, peer.env, fewer=True)
     r["dead_status_s"], r["dead_status_exit"], r["dead_status_alive_reported"] = peer.status()
     r["alive_before_stop"] = alive_nodes(rig, peer.head, peer.head_port, peer.env)
     r["stop_s"] = peer.stop()
@@ -366,20 +385,23 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--install", action="store_true", help="build the peers' venvs (needs PyPI)")
     ap.add_argument("--selftest", action="store_true", help="1+3 rig, each peer once, print the figures")
-    ap.add_argument("--only", choices=["original", "rayup"], help="selftest one peer")
+    ap.add_argument("--only", choices=["original", "rayup", "rayup-v1"], help="selftest one peer (rayup-v1: "
+                    "ray up with the older autoscaler)")
     ap.add_argument("--root", default="/var/tmp/sage-rig-peers", help="rig directory (default %(default)s)")
     ap.add_argument("--first-ip", type=int, default=120)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (configs, commands.log) and say where")
     args = ap.parse_args(argv)
     if args.install:
         print(f"original SAGE CLI: {ensure_peer_envs()}")
     if not args.selftest:
         return 0
-    peers = {"original": [OriginalSage], "rayup": [RayUp]}.get(args.only, PEERS)
+    peers = {"original": [OriginalSage], "rayup": [RayUp],
+             "rayup-v1": [functools.partial(RayUp, autoscaler_v2=False)]}.get(args.only, PEERS)
     tmp = Path(tempfile.mkdtemp(prefix="sage-peers-"))
     try:
         with Rig([HEAD, *WORKERS], root=args.root, first_ip=args.first_ip) as rig:
             for cls in peers:
-                peer = cls(rig, tmp / cls.__name__)
+                peer = cls(rig, tmp / f"peer{len(os.listdir(tmp))}")
                 print(f"== {peer.name}", flush=True)
                 try:
                     for k, v in measure(peer, rig).items():
@@ -388,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  FAILED: {e}\n  last output:\n{peer.last_output[-4000:]}", flush=True)
                     peer.cleanup()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"work dir kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
