@@ -70,7 +70,7 @@ def ensure_peer_envs(path: str = ORIGINAL_ENV) -> str:
     config, which is the rig's Ray. Built from the hosts' interpreter, so the rig user can run it."""
     if not os.access(f"{path}/bin/python", os.X_OK):
         subprocess.run([HOST_PYTHON, "-m", "venv", path], check=True, umask=0o022)
-    if installed_ray_version(path, "isage_tools") != ORIGINAL_SPEC.rpartition("==")[2]:
+    if installed_ray_version(path, "isage_tools") != ORIGINAL_SPEC.rpartition("==")[2]:  # reads any dist-info
         # -qq: this machine's pip config names index dirs that don't all exist; pip warns once per package.
         subprocess.run([f"{path}/bin/pip", "install", "-qq", ORIGINAL_SPEC], check=True, umask=0o022)
     os.chmod(PEERS_ROOT, 0o755)
@@ -128,7 +128,7 @@ def hosts_with_raylet(rig: Rig, names: list[str]) -> list[str]:
     running = []
     for name in names:
         p = rig.ssh(name, ["ps", "-u", rig.user, "-o", "stat=,comm="], check=False)
-        if any(f.split()[1:] == ["raylet"] and not f.startswith("Z") for f in p.stdout.splitlines()):
+        if any(f.split()[1:] == ["raylet"] and not f.split()[0].startswith("Z") for f in p.stdout.splitlines()):
             running.append(name)
     return running
 
@@ -364,10 +364,10 @@ def measure(peer: Peer, rig: Rig, settle: float = 5.0, join_timeout: float = 90.
     r["all_alive_after_s"] = wait_alive(rig, n, join_timeout, peer.head, peer.head_port, peer.env)
     time.sleep(settle)
     r["status_s"], r["status_exit"], r["status_alive_reported"] = peer.status()
+    r["alive_before_kill"] = before = alive_nodes(rig, peer.head, peer.head_port, peer.env)
     # Kill a worker that runs (a peer may have left one out), and ask for status once Ray itself has seen the
     # node die, so that a tool that asks Ray could know.
     victim = (hosts_with_raylet(rig, peer.workers) or peer.workers)[-1]
-    before = alive_nodes(rig, peer.head, peer.head_port, peer.env)
     kill_raylet(rig, victim)
     r["killed_raylet_on"] = victim
     r["ray_noticed_dead_s"] = wait_alive(rig, before, 60, peer.head, peer.head_port, peer.env, fewer=True)
@@ -377,6 +377,7 @@ def measure(peer: Peer, rig: Rig, settle: float = 5.0, join_timeout: float = 90.
     time.sleep(3)  # zombies are reaped late here; a raylet still running 3 s after stop was left behind
     r["raylets_after_stop"] = hosts_with_raylet(rig, peer.nodes)
     peer.cleanup()
+    r["stopped_status_s"], r["stopped_status_exit"], r["stopped_status_alive_reported"] = peer.status()
     return r
 
 
