@@ -27,6 +27,11 @@ and the truth checks, the same for every tool (Ray's view, asked through the hea
     kill_raylet(rig, "b-w3")            # `pkill -9 -u sage raylet` on that host
     hosts_with_raylet(rig, names)       # hosts where a raylet still runs (after a stop: should be none)
 
+or all of it in one call, a dict of figures (keys ending in _s are seconds):
+
+    measure(peer, rig, settle=5, truth=False)   # a timed round: start, status, stop + the cheap checks
+    measure(peer, rig, truth=True)              # once: also the dead-worker and stopped-cluster status
+
 `python -m bench.peers --install` builds the peer venvs; `tests/rig/isolated python3 -m bench.peers --selftest`
 brings up a 1+3 rig and runs each peer once.
 """
@@ -354,30 +359,37 @@ PEERS = [OriginalSage, RayUp]
 
 
 # ---- selftest ---------------------------------------------------------------------------------------------
-def measure(peer: Peer, rig: Rig, settle: float = 5.0, join_timeout: float = 90.0) -> dict:
-    """One cycle of a peer with every truth check; returns the figures."""
+def measure(peer: Peer, rig: Rig, settle: float = 5.0, truth: bool = True, join_timeout: float = 90.0) -> dict:
+    """One cycle of a peer: install, start, status, stop, cleanup; returns the figures (seconds: *_s).
+
+    truth=False (timed rounds): only the cheap checks, nodes alive right after start and raylets left after
+    stop. truth=True adds the slow ones: wait (join_timeout at most) for every node to join, status with a
+    worker's raylet killed, and status once the cluster is stopped.
+    """
     r: dict = {"peer": peer.name}
     peer.install()
-    n = len(peer.nodes)
     r["start_s"] = peer.start()
     r["alive_after_start"] = alive_nodes(rig, peer.head, peer.head_port, peer.env)
-    r["all_alive_after_s"] = wait_alive(rig, n, join_timeout, peer.head, peer.head_port, peer.env)
+    if truth:
+        r["all_alive_after_s"] = wait_alive(rig, len(peer.nodes), join_timeout, peer.head, peer.head_port, peer.env)
     time.sleep(settle)
     r["status_s"], r["status_exit"], r["status_alive_reported"] = peer.status()
-    r["alive_before_kill"] = before = alive_nodes(rig, peer.head, peer.head_port, peer.env)
-    # Kill a worker that runs (a peer may have left one out), and ask for status once Ray itself has seen the
-    # node die, so that a tool that asks Ray could know.
-    victim = (hosts_with_raylet(rig, peer.workers) or peer.workers)[-1]
-    kill_raylet(rig, victim)
-    r["killed_raylet_on"] = victim
-    r["ray_noticed_dead_s"] = wait_alive(rig, before, 60, peer.head, peer.head_port, peer.env, fewer=True)
-    r["dead_status_s"], r["dead_status_exit"], r["dead_status_alive_reported"] = peer.status()
-    r["alive_before_stop"] = alive_nodes(rig, peer.head, peer.head_port, peer.env)
+    if truth:
+        r["alive_before_kill"] = before = alive_nodes(rig, peer.head, peer.head_port, peer.env)
+        # Kill a worker that runs (a peer may have left one out), and ask for status once Ray itself has seen
+        # the node die, so that a tool that asks Ray could know.
+        victim = (hosts_with_raylet(rig, peer.workers) or peer.workers)[-1]
+        kill_raylet(rig, victim)
+        r["killed_raylet_on"] = victim
+        r["ray_noticed_dead_s"] = wait_alive(rig, before, 60, peer.head, peer.head_port, peer.env, fewer=True)
+        r["dead_status_s"], r["dead_status_exit"], r["dead_status_alive_reported"] = peer.status()
+        r["alive_before_stop"] = alive_nodes(rig, peer.head, peer.head_port, peer.env)
     r["stop_s"] = peer.stop()
     time.sleep(3)  # zombies are reaped late here; a raylet still running 3 s after stop was left behind
     r["raylets_after_stop"] = hosts_with_raylet(rig, peer.nodes)
     peer.cleanup()
-    r["stopped_status_s"], r["stopped_status_exit"], r["stopped_status_alive_reported"] = peer.status()
+    if truth:
+        r["stopped_status_s"], r["stopped_status_exit"], r["stopped_status_alive_reported"] = peer.status()
     return r
 
 
