@@ -22,7 +22,7 @@ Interface, for bench.py (every figure is wall-clock seconds of the peer's own co
 
 and the truth checks, the same for every tool (Ray's view, asked through the head, not the tool's):
 
-    alive_nodes(rig)                    # nodes the head's GCS lists alive (`ray status` on the head)
+    alive_nodes(rig)                    # nodes the head's GCS lists alive (ray.nodes() from a driver on the head)
     wait_alive(rig, want, timeout)      # seconds until that count reaches `want` (None: it did not)
     kill_raylet(rig, "b-w3")            # `pkill -9 -u sage raylet` on that host
     hosts_with_raylet(rig, names)       # hosts where a raylet still runs (after a stop: should be none)
@@ -104,12 +104,19 @@ def parse_alive(ray_status: str) -> int:
     return count
 
 
+# A driver on the head asks the GCS for its node table (`ray status` would be later: with the older autoscaler it
+# shows no nodes until the autoscaler's first report).
+ALIVE_SNIPPET = ('import sys, ray; ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False); '
+                 'print(sum(1 for n in ray.nodes() if n["Alive"]))')
+
+
 def alive_nodes(rig: Rig, head: str = HEAD, port: int = HEAD_PORT, env: str = DEFAULT_ENV) -> int:
-    """How many nodes the head's GCS reports alive (0 when it cannot be asked)."""
+    """How many nodes the head's GCS lists alive (0 when it cannot be asked)."""
     address = f"{rig.host(head).ip}:{port}"
-    p = rig.ssh(head, ["sh", "-c", f"{ray_env_prefix(env)} ray status --address={address}"], check=False,
-                timeout=60)
-    return parse_alive(p.stdout) if p.returncode == 0 else 0
+    p = rig.ssh(head, ["env", "RAY_USAGE_STATS_ENABLED=0", f"{env}/bin/python", "-c", ALIVE_SNIPPET, address],
+                check=False, timeout=60)
+    last = (p.stdout.strip().splitlines() or [""])[-1]
+    return int(last) if p.returncode == 0 and last.isdigit() else 0
 
 
 def wait_alive(rig: Rig, want: int, timeout: float, head: str = HEAD, port: int = HEAD_PORT,
