@@ -55,11 +55,35 @@ from bench.floor import Floor  # noqa: E402
 from bench.layout import (CLUSTER, DASHBOARD_PORT, FIRST_IP, HEAD, HEAD_PORT, ROOT, WORKERS,  # noqa: E402
                           change_one_file, make_project, write_config)
 from bench.measure import BenchError, Sage, Sample, children_cpu, expect_results, log, wait_for_quiet  # noqa: E402
-from bench.report import console_table, machine_info, render_block, samples_block, table_rows, write_doc  # noqa: E402
+from bench.peers import Peer, PeerError, PEERS, ensure_peer_envs, measure  # noqa: E402
+from bench.report import (console_table, machine_info, peers_table, render_block, samples_block, table_rows,  # noqa: E402
+                          write_doc)
 from tests.rig import DEFAULT_ENV, Rig, ensure_env, why_not_available  # noqa: E402
 
 
 # ---- the timing loop ---------------------------------------------------------------------------------------------
+class SageAsPeer(Peer):
+    """sage through the peers' truth checks: the same questions asked of Ray, the same dead worker."""
+    name = "sage"
+
+    def __init__(self, rig: Rig, workdir: Path, sage: Sage, cfg: Path):
+        super().__init__(rig, workdir)
+        self.sage, self.cfg = sage, cfg
+
+    def install(self) -> None:
+        pass  # deployed by the cluster section
+
+    def start(self) -> float:
+        return self.sage.run(self.cfg, "cluster", "start")[0]
+
+    def status(self) -> tuple[float, int, int]:
+        seconds, data = self.sage.run(self.cfg, "cluster", "status", ok_codes=(0, 1))
+        return seconds, self.sage.last_rc, (data.get("cluster") or {}).get("alive", 0)
+
+    def stop(self) -> float:
+        return self.sage.run(self.cfg, "cluster", "stop")[0]
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, rig: Rig, tmp: Path):
         self.args = args
@@ -70,6 +94,7 @@ class Bench:
         self.floor = Floor(rig)
         self.project = make_project(tmp / "project")
         self.results: dict[str, Sample] = {}
+        self.peer_results: list[dict] = []
         self.auth = "?"
         self.scale_sizes: list[int] = []
 
@@ -178,6 +203,21 @@ class Bench:
                 self.cycle(who, cfg, order)
             self.deploys(cfg, order)
 
+    # -- peers: the same truth checks for sage, the original SAGE CLI and `ray up` ------------------------------
+    def peers_section(self) -> None:
+        cfg = self.tmp / "cluster.yaml"
+        for make in (lambda: SageAsPeer(self.rig, self.tmp / "peer-sage", self.sage, cfg),
+                     *(lambda cls=cls, i=i: cls(self.rig, self.tmp / f"peer-{i}") for i, cls in enumerate(PEERS))):
+            peer = make()
+            log(f"peers: {peer.name}: start, status, a worker's raylet killed, stop (with Ray's own count)")
+            wait_for_quiet(self.args.quiet, self.args.quiet_wait)
+            try:
+                self.peer_results.append(measure(peer, self.rig, settle=self.args.settle, truth=True))
+            except (PeerError, BenchError) as e:  # a peer that breaks is a finding, not the end of the run
+                self.peer_results.append({"peer": peer.name, "error": str(e).splitlines()[0][:300]})
+                peer.cleanup()
+            log(f"    {self.peer_results[-1]}")
+
     # -- scaling section ----------------------------------------------------------------------------------------
     def scale_section(self) -> None:
         for n in self.scale_sizes:
@@ -248,6 +288,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--first-ip", type=int, default=FIRST_IP, help="hosts get 127.0.0.(FIRST_IP + i)")
     ap.add_argument("--json", dest="json_out", help="also write every sample as JSON to this file")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
+                    help="also run the original SAGE CLI and `ray up` on the same rig, and sage through the same "
+                         "truth checks (default: on, off with --smoke; installs the original CLI from PyPI)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.rounds, args.hosts = 1, ""
@@ -256,6 +299,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.out = str(REPO / "docs" / "performance.md")
     if args.warmup is None:
         args.warmup = True
+    if args.peers is None:
+        args.peers = not args.smoke and args.only != "scale"
     if args.quiet_wait is None:
         args.quiet_wait = 0 if args.smoke else 60
     if args.rounds < 1:
@@ -286,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     ensure_env()
+    if args.peers:
+        ensure_peer_envs()  # from PyPI: before any network namespace of the rig
     names = [] if args.only == "scale" else list(CLUSTER)
     names += [f"b-s{i}" for i in range(1, max(args.sizes, default=0) + 1)] if args.only != "cluster" else []
     started, t0 = datetime.datetime.now().astimezone(), time.monotonic()
@@ -306,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.scale_sizes = args.sizes if args.only != "cluster" else []
         if args.only != "scale":
             bench.cluster_section()
+            if args.peers:
+                bench.peers_section()
         if bench.scale_sizes:
             bench.scale_section()
     except KeyboardInterrupt:
@@ -328,12 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     load_after = loadavg()
     rows = table_rows(bench.results, bench.scale_sizes)
     log("\n" + console_table(rows))
+    if bench.peer_results:
+        log("\n" + peers_table(bench.peer_results))
     log(f"\n{args.rounds} round(s) in {seconds / 60:.1f} min; medians; floor = plain ssh/rsync, fresh connections")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({k: vars(v) for k, v in bench.results.items()}, indent=1) + "\n")
     if args.out:
         write_doc(Path(args.out), render_block(args, rows, bench.results, machine_info(), started, seconds,
-                                               (load_before, load_after), bench.auth))
+                                               (load_before, load_after), bench.auth, bench.peer_results))
         log(f"wrote {args.out}")
     missed = [r["what"] for r in rows if str(r["result"]).startswith("FAIL")]
     if missed:

@@ -71,6 +71,7 @@ class Sage:
         self.home = home
         self.sage_root = sage_root
         self.last_cpu = 0.0
+        self.last_rc = 0
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
@@ -88,6 +89,7 @@ class Sage:
                               stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - t0
         self.last_cpu = children_cpu() - cpu0
+        self.last_rc = proc.returncode
         try:
             data = json.loads(proc.stdout)
         except json.JSONDecodeError:

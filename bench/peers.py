@@ -56,10 +56,7 @@ if str(REPO) not in sys.path:  # `python bench/peers.py` as well as `python -m b
 from tests.rig import DEFAULT_ENV, Rig, installed_ray_version  # noqa: E402
 from tests.rig.rig import HOST_PYTHON  # noqa: E402
 
-# The bench's cluster (bench/bench.py); passed in by the bench, defaults for the selftest.
-HEAD, WORKERS = "b-head", ["b-w1", "b-w2", "b-w3"]
-HEAD_PORT, DASHBOARD_PORT = 6395, 8295
-HEAD_TEMP, WORKER_TEMP = "/tmp/ray_head", "/tmp/ray_worker"
+from bench.layout import DASHBOARD_PORT, HEAD, HEAD_PORT, HEAD_TEMP, WORKER_TEMP, WORKERS  # noqa: E402
 
 PEERS_ROOT = "/opt/sage-peers"
 ORIGINAL_ENV = f"{PEERS_ROOT}/isage-tools"
@@ -113,10 +110,14 @@ ALIVE_SNIPPET = ('import sys, ray; ray.init(address=sys.argv[1], logging_level="
 def alive_nodes(rig: Rig, head: str = HEAD, port: int = HEAD_PORT, env: str = DEFAULT_ENV) -> int:
     """How many nodes the head's GCS lists alive (0 when it cannot be asked)."""
     address = f"{rig.host(head).ip}:{port}"
-    p = rig.ssh(head, ["env", "RAY_USAGE_STATS_ENABLED=0", f"{env}/bin/python", "-c", ALIVE_SNIPPET, address],
-                check=False, timeout=60)
-    last = (p.stdout.strip().splitlines() or [""])[-1]
-    return int(last) if p.returncode == 0 and last.isdigit() else 0
+    # sage's cluster (and a peer's, where Ray finds the token file sage left) wants token auth; the others none.
+    for mode in ("disabled", "token"):
+        p = rig.ssh(head, ["env", "RAY_USAGE_STATS_ENABLED=0", f"RAY_AUTH_MODE={mode}", f"{env}/bin/python", "-c",
+                           ALIVE_SNIPPET, address], check=False, timeout=60)
+        last = (p.stdout.strip().splitlines() or [""])[-1]
+        if p.returncode == 0 and last.isdigit():
+            return int(last)
+    return 0
 
 
 def wait_alive(rig: Rig, want: int, timeout: float, head: str = HEAD, port: int = HEAD_PORT,

@@ -163,9 +163,43 @@ def machine_info() -> dict[str, str]:
     }
 
 
+# (key in peers.measure()'s result, column title)
+PEER_COLUMNS = [("start_s", "start"), ("alive_after_start", "alive when start returned"),
+                ("all_alive_after_s", "all 4 alive after"), ("status_s", "status"),
+                ("status_exit", "status exit"), ("dead_status_exit", "status exit, a worker's raylet dead"),
+                ("dead_status_alive_reported", "nodes it then claims alive"), ("stop_s", "stop"),
+                ("raylets_after_stop", "raylets left 3 s after stop"),
+                ("stopped_status_exit", "status exit, cluster stopped")]
+
+
+def _peer_cell(key: str, value) -> str:
+    if value is None:
+        return "never" if key == "all_alive_after_s" else "-"
+    if key.endswith("_s"):
+        return f"{value:.1f}s"
+    if isinstance(value, list):
+        return ", ".join(value) or "none"
+    return str(value)
+
+
+def peers_table(results: list[dict]) -> str:
+    """sage and its peers side by side: seconds, and what Ray itself said against what each tool claimed."""
+    lines = ["| tool | " + " | ".join(title for _, title in PEER_COLUMNS) + " |",
+             "|---|" + "---|" * len(PEER_COLUMNS)]
+    for r in results:
+        cells = ([f"failed: {r['error']}"] + [""] * (len(PEER_COLUMNS) - 1) if "error" in r
+                 else [_peer_cell(k, r.get(k)) for k, _ in PEER_COLUMNS])
+        lines.append(f"| {r['peer']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, Sample], info: dict[str, str],
-                 started: datetime.datetime, seconds: float, loads: tuple[str, str], auth: str) -> str:
+                 started: datetime.datetime, seconds: float, loads: tuple[str, str], auth: str,
+                 peers: list[dict] | None = None) -> str:
     cmd = "python -m bench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    peers_md = ("\nPeers on the same rig, once each after the rounds (bench/peers.py; \"alive\" is Ray's own count, from "
+                "the GCS\nnode table on the head, not the tool's; the dead worker is a `pkill -9 raylet`, and status is "
+                "asked once Ray\nitself counts the node dead):\n\n" + peers_table(peers) + "\n") if peers else ""
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
     return f"""{BEGIN}
 ## Latest run
@@ -174,8 +208,7 @@ def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, 
 {loads[0]} before, {loads[1]} after; Ray auth {auth} for sage and the floor alike.{f" sage from {args.sage_root}." if args.sage_root else ""}
 
 {markdown_table(rows)}
-
-Machine:
+{peers_md}Machine:
 
 {machine}
 
