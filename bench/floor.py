@@ -80,7 +80,8 @@ class Floor:
     def rsync(self, project: Path, names: list[str]) -> float:
         rsh = shlex.join(["ssh", *self.rig.ssh_options()])
         argvs = [["rsync", "-az", *[f"--exclude={e}" for e in EXCLUDES], "-e", rsh, f"{project}/",
-                  f"{self.rig.user}@{self.rig.host(n).ip}:{DEST}/"] for n in names]
+                  # A directory of its own: a copy behind sage's back would make sage's next deploy a real one.
+                  f"{self.rig.user}@{self.rig.host(n).ip}:{DEST}-floor/"] for n in names]
         return self.parallel(argvs, what="rsync")
 
     def process_check(self, names: list[str]) -> float:
