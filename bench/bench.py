@@ -156,9 +156,9 @@ class Bench:
 
     def deploys(self, cfg: Path, order: list[str]) -> None:
         for key in ("deploy_noop", "deploy_one"):
+            if key == "deploy_one":  # once for both sides (each copies into its own directory)
+                change_one_file(self.project)
             for who in order:
-                if key == "deploy_one":
-                    change_one_file(self.project)
                 if who == "sage":
                     t, data = self.sage.run(cfg, "cluster", "deploy")
                     expect_results(f"sage deploy ({key})", data, CLUSTER,
