@@ -209,6 +209,9 @@ class Bench:
         for make in (lambda: SageAsPeer(self.rig, self.tmp / "peer-sage", self.sage, cfg),
                      *(lambda cls=cls, i=i: cls(self.rig, self.tmp / f"peer-{i}") for i, cls in enumerate(PEERS))):
             peer = make()
+            if peer.name != "sage":  # as their users run them: without the token sage left (Ray would pick it up)
+                for name in peer.nodes:
+                    self.rig.ssh(name, ["rm", "-f", f"{self.rig.user_home}/.ray/auth_token"])
             log(f"peers: {peer.name}: start, status, a worker's raylet killed, stop (with Ray's own count)")
             wait_for_quiet(self.args.quiet, self.args.quiet_wait)
             try:
