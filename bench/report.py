@@ -199,7 +199,7 @@ def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, 
     cmd = "python -m bench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     peers_md = ("\nPeers on the same rig, once each after the rounds (bench/peers.py; \"alive\" is Ray's own count, from "
                 "the GCS\nnode table on the head, not the tool's; the dead worker is a `pkill -9 raylet`, and status is "
-                "asked once Ray\nitself counts the node dead):\n\n" + peers_table(peers) + "\n") if peers else ""
+                "asked once Ray\nitself counts the node dead):\n\n" + peers_table(peers) + "\n\n") if peers else ""
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
     return f"""{BEGIN}
 ## Latest run
