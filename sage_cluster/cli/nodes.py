@@ -102,7 +102,11 @@ def add_deploy_command(group: click.Group, scope: str) -> None:
     targets = "every node that is not this machine" if scope == "cluster" else "every worker"
 
     @group.command(name="deploy", help=f"Copy the project (config deploy.source, default: the current directory) into "
-                   f"remote.sage_home on {targets} with rsync. Only changed files move; nothing is deleted."
+                   f"remote.sage_home on {targets} with rsync. Only changed files move; nothing is deleted. Then "
+                   f"install it into each node's env where that is needed (deploy.install: auto = pip install -e "
+                   f"when the project has pyproject.toml or setup.py; none; or your own command). --check says per "
+                   f"node whether files would change and whether the install would run. A source holding "
+                   f"~/.ssh, ~/.sage or ~/.ray is refused."
                    f"\n\n\b\nExample:\n  sage {scope} deploy\n  sage {scope} deploy --check")
     @options(check=True, json=True)
     def deploy(opts: ops.Options) -> None:
