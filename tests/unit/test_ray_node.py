@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ast
+import http.server
+import json
 import os
 import re
 import shlex
 import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +238,8 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
         out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(home)},
                              check=True).stdout
-        procs, record = logic.parse_probe(out)
+        procs, record, nodes = logic.parse_probe(out)
+        assert nodes == ""  # a worker's probe does not ask the dashboard
         state = logic.node_state({proc.pid: procs[proc.pid]})
         assert state["running"] and state["node_ip"] == "10.9.8.7" and state["gcs_address"] == "10.9.8.1:6379"
         assert logic.deployed(record, "abc123") == {"revision": "abc123", "install_ok": False, "stale": False}
@@ -245,3 +250,45 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         proc.wait()
     # A record path is quoted into the command, never interpreted by the shell.
     assert "cat -- '/x/$(reboot)' " in logic.probe_command("/x/$(reboot)", shlex.quote)
+
+
+def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_stdin(tmp_path: Path) -> None:
+    """The head's status probe asks the state API with the node's Python; the token never is an argument."""
+    logic = node_logic()
+    seen = {}
+    answer = {"data": {"result": {"result": [
+        {"node_ip": "10.0.0.1", "node_name": "h", "state": "ALIVE", "is_head_node": True,
+         "resources_total": {"CPU": 2.0, "node:10.0.0.1": 1.0}, "labels": {"ray.io/node_id": "x", "zone": "a"}},
+        {"node_ip": "10.0.0.2", "node_name": "w", "state": "DEAD", "resources_total": {"CPU": 4.0}}]}}}
+
+    class StateApi(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.update(path=self.path, auth=self.headers.get("Authorization"))
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), StateApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        command = logic.probe_command("/dev/null", shlex.quote, sys.executable)
+        ask = logic.state_api_input("0.0.0.0", server.server_port, "s3cret-token")
+        out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
+    finally:
+        server.shutdown()
+    assert "s3cret" not in command
+    assert seen == {"path": "/api/v0/nodes?limit=10000", "auth": "Bearer s3cret-token"}
+    nodes = logic.state_api_nodes(logic.parse_probe(out)[2])
+    assert nodes == [
+        {"node_ip": "10.0.0.1", "hostname": "h", "alive": True, "is_head": True, "resources": {"CPU": 2.0},
+         "labels": {"zone": "a"}},
+        {"node_ip": "10.0.0.2", "hostname": "w", "alive": False, "is_head": False, "resources": {"CPU": 4.0},
+         "labels": {}}]
+    # No dashboard there: no table (the module then asks Ray's GCS), and the probe still succeeds.
+    out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
+    assert logic.state_api_nodes(logic.parse_probe(out)[2]) is None

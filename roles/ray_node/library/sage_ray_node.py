@@ -255,9 +255,9 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ray_node import (cluster_summary, dashboard_local_host, dashboard_url, declared, deployed,
-                                           log_file, node_state, ray_processes, read_record, resource_args,
-                                           start_argv, terminate)
+from ansible.module_utils.ray_node import (cluster_summary, dashboard_url, declared, deployed, log_file, node_state,
+                                           ray_processes, read_record, resource_args, start_argv, state_api_argv,
+                                           state_api_input, state_api_nodes, terminate)
 from ansible.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -471,23 +471,11 @@ class Node:
         return True, current_state()
 
     def dashboard_nodes(self):
-        """Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray."""
-        import urllib.request  # 0.07 s of CPU that only the head's view needs, not every node's status
+        """Ray's node table from the dashboard's state API, as the status probe asks it (module_utils)."""
         p = self.p
-        host = dashboard_local_host(p["dashboard_host"])
-        request = urllib.request.Request(f"http://{host}:{p['dashboard_port']}/api/v0/nodes?limit=10000")
-        if p["auth_token"]:
-            request.add_header("Authorization", f"Bearer {p['auth_token']}")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                rows = json.load(response)["data"]["result"]["result"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return [{"node_ip": n["node_ip"], "hostname": n.get("node_name"), "alive": n["state"] == "ALIVE",
-                 "is_head": n.get("is_head_node", False),
-                 "resources": {k: v for k, v in (n.get("resources_total") or {}).items() if not k.startswith("node:")},
-                 "labels": {k: v for k, v in (n.get("labels") or {}).items() if not k.startswith("ray.io/")}}
-                for n in rows]
+        proc = subprocess.run(state_api_argv(p["python_path"]), capture_output=True, text=True, timeout=30,
+                              input=state_api_input(p["dashboard_host"], p["dashboard_port"], p["auth_token"]))
+        return state_api_nodes(proc.stdout)
 
     def cluster_nodes(self, state):
         if self.p["node_type"] == "head":
