@@ -146,6 +146,22 @@ def _rotate(runs: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _close_without_delay() -> None:
+    """ansible-runner closes ansible-playbook's pty once the process has ended; ptyprocess then sleeps 0.1 s
+    ("to give the kernel time") before checking that it has: a tenth of a second of every command, spent after
+    the work is done. A pty pexpect opens in this process closes at once; a child still alive is still ended."""
+    import pexpect
+
+    def spawnpty(self: Any, args: list[str], **kwargs: Any) -> Any:
+        pty = spawnpty.original(self, args, **kwargs)
+        pty.delayafterclose = 0
+        return pty
+
+    if not hasattr(pexpect.spawn._spawnpty, "original"):
+        spawnpty.original = pexpect.spawn._spawnpty  # type: ignore[attr-defined]
+        pexpect.spawn._spawnpty = spawnpty
+
+
 def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit: str | None = None,
                  check: bool = False, verbosity: int = 0,
                  on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None,
@@ -153,6 +169,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
     """Run playbooks/<playbook> against the config's inventory; on_event(host, state, task, res) per result."""
     import ansible_runner  # slow to import: only commands that run a playbook pay for it
 
+    _close_without_delay()
     root = ansible_root()
     security.prepare_controller(cfg)
     runs = state_dir() / "runs"

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+from sage_cluster import runner
 from sage_cluster.runner import EventHandler, failure_reason
 
 
@@ -61,3 +62,18 @@ def test_a_host_with_only_skipped_tasks_stays_out_and_recap_hosts_get_in() -> No
     assert handler.hosts == {}
     hosts = handler.hosts_in({"ok": {"quiet": 1}, "dark": {}, "skipped": {"idle": 1}})
     assert sorted(hosts) == ["quiet"] and hosts["quiet"].state == "ok"
+
+
+def test_ansible_playbooks_pty_closes_without_ptyprocess_sleep_and_a_live_child_still_ends() -> None:
+    import pexpect
+
+    runner._close_without_delay()
+    runner._close_without_delay()  # once per run: wrapping again would stack wrappers
+    done = pexpect.spawn("true")
+    done.expect(pexpect.EOF)
+    assert done.ptyproc.delayafterclose == 0
+    done.close()
+    assert done.exitstatus == 0
+    alive = pexpect.spawn("sleep", ["30"])
+    alive.close()
+    assert not alive.isalive() and alive.signalstatus is not None
