@@ -162,6 +162,11 @@ def test_update_scenario_runs_the_new_code_everywhere(cluster):
     # Only code changed: the editable install already points at it, so no node installs again.
     assert {n: (h["result"], h["deploy"]["install"]) for n, h in hosts(result).items()} == {
         n: ("changed", "skipped") for n in ALL}
+    for name in ("sage-w1", "sage-w2"):  # the record of the new revision: private, whole, no temp file left
+        state = rig.host(name).home / ".sage"
+        assert json.loads((state / "deploy.json").read_text())["revision"] == hosts(result)[name]["deploy"]["revision"]
+        assert (state.stat().st_mode & 0o777, (state / "deploy.json").stat().st_mode & 0o777) == (0o700, 0o600)
+        assert not list(state.glob(".deploy.*")), name
     s("cluster", "start", check=True)
     assert versions_seen(s, rig) == [[n, "v2"] for n in ALL]
     code, status = s.json("cluster", "status")
