@@ -20,6 +20,7 @@ worker whose head is not in the task (sage worker start, scale add, --limit) che
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -37,6 +38,7 @@ from ansible.utils.vars import merge_hash
 POLL = 0.2
 
 
+@functools.cache  # loaded once per process: a worker's wait asks for PORT_PROBE every POLL seconds
 def _node_logic():
     """module_utils/ray_node.py (standard library only), loaded by path: the controller has no import path to it."""
     path = Path(__file__).resolve().parent.parent / "module_utils" / "ray_node.py"
@@ -164,8 +166,9 @@ class ActionModule(ActionBase):
             said = signal.read()
         if said.get("state") == "done":
             return outcome
-        return self._head_failed(head, said or {"msg": f"no word from it within {2 * timeout} s"}, args, task_vars,
-                                 ran=outcome)
+        if said.get("state") != "failed":
+            said = {"msg": f"no word from it within {2 * timeout} s"}
+        return self._head_failed(head, said, args, task_vars, ran=outcome)
 
     def _head_failed(self, head, said, args, task_vars, ran):
         """This worker's result when the head's start failed; `ran`: its own module's result, None if not run."""
