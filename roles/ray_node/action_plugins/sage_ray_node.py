@@ -6,13 +6,13 @@ node IP, to match it against the head's table) and what was deployed there. One 
 than the module, which on clusters whose nodes share cores is what status costs. The result is the module's
 `sage` dict (RETURN in library/sage_ray_node.py), built by the same pure functions the module uses.
 
-The overlapped start: when one task starts the head and workers together (playbooks/cluster.yml), each worker's
-`ray start` runs while the head's is still going, instead of after it (about 5 s of a 1 + 3 node start). A worker
-may join only the head's NEW GCS, so each worker holds here, on the controller, until
-- the head says no old Ray is left there (HeadSignal: "clear" at once when the head has neither this user's Ray
-  nor anything on its GCS port, else "done" once its module returned), and
-- the head's GCS port answers from the worker (PORT_PROBE);
-then it runs its module as before. Had it joined a GCS that died (the old head's, stopped for a changed token or
+The cluster start: when one task starts the head and workers together (playbooks/cluster.yml), each worker holds
+here, on the controller, until the head says it may join (HeadSignal): "done" once the head's module returned;
+with ray_node_start_overlap, "clear" at once when the head has neither this user's Ray nor anything on its GCS
+port. Then the worker waits until the head's GCS port answers from it (PORT_PROBE), and runs its module as before.
+The overlap starts each worker's `ray start` while the head's is still going (about 5 s of a 1 + 3 node start
+when the nodes have CPUs of their own); a worker may join only the head's NEW GCS, hence "clear" only when no old
+Ray is left there. Had it joined a GCS that died (the old head's, stopped for a changed token or
 config, or the new head's, if its start then failed), it would sit there alone. When the head's start fails
 ("failed"), a waiting worker fails at once, and a worker that started meanwhile stops its Ray again: no Ray is
 left behind, and every worker's line says the head failed. Every other task runs the module unchanged, and a
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ansible import constants as C
 from ansible.module_utils.common.text.converters import to_bytes
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 
@@ -131,13 +132,14 @@ class ActionModule(ActionBase):
         return probe["stdout"].strip() == "open"
 
     def _start_head(self, signal, args, task_vars):
+        overlap = boolean(self._templar.template(task_vars.get("ray_node_start_overlap", False)), strict=False)
         try:
             logic = _node_logic()
             probe = self._low_level_execute_command(logic.probe_command("/dev/null", shlex.quote))
             procs, _ = logic.parse_probe(probe["stdout"])
             # No Ray of ours to replace, and nothing else on the port: what answers there next is the new GCS.
             # Anything else (an old Ray, a squatter, a failed probe) keeps the workers waiting for the verdict.
-            if probe["rc"] == 0 and not procs and not self._port_open(args):
+            if overlap and probe["rc"] == 0 and not procs and not self._port_open(args):
                 signal.write("clear")
             outcome = self._execute_module(task_vars=task_vars)
         except Exception as exc:  # unreachable, or the module could not run: the workers must not wait it out
