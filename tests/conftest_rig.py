@@ -9,11 +9,17 @@ __all__ = ["rig"]
 RIG_HOSTS = ["sage-head", "sage-w1", "sage-w2", "sage-w3", "sage-w4"]
 
 
-@pytest.fixture(scope="session")
-def rig():
+def ray_rig(names: list[str], **kwargs):
+    """Rig hosts with the Ray env, for a fixture to `yield from`; the test is skipped where no rig can run.
+    kwargs go to Rig (a test module's own root and first_ip keep its hosts apart from the others')."""
     reason = why_not_available()
     if reason:
         pytest.skip(reason)
-    with Rig(RIG_HOSTS) as r:  # tears down on failure, Ctrl-C and SIGTERM too
+    with Rig(names, **kwargs) as r:  # tears down on failure, Ctrl-C and SIGTERM too
         ensure_env()
         yield r
+
+
+@pytest.fixture(scope="session")
+def rig():
+    yield from ray_rig(RIG_HOSTS)

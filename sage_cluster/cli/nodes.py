@@ -32,7 +32,7 @@ def add_node_commands(group: click.Group, scope: str) -> None:
     """Attach start/stop/restart/status to a group, acting on `scope` (cluster, head or worker)."""
     what = WHAT[scope]
     order = {
-        "cluster": ("the head, then all workers in parallel", "the workers, then the head"),
+        "cluster": ("the head, then all workers in parallel", "every node at once"),
         "head": ("the head only", "the head only (workers lose their head)"),
         "worker": ("all workers in parallel; waits until the head lists each one alive", "all workers in parallel"),
     }[scope]

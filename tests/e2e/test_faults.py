@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Sage
-from tests.rig import Rig, ensure_env, why_not_available
+from tests.conftest_rig import ray_rig
 
 pytestmark = pytest.mark.rig
 
@@ -58,12 +58,7 @@ def q(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def frig():
-    reason = why_not_available()
-    if reason:
-        pytest.skip(reason)
-    with Rig(NAMES, root="/var/tmp/sage-rig-faults", first_ip=40) as r:
-        ensure_env()
-        yield r
+    yield from ray_rig(NAMES, root="/var/tmp/sage-rig-faults", first_ip=40)
 
 
 @pytest.fixture

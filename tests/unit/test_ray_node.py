@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ast
 import http.server
+import importlib.util
 import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -292,3 +294,29 @@ def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_st
     # No dashboard there: no table (the module then asks Ray's GCS), and the probe still succeeds.
     out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
     assert logic.state_api_nodes(logic.parse_probe(out)[2]) is None
+def test_the_port_probe_reads_host_and_port_from_stdin_and_runs_neither() -> None:
+    """The overlapped start's check of the head's GCS, run as a node would: "open" or "closed", and a hostile
+    host name is only ever a name."""
+    def probe(line: str) -> str:
+        return subprocess.run(["sh", "-c", logic.PORT_PROBE], input=line, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert probe(f"127.0.0.1 {port}\n") == "open"
+    assert probe(f"127.0.0.1 {port}\n") == "closed"
+    assert probe("$(touch${IFS}/tmp/sage-port-probe-pwned) 1\n") == "closed"
+    assert not os.path.exists("/tmp/sage-port-probe-pwned")
+
+
+def test_the_head_signal_is_one_file_per_task_in_the_runs_local_temp(tmp_path: Path, monkeypatch) -> None:
+    spec = importlib.util.spec_from_file_location("sage_ray_node_action", ROLE / "action_plugins" / "sage_ray_node.py")
+    action = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(action)
+    monkeypatch.setattr(action.C, "DEFAULT_LOCAL_TMP", str(tmp_path))
+    one, other = action.HeadSignal("task-1"), action.HeadSignal("task-2")
+    assert one.read() == {}
+    one.write("clear")
+    one.write("failed", "ray start failed (exit 3)")
+    assert one.read() == {"state": "failed", "msg": "ray start failed (exit 3)"} and other.read() == {}
+    assert [p.name for p in tmp_path.iterdir()] == ["sage-ray-head-task-1.json"]  # no half-written file left

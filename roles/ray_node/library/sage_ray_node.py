@@ -12,6 +12,8 @@ description:
     head; a Ray of another cluster, or of an older token, is stopped and started again.
   - Finds the node's Ray by reading /proc for the processes of the user it runs as (never another user's, unlike
     C(ray stop) run as root). The pure logic lives in module_utils/ray_node.py.
+  - A worker's C(ray start) ends early, and fails, when its head's GCS stops accepting connections meanwhile (the
+    head's own start failed), where Ray would retry for a minute or more.
   - Every command is an argument list; nothing is passed through a shell.
   - The ray_node role passes every option from its variables (roles/ray_node/defaults/main.yml holds their
     defaults), so the options the role sets have no default of their own here.
@@ -359,14 +361,20 @@ class Node:
         nodes, _ = self.cluster_nodes(state)
         return any(n["alive"] and n["node_ip"] == state["node_ip"] for n in nodes or [])
 
-    def check_head_reachable(self):
-        """Fail in seconds, not after Ray's own long retries, when the head does not answer."""
+    def head_unreachable(self):
+        """Why the head's GCS does not accept a connection from here, or None when it does."""
         host, _, port = self.head_address().rpartition(":")
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
         except OSError as exc:
-            self.fail(f"the head {host}:{port} does not accept connections ({exc.strerror or exc}); "
-                      "start it first (sage head start)")
+            return f"the head {host}:{port} does not accept connections ({exc.strerror or exc})"
+        return None
+
+    def check_head_reachable(self):
+        """Fail in seconds, not after Ray's own long retries, when the head does not answer."""
+        why = self.head_unreachable()
+        if why:
+            self.fail(f"{why}; start it first (sage head start)")
 
     def doctor(self, state):
         """Read-only checks of this node; the controller compares versions and clocks across nodes."""
@@ -416,18 +424,29 @@ class Node:
         return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address(),
                           resources=resource_args(p))
 
-    def run_logged(self, argv, timeout):
-        """Run with output appended to the node's log; stdin/stdout never tie Ray's daemons to our SSH session."""
+    def run_logged(self, argv, timeout, gone=None):
+        """Run with output appended to the node's log; stdin/stdout never tie Ray's daemons to our SSH session.
+
+        (exit code, None), or (None, why it was cut short): the timeout, or what `gone()` (asked every second while
+        the command runs) says is gone.
+        """
         os.makedirs(self.p["log_dir"], mode=0o755, exist_ok=True)
         os.makedirs(self.p["temp_dir"], mode=0o755, exist_ok=True)
         with open(self.log_file, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv[1:3])}\n".encode())
             log.flush()
-            try:
-                return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      env=self.env(), timeout=timeout, start_new_session=True).returncode
-            except subprocess.TimeoutExpired:
-                return None
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=self.env(), start_new_session=True)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    return proc.wait(timeout=1), None
+                except subprocess.TimeoutExpired:
+                    why = "timed out" if time.monotonic() > deadline else gone() if gone else None
+                if why:
+                    proc.kill()
+                    proc.wait()
+                    return None, why
 
     def log_reason(self):
         """The most telling line of the log's last attempt, for a one-line failure message."""
@@ -456,11 +475,13 @@ class Node:
             self.check_head_reachable()
         if state["running"]:  # Ray from another cluster or config: replace it
             self.stop(state)
-        rc = self.run_logged(self.start_argv(), self.p["timeout"])
+        # A worker whose head dies meanwhile (its start failed: the overlapped cluster start joins a head still
+        # starting) gives up within a second, where Ray would retry for a minute or more.
+        rc, cut = self.run_logged(self.start_argv(), self.p["timeout"],
+                                  gone=self.head_unreachable if self.p["node_type"] == "worker" else None)
         if rc != 0:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
-            why = "timed out" if rc is None else f"exit {rc}"
-            self.fail(f"ray start failed ({why}): {self.log_reason()} (log: {self.log_file})")
+            self.fail(f"ray start failed ({cut or f'exit {rc}'}): {self.log_reason()} (log: {self.log_file})")
         return True, current_state()
 
     def stop(self, state):

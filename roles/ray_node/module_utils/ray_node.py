@@ -144,6 +144,13 @@ def parse_probe(stdout):
     return procs, record if isinstance(record, dict) else {}, nodes_text.strip()
 
 
+# Whether host:port accepts TCP, asked on a node without starting Python there: the overlapped cluster start's
+# check of the head's GCS (action_plugins/sage_ray_node.py). Fixed text: the host and the port come on stdin, so no
+# config value is ever part of a shell command. Prints "open" or "closed".
+PORT_PROBE = ("read -r host port && timeout 2 bash -c 'exec 3<>\"/dev/tcp/$0/$1\"' \"$host\" \"$port\" 2>/dev/null"
+              " && echo open || echo closed")
+
+
 def options_of(procs, name):
     """The --key=value options of the first process named `name`, or None when there is none."""
     for argv in procs.values():

@@ -1,0 +1,136 @@
+"""The cluster start as one task (playbooks/cluster.yml, roles/ray_node/action_plugins): each worker's start waits
+on the controller for the head's word, by default until the head's start returned, with ray_node_start_overlap
+only until the head's NEW GCS answers (its `ray start` then runs while the head's is still going). Both must stay
+safe; on real SSH hosts and real Ray, through `sage` (the default) and through ansible-playbook with the overlap:
+- a head that replaces its old Ray (here: a new token) while the workers start: every worker joins the NEW head;
+- a head whose start fails after its GCS came up: the start fails in seconds, not after ray_node_timeout, every
+  worker's line says the head failed, and no Ray is left on any worker.
+
+Its own small rig (o-head, o-w1..o-w3 on 127.0.0.50-53, Ray on 6383), so it never meets the other tests' clusters.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Sage
+from tests.e2e.test_rig_cluster import PY, TASKS_ON_EVERY_NODE
+from tests.conftest_rig import ray_rig
+from tests.rig import Rig
+from tests.rig.config import sage_config
+from tests.rig.rig import DEFAULT_ENV
+
+pytestmark = pytest.mark.rig
+
+HEAD, WORKERS = "o-head", ["o-w1", "o-w2", "o-w3"]
+ALL = [HEAD, *WORKERS]
+PORT = 6383
+# The ray_command of every node lives in the node's own home (each rig host has its own /home): the real ray,
+# or on the head, for the failure test, a ray whose start fails after it started the head.
+RAY = "/home/sage/bin/ray"
+FAILING_RAY = f"""#!/bin/sh
+{DEFAULT_ENV}/bin/ray "$@"
+[ "$1" = start ] && exit 3
+exit 0
+"""
+
+
+@pytest.fixture(scope="module")
+def orig():
+    yield from ray_rig(ALL, root="/var/tmp/sage-rig-overlap", first_ip=50)
+
+
+@pytest.fixture
+def user(orig, tmp_path):
+    """A sage user with a config for the rig; every node's ray_command is the real ray until a test changes it."""
+    for name in ALL:
+        orig.ssh(name, ["mkdir", "-p", "/home/sage/bin"])
+        orig.ssh(name, ["ln", "-sfn", f"{DEFAULT_ENV}/bin/ray", RAY])
+    config = tmp_path / "sage.yaml"
+    config.write_text(sage_config(orig, HEAD, WORKERS, head_port=PORT, dashboard_port=8283,
+                                  comment="overlapped start", remote={"ray_command": RAY}))
+    yield Sage(home=tmp_path, config=config, cwd=tmp_path)
+    for name in ALL:
+        orig.ssh(name, ["pkill", "-9", "-u", "sage", "-f", "ray"], check=False)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start(user: Sage, door: str) -> tuple[int, dict[str, str]]:
+    """`cluster start` through a door: exit code and each failed host's error ('' for a host that did fine)."""
+    if door == "sage":
+        code, result = user.json("cluster", "start")
+        return code, {name: h.get("error") or "" for name, h in result["hosts"].items()}
+    # An operator's ansible-playbook with the overlap on; one JSON line per result, no wrapped messages.
+    env = dict(user.env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory/sage_inventory.py",
+                           "playbooks/cluster.yml", "-e", "sage_action=start", "-e", "ray_node_start_overlap=true"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    errors = {name: "" for name in ALL}
+    for line in proc.stdout.splitlines():
+        for name in ALL:
+            if line.startswith((f"fatal: [{name}]", f"fatal: [{name} ")):
+                errors[name] = line
+    return proc.returncode, errors
+
+
+DOORS = ["sage", "ansible-playbook with the overlap"]
+
+
+def raylets(rig: Rig, name: str) -> str:
+    return rig.ssh(name, ["pgrep", "-u", "sage", "-a", "-x", "raylet|gcs_server"], check=False).stdout
+
+
+def gcs_pid(rig: Rig) -> str:
+    return rig.ssh(HEAD, ["pgrep", "-u", "sage", "-x", "gcs_server"], check=False).stdout.strip()
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_head_that_replaces_its_old_ray_is_the_one_the_workers_join(user, orig, door):
+    code, first = user.json("cluster", "start")
+    assert code == 0, first
+    old_gcs = gcs_pid(orig)
+    assert old_gcs
+    # A new token: the head's old Ray (GCS on the same port, which answers until the head stops it) must go, and
+    # a worker that took that open port for the new head would join a GCS about to die.
+    token = user.home / ".sage" / "ray_auth_token"
+    token.write_text(os.urandom(32).hex() + "\n")
+    code, errors = start(user, door)
+    assert code == 0, errors
+    new_gcs = gcs_pid(orig)
+    assert new_gcs and new_gcs != old_gcs
+    head_ip = orig.host(HEAD).ip
+    for name in WORKERS:
+        assert f"--gcs-address={head_ip}:{PORT}" in raylets(orig, name), name
+    _, status = user.json("cluster", "status")
+    assert status["cluster"]["alive"] == 4, status
+    # The new token is the one the head holds; a task runs on every host of the new cluster.
+    run = orig.ssh(HEAD, ["env", "RAY_AUTH_MODE=token", PY, "-c", TASKS_ON_EVERY_NODE, f"{head_ip}:{PORT}"],
+                   timeout=300)
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == sorted(ALL)
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_head_that_fails_fails_the_workers_fast_and_leaves_no_ray(user, orig, door):
+    ray = orig.host(HEAD).home / "bin" / "ray"
+    ray.unlink()
+    ray.write_text(FAILING_RAY)
+    ray.chmod(0o755)
+    started = time.monotonic()
+    code, errors = start(user, door)
+    elapsed = time.monotonic() - started
+    assert code != 0, errors
+    assert "ray start failed (exit 3)" in errors[HEAD], errors
+    for name in WORKERS:
+        assert f"the head {HEAD} failed to start Ray" in errors[name], errors
+    # ray_node_timeout is 90 s: the workers did not wait it out (a behaviour, not a speed claim).
+    assert elapsed < 30, f"took {elapsed:.0f}s"
+    for name in ALL:
+        assert "raylet" not in raylets(orig, name), name
