@@ -108,8 +108,9 @@ class ActionModule(ActionBase):
         head_view = bool(args.get("cluster_view"))
         command = logic.probe_command(record_path or "/dev/null", shlex.quote,
                                       args["python_path"] if head_view else None)
-        ask = logic.state_api_input(args["dashboard_host"], args["dashboard_port"], args.get("auth_token"))
-        probe = self._low_level_execute_command(command, in_data=to_bytes(ask) if head_view else None)
+        ask = (to_bytes(logic.state_api_input(args["dashboard_host"], args["dashboard_port"], args.get("auth_token")))
+               if head_view else None)
+        probe = self._low_level_execute_command(command, in_data=ask)
         if probe["rc"] != 0:
             return None, f"status probe failed: {(probe['stderr'] or probe['stdout']).strip()}"
         procs, record, nodes_text = logic.parse_probe(probe["stdout"])
