@@ -1,10 +1,8 @@
-"""The cluster start as one task (playbooks/cluster.yml, roles/ray_node/action_plugins): each worker's start waits
-on the controller for the head's word, by default until the head's start returned, with ray_node_start_overlap
-only until the head's NEW GCS answers (its `ray start` then runs while the head's is still going). Both must stay
-safe; on real SSH hosts and real Ray, through `sage` (the default) and through ansible-playbook with the overlap:
-- a head that replaces its old Ray (here: a new token) while the workers start: every worker joins the NEW head;
+"""The cluster start (playbooks/cluster.yml): the head's task, then the workers' in the same play. On real SSH
+hosts and real Ray, through `sage` and through a plain ansible-playbook:
+- a head that replaces its old Ray (here: a new token): every worker joins the NEW head;
 - a head whose start fails after its GCS came up: the start fails in seconds, not after ray_node_timeout, every
-  worker's line says the head failed, and no Ray is left on any worker.
+  worker's line says the head failed, and no Ray is left on any node.
 
 Its own small rig (o-head, o-w1..o-w3 on 127.0.0.50-53, Ray on 6383), so it never meets the other tests' clusters.
 """
@@ -43,7 +41,7 @@ exit 0
 
 @pytest.fixture(scope="module")
 def orig():
-    yield from ray_rig(ALL, root="/var/tmp/sage-rig-overlap", first_ip=50)
+    yield from ray_rig(ALL, root="/var/tmp/sage-rig-head-first", first_ip=50)
 
 
 @pytest.fixture
@@ -54,7 +52,7 @@ def user(orig, tmp_path):
         orig.ssh(name, ["ln", "-sfn", f"{DEFAULT_ENV}/bin/ray", RAY])
     config = tmp_path / "sage.yaml"
     config.write_text(sage_config(orig, HEAD, WORKERS, head_port=PORT, dashboard_port=8283,
-                                  comment="overlapped start", remote={"ray_command": RAY}))
+                                  comment="the head first", remote={"ray_command": RAY}))
     yield Sage(home=tmp_path, config=config, cwd=tmp_path)
     for name in ALL:
         orig.ssh(name, ["pkill", "-9", "-u", "sage", "-f", "ray"], check=False)
@@ -68,10 +66,10 @@ def start(user: Sage, door: str) -> tuple[int, dict[str, str]]:
     if door == "sage":
         code, result = user.json("cluster", "start")
         return code, {name: h.get("error") or "" for name, h in result["hosts"].items()}
-    # An operator's ansible-playbook with the overlap on; one JSON line per result, no wrapped messages.
+    # An operator's ansible-playbook; one JSON line per result, no wrapped messages.
     env = dict(user.env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory/sage_inventory.py",
-                           "playbooks/cluster.yml", "-e", "sage_action=start", "-e", "ray_node_start_overlap=true"],
+                           "playbooks/cluster.yml", "-e", "sage_action=start"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     errors = {name: "" for name in ALL}
     for line in proc.stdout.splitlines():
@@ -81,7 +79,7 @@ def start(user: Sage, door: str) -> tuple[int, dict[str, str]]:
     return proc.returncode, errors
 
 
-DOORS = ["sage", "ansible-playbook with the overlap"]
+DOORS = ["sage", "ansible-playbook"]
 
 
 def raylets(rig: Rig, name: str) -> str:
