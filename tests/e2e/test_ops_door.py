@@ -173,6 +173,26 @@ def test_sage_cli_sees_the_same_cluster(ops):
     assert status["hosts"]["ops-w1"]["node_ip"] == ops.rig.host("ops-w1").ip
 
 
+def test_status_is_status_yml_s_and_flags_nodes_that_run_other_code(ops):
+    """One status path: cluster.yml refuses status, pointing to status.yml, and touches no node; status.yml
+    reports every node, with the stale flag from the controller's source revision (nothing was deployed here)."""
+    proc = ops.playbook("cluster.yml", "-e", "sage_action=status", check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "sage_action=status is not this playbook's: run ansible-playbook -i inventory/sage_inventory.py " \
+           "playbooks/status.yml" in proc.stdout, proc.stdout
+    hosts = recap(proc.stdout)
+    assert sum(h["ok"] + h["changed"] for h in hosts.values()) == 0, proc.stdout  # no task ran on a node
+
+    proc = ops.playbook("status.yml", env=ops.env(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"))
+    result = json.loads(proc.stdout)
+    task = [t for play in result["plays"] for t in play["tasks"] if "Ray node" in t["task"]["name"]][-1]
+    sage = {name: task["hosts"][name]["sage"] for name in ALL}
+    assert {n: s["running"] for n, s in sage.items()} == {n: True for n in ALL}, sage
+    assert {n: s["deploy"] for n, s in sage.items()} == {
+        n: {"revision": None, "install_ok": None, "stale": True} for n in ALL}, sage
+    assert sage[HEAD]["cluster"]["alive"] == 3 and sage["ops-w1"]["node_ip"] == ops.rig.host("ops-w1").ip, sage
+
+
 def test_second_start_changes_nothing(ops):
     proc = ops.playbook("cluster.yml", "-e", "sage_action=start")
     hosts = recap(proc.stdout)

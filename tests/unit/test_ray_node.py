@@ -17,8 +17,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from sage_cluster import node_logic
 
@@ -29,32 +31,59 @@ logic = node_logic()
 
 
 def module_constants() -> dict[str, Any]:
-    """DOCUMENTATION, EXAMPLES, RETURN (parsed YAML) and ARGUMENT_SPEC, read without importing the module."""
+    """DOCUMENTATION, EXAMPLES, RETURN (parsed YAML), read without importing the module."""
     out: dict[str, Any] = {}
     for node in ast.parse(MODULE.read_text()).body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
             name = node.targets[0].id
             if name in ("DOCUMENTATION", "EXAMPLES", "RETURN"):
                 out[name] = yaml.safe_load(node.value.value)
-            elif name == "ARGUMENT_SPEC":
-                out[name] = eval(ast.unparse(node.value), {"__builtins__": {}, "dict": dict})  # dict(...) literals
     return out
 
 
 MOD = module_constants()
+SPEC = logic.ARGUMENT_SPEC
 FIELDS = ("type", "required", "default", "choices", "elements", "no_log")
+
+
+def check(args: dict[str, Any]) -> list[str]:
+    """The module's own validation of its options (the action plugin and AnsibleModule run the same): its errors."""
+    result = ArgumentSpecValidator(SPEC, **logic.ARGUMENT_RULES).validate(args)
+    return [str(e) for e in result.errors]
 
 
 # ---------------------------------------------------------------- the contract
 
 def test_documentation_is_the_argument_spec() -> None:
     documented = MOD["DOCUMENTATION"]["options"]
-    assert sorted(documented) == sorted(MOD["ARGUMENT_SPEC"])
-    for name, spec in MOD["ARGUMENT_SPEC"].items():
+    assert sorted(documented) == sorted(SPEC)
+    for name, spec in SPEC.items():
         doc = documented[name]
         assert doc.get("description"), f"option {name} is not described"
         # no_log is the code's business; the rest a reader of ansible-doc must see as the code has it.
         assert {k: doc.get(k) for k in FIELDS if k != "no_log"} == {k: spec.get(k) for k in FIELDS if k != "no_log"}, name
+
+
+def test_every_example_is_a_valid_call_on_its_own() -> None:
+    """No example needs "the other options": each passes the module's own check as written."""
+    for task in MOD["EXAMPLES"]:
+        assert check(task["sage_ray_node"]) == [], task["name"]
+    assert {t["sage_ray_node"].get("state") or t["sage_ray_node"]["query"] for t in MOD["EXAMPLES"]} >= {
+        "start", "stop", "status", "wait"}
+
+
+def test_each_state_and_query_asks_only_for_what_it_reads() -> None:
+    assert check({"state": "stop", "node_type": "worker"}) == []
+    assert check({"query": "status", "node_type": "worker"}) == []
+    missing = check({"state": "start", "node_type": "worker"})
+    assert len(missing) == 1 and "ray_command" in missing[0] and "head_port" in missing[0], missing
+    assert "dashboard_port" in " ".join(check({"state": "stop", "node_type": "head", "head_host": "h",
+                                                "head_port": 1, "dashboard_host": "0.0.0.0"}))
+    assert check({"query": "logs", "node_type": "worker", "log_dir": "/tmp/l"})  # log_lines missing
+    # A state and a query at once, or neither, is no call.
+    assert any("mutually exclusive" in e for e in check({"state": "stop", "query": "status", "node_type": "worker"}))
+    assert any("one of the following is required" in e for e in check({"node_type": "worker"}))
+    assert any("status" in e and "must be one of" in e for e in check({"state": "status", "node_type": "worker"}))
 
 
 def test_return_documents_the_sage_dict_the_playbooks_and_runner_read() -> None:
@@ -62,9 +91,17 @@ def test_return_documents_the_sage_dict_the_playbooks_and_runner_read() -> None:
     # playbooks/wait.yml: running, node_ip; the runner and report: node_type, log, log_file, doctor, cluster,
     # dashboard_url, deploy.
     for key in ("running", "node_ip", "node_type", "log", "log_file", "doctor", "cluster", "dashboard_url", "deploy",
-                "pids", "gcs_address", "gcs_port"):
+                "pids", "gcs_address", "gcs_port", "declared"):
         assert sage[key]["description"], key
-    assert MOD["EXAMPLES"] and all("sage_ray_node" in task for task in MOD["EXAMPLES"])
+    head = {"node_type": "head", "head_host": "base-sage", "dashboard_host": "0.0.0.0", "dashboard_port": 8265,
+            "log_dir": "/tmp/l", "source_revision": "abc", "num_cpus": 2, "labels": {}}
+    report = logic.node_report(head, logic.node_state({101: RAYLET}), {"revision": "abc"}, log=["x"])
+    assert set(report) <= set(sage)
+    assert report["dashboard_url"] == "http://base-sage:8265" and report["log_file"] == "/tmp/l/head.log"
+    assert report["deploy"] == {"revision": "abc", "install_ok": True, "stale": False}
+    assert report["declared"] == {"num_cpus": 2} and report["log"] == ["x"] and report["running"]
+    worker = logic.node_report({"node_type": "worker"}, logic.node_state({}))
+    assert set(worker) == {"running", "node_ip", "gcs_address", "gcs_port", "pids", "node_type", "declared"}
 
 
 def test_ansible_doc_renders_every_option() -> None:
@@ -72,33 +109,39 @@ def test_ansible_doc_renders_every_option() -> None:
                           timeout=120, stdin=subprocess.DEVNULL,
                           env={k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")})
     assert proc.returncode == 0, proc.stderr
-    for name in MOD["ARGUMENT_SPEC"]:
+    for name in SPEC:
         assert re.search(rf"\b{name}\b", proc.stdout), name
     assert "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout
 
 
+ROLE_TASK = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage_ray_node"]
+
+
 def test_the_role_passes_its_defaults_and_the_module_has_none_of_its_own() -> None:
     """One default per setting: the role's defaults/main.yml. An option the role sets from a ray_node_ variable
-    has no default in the module (so none can drift), and every required option is set by the role."""
-    task = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage_ray_node"]
+    has no default in the module (so none can drift), and the role passes every option a state or query needs."""
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    spec = MOD["ARGUMENT_SPEC"]
-    for option, value in task.items():
-        assert option in spec, f"the role passes {option}, which the module does not take"
+    for option, value in ROLE_TASK.items():
+        assert option in SPEC, f"the role passes {option}, which the module does not take"
         variable = re.fullmatch(r"\{\{ (ray_node_\w+) \}\}", str(value))
         if variable:
             assert variable.group(1) in defaults, value
-            assert "default" not in spec[option], (f"{option} has a default in the module and one in the role "
+            assert "default" not in SPEC[option], (f"{option} has a default in the module and one in the role "
                                                    f"({variable.group(1)})")
-    assert {o for o, s in spec.items() if s.get("required")} <= set(task)
+    needed = {o for _, _, options in logic.ARGUMENT_RULES["required_if"] for o in options}
+    assert needed | {o for o, s in SPEC.items() if s.get("required")} <= set(ROLE_TASK)
 
 
-def test_one_name_per_action() -> None:
-    """sage_action, ray_node_action and the module's state name an action alike: the role passes it through."""
-    task = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage_ray_node"]
-    assert task["state"] == "{{ ray_node_action }}"
+@pytest.mark.parametrize("action", [*logic.STATES, *logic.QUERIES])
+def test_the_role_passes_its_action_as_the_modules_state_or_query_in_the_same_word(action: str) -> None:
+    """sage_action (playbooks) -> ray_node_action (role) -> the module's state or query: one word all the way."""
     specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
-    assert specs["ray_node_action"]["choices"] == MOD["ARGUMENT_SPEC"]["state"]["choices"]
+    assert specs["ray_node_action"]["choices"] == [*logic.STATES, *logic.QUERIES]
+    env = jinja2.Environment()
+    rendered = {key: env.from_string(ROLE_TASK[key]).render(ray_node_action=action, omit="<omit>")
+                for key in ("state", "query")}
+    assert {k: v for k, v in rendered.items() if v != "<omit>"} == {
+        ("state" if action in logic.STATES else "query"): action}
 
 
 # ---------------------------------------------------------------- process discovery from /proc
@@ -226,7 +269,7 @@ def test_cluster_summary_counts_alive_nodes_only() -> None:
 
 
 def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path: Path) -> None:
-    """The worker status probe (no module on the node) runs its one shell command as a node would."""
+    """The worker status probe (no module on the node) runs its one shell command as a node would, in POSIX sh."""
     logic = node_logic()
     raylet = tmp_path / "raylet"  # a process whose name is raylet, holding raylet-like options
     raylet.write_bytes(Path(os.path.realpath("/usr/bin/python3")).read_bytes())
@@ -238,10 +281,15 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         (home / ".sage").mkdir(parents=True)
         (home / ".sage" / "deploy.json").write_text('{"revision": "abc123", "install": {"ok": false}}')
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
-        out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(home)},
+        out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(home)},
                              check=True).stdout
         procs, record, nodes = logic.parse_probe(out)
         assert nodes == ""  # a worker's probe does not ask the dashboard
+        # One Ray detector: the probe's view of this process is the module's own, read from /proc.
+        assert procs[proc.pid] == logic.ray_processes()[proc.pid] == [str(raylet), "-c", "import time; time.sleep(60)",
+                                                                      "--node_ip_address=10.9.8.7",
+                                                                      "--gcs-address=10.9.8.1:6379"]
+        assert all(logic.is_ray(argv) for argv in procs.values())
         state = logic.node_state({proc.pid: procs[proc.pid]})
         assert state["running"] and state["node_ip"] == "10.9.8.7" and state["gcs_address"] == "10.9.8.1:6379"
         assert logic.deployed(record, "abc123") == {"revision": "abc123", "install_ok": False, "stale": False}
@@ -294,29 +342,17 @@ def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_st
     # No dashboard there: no table (the module then asks Ray's GCS), and the probe still succeeds.
     out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
     assert logic.state_api_nodes(logic.parse_probe(out)[2]) is None
-def test_the_port_probe_reads_host_and_port_from_stdin_and_runs_neither() -> None:
-    """The overlapped start's check of the head's GCS, run as a node would: "open" or "closed", and a hostile
-    host name is only ever a name."""
-    def probe(line: str) -> str:
-        return subprocess.run(["sh", "-c", logic.PORT_PROBE], input=line, capture_output=True, text=True,
-                              check=True).stdout.strip()
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        assert probe(f"127.0.0.1 {port}\n") == "open"
-    assert probe(f"127.0.0.1 {port}\n") == "closed"
-    assert probe("$(touch${IFS}/tmp/sage-port-probe-pwned) 1\n") == "closed"
-    assert not os.path.exists("/tmp/sage-port-probe-pwned")
 
 
-def test_the_head_signal_is_one_file_per_task_in_the_runs_local_temp(tmp_path: Path, monkeypatch) -> None:
-    spec = importlib.util.spec_from_file_location("sage_ray_node_action", ROLE / "action_plugins" / "sage_ray_node.py")
-    action = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(action)
-    monkeypatch.setattr(action.C, "DEFAULT_LOCAL_TMP", str(tmp_path))
-    one, other = action.HeadSignal("task-1"), action.HeadSignal("task-2")
-    assert one.read() == {}
-    one.write("clear")
-    one.write("failed", "ray start failed (exit 3)")
-    assert one.read() == {"state": "failed", "msg": "ray start failed (exit 3)"} and other.read() == {}
-    assert [p.name for p in tmp_path.iterdir()] == ["sage-ray-head-task-1.json"]  # no half-written file left
+def test_a_zombie_or_another_process_is_not_ray_for_the_probe_either() -> None:
+    out = ("101 " + "\x1f".join(RAYLET) + "\x1f\n106 \n105 /usr/bin/python3\x1fserver.py\x1f\n"
+           f"{logic.PROBE_SEPARATOR}\n")
+    procs, record, nodes = logic.parse_probe(out)
+    assert procs == {101: RAYLET} and record == {} and nodes == ""
+
+
+def test_the_telling_line_of_a_failure() -> None:
+    assert logic.telling_line(["starting", "ConnectionError: refused", "  ", "bye"]) == "ConnectionError: refused"
+    assert logic.telling_line(["one", "two  ", ""]) == "two"
+    assert logic.telling_line([]) == "no output"
+    assert len(logic.telling_line(["x" * 1000])) == 300

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: sage_ray_node
-short_description: Start, stop, restart, inspect, wait for or read the log of one Ray node
+short_description: Bring one Ray node to a state, or ask it for its status, log, health or cluster
 description:
-  - Brings one Ray node (head or worker) to what O(state) asks, in one remote call, and reports the node in the
-    C(sage) result dict that playbooks/wait.yml and sage's runner read.
+  - Brings one Ray node (head or worker) to what O(state) says it should be, or answers one O(query), in one
+    remote call, and reports the node in the C(sage) result dict that playbooks/wait.yml and sage's runner read.
+  - Exactly one of O(state) and O(query). Each takes only the options it reads (the rules at each option, and
+    C(ARGUMENT_RULES) in module_utils/ray_node.py); the action plugin checks them on the controller first.
   - Idempotent. O(state=start) leaves a node alone when its Ray already runs and is joined to the configured
     head; a Ray of another cluster, or of an older token, is stopped and started again.
-  - Finds the node's Ray by reading /proc for the processes of the user it runs as (never another user's, unlike
-    C(ray stop) run as root). The pure logic lives in module_utils/ray_node.py.
-  - A worker's C(ray start) ends early, and fails, when its head's GCS stops accepting connections meanwhile (the
-    head's own start failed), where Ray would retry for a minute or more.
-  - Every command is an argument list; nothing is passed through a shell.
+  - Finds the node's Ray in /proc, among the processes of the user it runs as (never another user's, unlike
+    C(ray stop) run as root). The node logic lives in module_utils/ray_node.py.
+  - A worker's C(ray start) ends early, and fails, when its head's GCS stops accepting connections meanwhile,
+    where Ray would retry for a minute or more.
+  - The module runs every command as an argument list, no shell. O(query=status) starts no module on the node
+    unless it must; see the notes.
   - The ray_node role passes every option from its variables (roles/ray_node/defaults/main.yml holds their
     defaults), so the options the role sets have no default of their own here.
 author: sage-cluster
@@ -31,79 +34,77 @@ attributes:
 options:
   state:
     description:
-      - What to do; the same name as the role's C(ray_node_action) and the playbooks' C(sage_action).
+      - What the node should be; the role passes its C(ray_node_action) here when it is one of these.
       - V(start) starts Ray unless it already runs joined to the head; V(stop) stops this user's Ray processes;
         V(restart) stops, then starts.
-      - V(status) reports the node; V(logs) adds the last O(log_lines) lines of the node log; V(doctor) adds
-        read-only checks (executables, versions, writable dirs, the head's ports, the node's clock).
-      - V(wait) (head only) waits up to O(timeout) seconds until every IP in O(wait_for) is alive in Ray.
+      - Needs O(ray_command), O(python_path), O(node_ip), O(head_host), O(head_port), O(temp_dir), O(log_dir) and
+        O(timeout) to start (V(stop) needs none of them).
     type: str
-    required: true
-    choices: [start, stop, restart, status, logs, wait, doctor]
+    choices: [start, stop, restart]
+  query:
+    description:
+      - What to ask the node, changing nothing; the role passes its C(ray_node_action) here when it is one of these.
+      - V(status) reports the node (with O(cluster_view) on a head, Ray's node table too); V(logs) adds the last
+        O(log_lines) lines of the node log (needs O(log_dir), O(log_lines)); V(doctor) adds read-only checks
+        (executables, versions, writable dirs, the head's ports, the node's clock; needs O(ray_command),
+        O(python_path), O(temp_dir), O(log_dir)).
+      - V(wait) (head only) waits up to O(timeout) seconds until every IP in O(wait_for) is alive in Ray (needs
+        O(python_path), O(wait_for), O(timeout)).
+    type: str
+    choices: [status, logs, wait, doctor]
   node_type:
-    description: Whether this node is the head (runs the GCS and the dashboard) or a worker.
+    description:
+      - Whether this node is the head (runs the GCS and the dashboard) or a worker.
+      - A head needs O(head_host), O(head_port), O(dashboard_host) and O(dashboard_port) for every state and query.
     type: str
     required: true
     choices: [head, worker]
   ray_command:
     description: The ray executable on the node.
     type: path
-    required: true
   python_path:
     description:
       - The Python of the env Ray runs in. Its directory goes first on PATH; it runs the node-table and version
         queries.
     type: path
-    required: true
   conda_env:
-    description: Conda env name for CONDA_DEFAULT_ENV (CONDA_PREFIX is the env of O(python_path)); empty for none.
+    description: Conda env name for CONDA_DEFAULT_ENV (CONDA_PREFIX is the env of O(python_path)); unset or empty for none.
     type: str
-    required: true
   node_ip:
     description: This node's address for Ray (--node-ip-address), an IP or a name resolved on the node.
     type: str
-    required: true
   head_host:
     description: Host name or IP of the head, resolved on the node; workers join O(head_host):O(head_port).
     type: str
-    required: true
   head_port:
     description: Ray's GCS port on the head.
     type: int
-    required: true
   dashboard_host:
     description: Address the head's dashboard binds to; V(0.0.0.0) or V(::) means every interface.
     type: str
-    required: true
   dashboard_port:
     description: The head's dashboard port.
     type: int
-    required: true
   temp_dir:
     description: Ray's temp dir on this node (--temp-dir), created when missing.
     type: path
-    required: true
   log_dir:
     description: Dir of the node log C(<node_type>.log), where the output of C(ray start) is appended.
     type: path
-    required: true
   log_lines:
-    description: Lines of the node log that O(state=logs) returns.
+    description: Lines of the node log that O(query=logs) returns.
     type: int
-    required: true
   cluster_view:
     description: Head only. Add Ray's node table (alive nodes, resources) to the result, as C(sage.cluster).
     type: bool
     default: false
   wait_for:
-    description: Node IPs that must be alive in Ray's node table before O(state=wait) succeeds.
+    description: Node IPs that must be alive in Ray's node table before O(query=wait) succeeds.
     type: list
     elements: str
-    required: true
   timeout:
-    description: Bound in seconds on one C(ray start) and on O(state=wait).
+    description: Bound in seconds on one C(ray start) and on O(query=wait).
     type: int
-    required: true
   auth_token:
     description:
       - The Ray auth token. Set, the node starts with RAY_AUTH_MODE=token and keeps the token in
@@ -114,13 +115,11 @@ options:
     type: path
     default: ~/.ray/auth_token
   deploy_record:
-    description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as C(sage.deploy).
+    description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as C(sage.deploy). Unset, not read.
     type: path
-    required: true
   source_revision:
-    description: The controller's source revision; a deploy record with another one is reported stale. Empty, no comparison.
+    description: The controller's source revision; a deploy record with another one is reported stale. Unset or empty, no comparison.
     type: str
-    required: true
   num_cpus:
     description: CPUs Ray offers on this node (ray start --num-cpus); unset, Ray counts them.
     type: int
@@ -134,15 +133,20 @@ options:
     description: Bytes of object store (ray start --object-store-memory); unset, Ray decides.
     type: int
   resources:
-    description: Custom resources of this node, name -> amount (ray start --resources); empty for none.
+    description: Custom resources of this node, name -> amount (ray start --resources); unset or empty for none.
     type: dict
-    required: true
   labels:
-    description: Ray node labels of this node, key -> value (ray start --labels); empty for none.
+    description: Ray node labels of this node, key -> value (ray start --labels); unset or empty for none.
     type: dict
-    required: true
 notes:
-  - Right after a stop, processes may linger as zombies for a moment; a zombie is not counted as a running Ray.
+  - O(query=status) runs without a module on the node when it can. The action plugin (action_plugins/sage_ray_node.py)
+    runs one fixed POSIX sh command through the connection's shell (C(/bin/sh -c), Ansible's executable); it lists
+    this user's processes from /proc (the module's own rule decides which are Ray) and prints the deploy record;
+    on a head with O(cluster_view) it also runs O(python_path) with a standard-library snippet that asks the
+    dashboard's state API. Only paths are put into that command, quoted; the dashboard's URL and O(auth_token) go
+    on its stdin. When a running head's dashboard gives no table, the module runs instead and asks Ray's GCS.
+  - Every other state and query runs this module. Right after a stop, processes may linger as zombies for a
+    moment; a zombie is not counted as a running Ray.
 """
 
 EXAMPLES = r"""
@@ -160,29 +164,41 @@ EXAMPLES = r"""
     dashboard_port: 8265
     temp_dir: /tmp/ray_head
     log_dir: /tmp/sage_head_logs
-    log_lines: 50
-    wait_for: []
     timeout: 90
-    deploy_record: ~/.sage/deploy.json
-    source_revision: ""
-    resources: {}
     labels: {zone: a}
     auth_token: "{{ lookup('ansible.builtin.file', '~/.sage/ray_auth_token') }}"
   register: ray_node_result
 
+- name: Stop a worker
+  sage_ray_node:
+    state: stop
+    node_type: worker
+
+- name: Whether Ray runs on a worker, and what was deployed there
+  sage_ray_node:
+    query: status
+    node_type: worker
+    deploy_record: ~/.sage/deploy.json
+
 - name: Wait on the head until the started workers are alive
   sage_ray_node:
-    state: wait
+    query: wait
     node_type: head
-    wait_for: "{{ ['10.0.0.12', '10.0.0.14'] }}"
-    # ...and the other required options, as above
+    head_host: base-sage
+    head_port: 6379
+    dashboard_host: 0.0.0.0
+    dashboard_port: 8265
+    python_path: /opt/conda/envs/sage/bin/python
+    wait_for: ["10.0.0.12", "10.0.0.14"]
+    timeout: 90
 """
 
 RETURN = r"""
 sage:
   description:
-    - This node as it is after the action. Returned on success and on failure (then with what could be read), so
-      plays that read it never meet a missing key. playbooks/wait.yml waits for the workers whose C(running)
+    - This node as it is after the state or query; the module and the status probe build it with one function
+      (module_utils/ray_node.py, node_report). Returned on success and on failure (then with what could be
+      read), so plays that read it never meet a missing key. playbooks/wait.yml waits for the workers whose C(running)
       is true, at their C(node_ip); sage's runner shows these keys per host.
   returned: always
   type: dict
@@ -215,33 +231,33 @@ sage:
     log_file:
       description: The node log, C(<log_dir>/<node_type>.log).
       type: str
-      returned: success
+      returned: with O(log_dir)
     log:
       description: The last O(log_lines) lines of the node log.
       type: list
       elements: str
-      returned: O(state=logs)
+      returned: O(query=logs)
     doctor:
       description:
         - Read-only checks. C(time), the node's clock (epoch seconds); C(python_path), C(ray_command), C(temp_dir),
           C(log_dir) each as C({ok, detail}); C(versions) as C({python, ray}) or C({error}); on the head, C(ports),
           each head port as C({ok, detail}) (free, or held by this cluster's Ray).
       type: dict
-      returned: O(state=doctor)
+      returned: O(query=doctor)
     declared:
       description: The resources and labels this node was started with (O(num_cpus) ... O(labels) that are set).
       type: dict
-      returned: success
+      returned: always
     deploy:
       description: What sage_deploy recorded on the node, as C({revision, install_ok, stale}).
       type: dict
-      returned: O(state=status) or O(state=doctor), with O(deploy_record) set
+      returned: O(query=status) or O(query=doctor), with O(deploy_record) set
     cluster:
       description:
         - Ray's node table from the head, as C({alive, nodes, resources}); each node C({node_ip, hostname, alive,
           is_head, resources}); C(resources) sums the alive nodes'. C({error}) when the table cannot be read.
       type: dict
-      returned: O(state=wait), or O(cluster_view) on a running head
+      returned: O(query=wait), or O(cluster_view) on a running head
     dashboard_url:
       description: The dashboard's URL; a dashboard bound to every interface is given at O(head_host).
       type: str
@@ -257,9 +273,9 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ray_node import (cluster_summary, dashboard_url, declared, deployed, log_file, node_state,
+from ansible.module_utils.ray_node import (ARGUMENT_RULES, ARGUMENT_SPEC, cluster_summary, node_report, node_state,
                                            ray_processes, read_record, resource_args, start_argv, state_api_argv,
-                                           state_api_input, state_api_nodes, terminate)
+                                           state_api_input, state_api_nodes, telling_line, terminate, log_file)
 from ansible.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -296,8 +312,8 @@ class Node:
         self.p = module.params
 
     def fail(self, msg, **extra):
-        # The same report shape as on success, so plays that read the results never meet a missing key.
-        self.m.fail_json(msg=msg, sage=dict(current_state(), node_type=self.p["node_type"], **extra))
+        # The same report as on success, so plays that read the results never meet a missing key.
+        self.m.fail_json(msg=msg, sage=node_report(self.p, current_state(), **extra))
 
     def resolve(self, name, what):
         try:
@@ -314,6 +330,14 @@ class Node:
             env["RAY_AUTH_MODE"] = "disabled"
             env.pop("RAY_AUTH_TOKEN", None)
         return env
+
+    def run_python(self, *args):
+        """(stdout, None) of the node's Python running args, or (None, the telling line of its failure)."""
+        proc = subprocess.run([self.p["python_path"], *args], capture_output=True, text=True, env=self.env(),
+                              timeout=60, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            return None, telling_line(proc.stderr.splitlines())
+        return proc.stdout, None
 
     def install_token(self):
         """Write the token 0600 (dir 0700) when it differs; True when the file changed."""
@@ -384,12 +408,8 @@ class Node:
             path = p[key]
             checks[key] = {"ok": os.path.isfile(path) and os.access(path, os.X_OK), "detail": path}
         if checks["python_path"]["ok"]:
-            proc = subprocess.run([p["python_path"], "-c", VERSIONS_SNIPPET], capture_output=True, text=True,
-                                  env=self.env(), timeout=60, stdin=subprocess.DEVNULL)
-            if proc.returncode == 0:
-                checks["versions"] = json.loads(proc.stdout)
-            else:
-                checks["versions"] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+            out, err = self.run_python("-c", VERSIONS_SNIPPET)
+            checks["versions"] = json.loads(out) if err is None else {"error": err}
         for key in ("temp_dir", "log_dir"):
             path = p[key]
             probe = path
@@ -448,14 +468,6 @@ class Node:
                     proc.wait()
                     return None, why
 
-    def log_reason(self):
-        """The most telling line of the log's last attempt, for a one-line failure message."""
-        lines = self.tail(40)
-        for line in reversed(lines):
-            if any(w in line for w in ("Error", "error", "failed", "Failed", "refused")):
-                return line.strip()[:300]
-        return lines[-1].strip()[:300] if lines else "no output"
-
     def tail(self, count):
         try:
             with open(self.log_file, "rb") as fh:
@@ -475,13 +487,14 @@ class Node:
             self.check_head_reachable()
         if state["running"]:  # Ray from another cluster or config: replace it
             self.stop(state)
-        # A worker whose head dies meanwhile (its start failed: the overlapped cluster start joins a head still
-        # starting) gives up within a second, where Ray would retry for a minute or more.
+        # A worker whose head dies meanwhile (the head's own start failed, or it was stopped) gives up within a
+        # second, where Ray would retry for a minute or more.
         rc, cut = self.run_logged(self.start_argv(), self.p["timeout"],
                                   gone=self.head_unreachable if self.p["node_type"] == "worker" else None)
         if rc != 0:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
-            self.fail(f"ray start failed ({cut or f'exit {rc}'}): {self.log_reason()} (log: {self.log_file})")
+            reason = telling_line(self.tail(40))
+            self.fail(f"ray start failed ({cut or f'exit {rc}'}): {reason} (log: {self.log_file})")
         return True, current_state()
 
     def stop(self, state):
@@ -504,12 +517,10 @@ class Node:
             if nodes is not None:
                 return nodes, None
         address = state["gcs_address"] or self.head_address()
-        proc = subprocess.run([self.p["python_path"], "-c", NODES_SNIPPET, address], capture_output=True,
-                              text=True, env=self.env(), timeout=60, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            return None, f"cannot read Ray's node table at {address}: {tail}"
-        return json.loads(proc.stdout), None
+        out, err = self.run_python("-c", NODES_SNIPPET, address)
+        if err is not None:
+            return None, f"cannot read Ray's node table at {address}: {err}"
+        return json.loads(out), None
 
     def wait(self, state):
         if not state["running"]:
@@ -521,73 +532,40 @@ class Node:
             alive = {n["node_ip"] for n in nodes or [] if n["alive"]}
             missing = sorted(want - alive)
             if not missing and nodes is not None:
-                return False, cluster_summary(nodes)
+                return cluster_summary(nodes)
             if time.monotonic() > deadline:
                 self.fail(f"not alive in Ray after {self.p['timeout']} s: {', '.join(missing) or err}",
                           cluster=cluster_summary(nodes or []))
             time.sleep(0.25)  # a dashboard query costs ~0.05 s: poll often, the start waits on this
 
 
-# The options as DOCUMENTATION gives them (tests/unit/test_ray_node.py checks that the two agree).
-ARGUMENT_SPEC = {
-    "state": dict(type="str", required=True, choices=["start", "stop", "restart", "status", "logs", "wait", "doctor"]),
-    "node_type": dict(type="str", required=True, choices=["head", "worker"]),
-    "ray_command": dict(type="path", required=True),
-    "python_path": dict(type="path", required=True),
-    "conda_env": dict(type="str", required=True),
-    "node_ip": dict(type="str", required=True),
-    "head_host": dict(type="str", required=True),
-    "head_port": dict(type="int", required=True),
-    "dashboard_host": dict(type="str", required=True),
-    "dashboard_port": dict(type="int", required=True),
-    "temp_dir": dict(type="path", required=True),
-    "log_dir": dict(type="path", required=True),
-    "log_lines": dict(type="int", required=True),
-    "cluster_view": dict(type="bool", default=False),
-    "wait_for": dict(type="list", elements="str", required=True),
-    "timeout": dict(type="int", required=True),
-    "auth_token": dict(type="str", no_log=True),
-    "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
-    "deploy_record": dict(type="path", required=True),
-    "source_revision": dict(type="str", required=True),
-    "num_cpus": dict(type="int"),
-    "num_gpus": dict(type="int"),
-    "memory": dict(type="int"),
-    "object_store_memory": dict(type="int"),
-    "resources": dict(type="dict", required=True),
-    "labels": dict(type="dict", required=True),
-}
-
-
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, **ARGUMENT_RULES)
     node = Node(module)
     p = module.params
+    want, query = p["state"], p["query"]
     state = current_state()
     changed = False
-    if p["state"] in ("stop", "restart"):
+    if want in ("stop", "restart"):
         changed, state = node.stop(state)
-    if p["state"] in ("start", "restart"):
+    if want in ("start", "restart"):
         token_changed = node.install_token()
         if token_changed and state["running"] and not module.check_mode:
             _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
         started, state = node.start(state)
         changed = changed or started or token_changed
-    report = dict(state, node_type=p["node_type"], log_file=node.log_file, declared=declared(p))
-    if p["state"] == "logs":
-        report["log"] = node.tail(p["log_lines"])
-    if p["state"] == "doctor":
-        report["doctor"] = node.doctor(state)
-    if p["state"] in ("status", "doctor") and p["deploy_record"]:
-        report["deploy"] = deployed(read_record(p["deploy_record"]), p["source_revision"])
-    if p["state"] == "wait":
-        _, report["cluster"] = node.wait(state)
+    extra = {}
+    if query == "logs":
+        extra["log"] = node.tail(p["log_lines"])
+    if query == "doctor":
+        extra["doctor"] = node.doctor(state)
+    if query == "wait":
+        extra["cluster"] = node.wait(state)
     elif p["cluster_view"] and state["running"]:
         nodes, err = node.cluster_nodes(state)
-        report["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
-    if p["node_type"] == "head":
-        report["dashboard_url"] = dashboard_url(p["dashboard_host"], p["head_host"], p["dashboard_port"])
-    module.exit_json(changed=changed, sage=report)
+        extra["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
+    record = read_record(p["deploy_record"]) if query in ("status", "doctor") and p["deploy_record"] else None
+    module.exit_json(changed=changed, sage=node_report(p, state, record, **extra))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The pure logic of the sage_ray_node module: finding this user's Ray in /proc, the node's state, the `ray start`
-command line, the order in which Ray is terminated, and the dashboard's addresses.
+"""The node logic of sage_ray_node, for its module (library/) and its action plugin (action_plugins/) alike: the
+module's options and their rules, finding this user's Ray, the node's state and its `sage` report, the status
+probe, the `ray start` command line, the order in which Ray is terminated, and the dashboard's addresses.
 
 No Ansible here, and every function takes what it reads as arguments (a /proc root, a process table, the kill
 and clock functions), so tests/unit/test_ray_node.py runs it without root and without Ray.
@@ -15,6 +16,58 @@ import time
 # a person elsewhere at the head's host name.
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 
+# What a node should be (the module's `state`), and what can be asked of it (its `query`): the same words as the
+# role's ray_node_action and the playbooks' sage_action.
+STATES = ("start", "stop", "restart")
+QUERIES = ("status", "logs", "wait", "doctor")
+
+# The module's options, as its DOCUMENTATION gives them (tests/unit/test_ray_node.py checks that the two agree).
+# The action plugin checks them on the controller, before any connection; the module checks them again.
+ARGUMENT_SPEC = {
+    "state": dict(type="str", choices=list(STATES)),
+    "query": dict(type="str", choices=list(QUERIES)),
+    "node_type": dict(type="str", required=True, choices=["head", "worker"]),
+    "ray_command": dict(type="path"),
+    "python_path": dict(type="path"),
+    "conda_env": dict(type="str"),
+    "node_ip": dict(type="str"),
+    "head_host": dict(type="str"),
+    "head_port": dict(type="int"),
+    "dashboard_host": dict(type="str"),
+    "dashboard_port": dict(type="int"),
+    "temp_dir": dict(type="path"),
+    "log_dir": dict(type="path"),
+    "log_lines": dict(type="int"),
+    "cluster_view": dict(type="bool", default=False),
+    "wait_for": dict(type="list", elements="str"),
+    "timeout": dict(type="int"),
+    "auth_token": dict(type="str", no_log=True),
+    "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
+    "deploy_record": dict(type="path"),
+    "source_revision": dict(type="str"),
+    "num_cpus": dict(type="int"),
+    "num_gpus": dict(type="int"),
+    "memory": dict(type="int"),
+    "object_store_memory": dict(type="int"),
+    "resources": dict(type="dict"),
+    "labels": dict(type="dict"),
+}
+# Each state or query takes only the options it reads; a head always has its addresses (for dashboard_url).
+_START = ["ray_command", "python_path", "node_ip", "head_host", "head_port", "temp_dir", "log_dir", "timeout"]
+ARGUMENT_RULES = {
+    "required_one_of": [["state", "query"]],
+    "mutually_exclusive": [["state", "query"]],
+    "required_if": [
+        ["state", "start", _START],
+        ["state", "restart", _START],
+        ["query", "logs", ["log_dir", "log_lines"]],
+        ["query", "wait", ["python_path", "wait_for", "timeout"]],
+        ["query", "doctor", ["ray_command", "python_path", "temp_dir", "log_dir"]],
+        ["cluster_view", True, ["python_path"]],
+        ["node_type", "head", ["head_host", "head_port", "dashboard_host", "dashboard_port"]],
+    ],
+}
+
 
 def is_ray(argv):
     name = os.path.basename(argv[0])
@@ -27,26 +80,30 @@ def is_gcs(argv):
     return os.path.basename(argv[0]) == "gcs_server"
 
 
-def ray_processes(proc="/proc", uid=None, own_pid=None):
-    """This user's Ray processes, read from /proc: {pid: argv}.
+def ray_of(table):
+    """The Ray detector: the Ray processes of a table of this user's processes ({pid: argv}, as /proc has them).
 
-    `ray stop` kills every Ray process it can see, other users' too when run as root; this module only ever
-    looks at, and stops, the processes of the user it runs as. A zombie has an empty cmdline: it is not Ray.
+    One rule for the module (ray_processes) and the status probe (parse_probe). `ray stop` kills every Ray process
+    it can see, other users' too when run as root; sage only ever looks at, and stops, the processes of the user
+    it runs as. A zombie has an empty cmdline: it is not Ray.
     """
+    return {pid: argv for pid, argv in table.items() if argv and argv[0] and is_ray(argv)}
+
+
+def ray_processes(proc="/proc", uid=None, own_pid=None):
+    """This user's Ray processes, read from /proc: {pid: argv}."""
     uid = os.getuid() if uid is None else uid
     own_pid = os.getpid() if own_pid is None else own_pid
-    found = {}
+    table = {}
     for pid in filter(str.isdigit, os.listdir(proc)):
         try:
-            if os.stat(os.path.join(proc, pid)).st_uid != uid:
+            if os.stat(os.path.join(proc, pid)).st_uid != uid or int(pid) == own_pid:
                 continue
             with open(os.path.join(proc, pid, "cmdline"), "rb") as fh:
-                argv = fh.read().decode(errors="replace").rstrip("\0").split("\0")
+                table[int(pid)] = fh.read().decode(errors="replace").rstrip("\0").split("\0")
         except OSError:
             continue
-        if argv and argv[0] and int(pid) != own_pid and is_ray(argv):
-            found[int(pid)] = argv
-    return found
+    return ray_of(table)
 
 
 def deployed(record, source_revision):
@@ -71,9 +128,40 @@ def log_file(log_dir, node_type):
     return os.path.join(log_dir, f"{node_type}.log")
 
 
-# A node's status without a module (the sage_ray_node action plugin runs it): its raylet's command line and its
-# deploy record, in one fixed shell command; a head adds Ray's node table, asked by the node's own Python with the
-# standard library only. Only paths are put in, quoted; the dashboard's URL and the token come on stdin.
+def telling_line(lines):
+    """The line of some output that says most about a failure (the last naming an error, else the last), in one
+    message line's length."""
+    lines = [line.strip() for line in lines if line.strip()]
+    for line in reversed(lines):
+        if any(w in line for w in ("Error", "error", "failed", "Failed", "refused")):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def node_report(params, state, record=None, **extra):
+    """The `sage` result dict (RETURN of library/sage_ray_node.py), for the module and the status probe alike.
+
+    params: the module's options; state: node_state(); record: the deploy record read, or None when not asked for;
+    extra: what the query adds (log, doctor, cluster)."""
+    report = dict(state, node_type=params["node_type"], declared=declared(params))
+    if params.get("log_dir"):
+        report["log_file"] = log_file(params["log_dir"], params["node_type"])
+    if record is not None:
+        report["deploy"] = deployed(record, params.get("source_revision") or "")
+    if params["node_type"] == "head":
+        report["dashboard_url"] = dashboard_url(params["dashboard_host"], params["head_host"],
+                                                params["dashboard_port"])
+    report.update(extra)
+    return report
+
+
+# query=status without a module (the sage_ray_node action plugin runs it through the connection's shell, /bin/sh
+# by default): this user's processes as /proc has them (the module reads the same files, and ray_of() is the one
+# rule for both) and the deploy record, in one fixed POSIX sh command; a head adds Ray's node table, asked by the
+# node's own Python with the standard library only. Only paths are put in, quoted; the dashboard's URL and the
+# token come on stdin. A process is one line: its pid, a space, its arguments separated by \x1f (US).
+PROCESS_TABLE = ("for d in /proc/[0-9]*; do [ -O \"$d\" ] && { printf '%s ' \"${d#/proc/}\"; "
+                 "tr '\\000\\n' '\\037 ' < \"$d/cmdline\"; echo; }; done 2>/dev/null; ")
 PROBE_SEPARATOR = "--- sage deploy record"
 NODES_SEPARATOR = "--- sage ray nodes"
 
@@ -120,35 +208,28 @@ def state_api_nodes(text):
 def probe_command(record_path, quote, python_path=None):
     """python_path: also ask the dashboard (a head's status), with the snippet's input on stdin."""
     path = '"$HOME"/' + quote(record_path[2:]) if record_path.startswith("~/") else quote(record_path)
-    command = (f"pgrep -u \"$(id -u)\" -a -x 'raylet|gcs_server'; echo '{PROBE_SEPARATOR}'; "
-               f"cat -- {path} 2>/dev/null; ")
+    command = PROCESS_TABLE + f"echo '{PROBE_SEPARATOR}'; cat -- {path} 2>/dev/null; "
     if python_path:
-        command += f"echo '{NODES_SEPARATOR}'; " + " ".join(map(quote, state_api_argv(python_path))) + "; "
+        command += f"echo; echo '{NODES_SEPARATOR}'; " + " ".join(map(quote, state_api_argv(python_path))) + "; "
     return command + "exit 0"
 
 
 def parse_probe(stdout):
-    """The probe's output -> ({pid: argv} of raylet and gcs_server, the deploy record, the state API's answer)."""
-    procs_text, _, rest = stdout.partition(PROBE_SEPARATOR)
-    record_text, _, nodes_text = rest.partition(NODES_SEPARATOR)
-    procs = {}
+    """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the state API's answer)."""
+    # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
+    procs_text, _, rest = ("\n" + stdout).partition(f"\n{PROBE_SEPARATOR}\n")
+    record_text, _, nodes_text = rest.partition(f"\n{NODES_SEPARATOR}\n")
+    table = {}
     for line in procs_text.splitlines():
-        pid, _, cmdline = line.strip().partition(" ")
-        argv = cmdline.split()
-        if pid.isdigit() and len(argv) > 1:  # a zombie shows its bare name: it is no running Ray
-            procs[int(pid)] = argv
+        pid, _, cmdline = line.partition(" ")
+        if pid.isdigit():
+            table[int(pid)] = cmdline.rstrip("\x1f").split("\x1f")
+    procs = ray_of(table)
     try:
         record = json.loads(record_text) if record_text.strip() else {}
     except ValueError:
         record = {}
     return procs, record if isinstance(record, dict) else {}, nodes_text.strip()
-
-
-# Whether host:port accepts TCP, asked on a node without starting Python there: the overlapped cluster start's
-# check of the head's GCS (action_plugins/sage_ray_node.py). Fixed text: the host and the port come on stdin, so no
-# config value is ever part of a shell command. Prints "open" or "closed".
-PORT_PROBE = ("read -r host port && timeout 2 bash -c 'exec 3<>\"/dev/tcp/$0/$1\"' \"$host\" \"$port\" 2>/dev/null"
-              " && echo open || echo closed")
 
 
 def options_of(procs, name):
