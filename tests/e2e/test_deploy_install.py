@@ -304,9 +304,8 @@ def test_a_cluster_starts_reports_its_nodes_and_stops(rig, sage, tmp_path):
     """The rig start/stop that .ci/run also runs on the newest Python + ansible-core (-m newest_pair): every
     door's shared code (the collection sage.cluster) on a real run. Its own hosts and ports, beside `cluster`."""
     head, worker = "sage-w3", "sage-w4"
-    project = tmp_path / "smoke"
+    project = tmp_path / "smoke"  # a source that is not the home directory (which deploy refuses)
     project.mkdir()
-    (project / "job.py").write_text("print('hi')\n")
     sage.config = tmp_path / "smoke.yaml"
     sage.config.write_text(sage_config(rig, head, [worker], head_port=6391, dashboard_port=8291, comment="smoke",
                                        remote={"sage_home": f"{HOME}/smoke"},
@@ -315,7 +314,6 @@ def test_a_cluster_starts_reports_its_nodes_and_stops(rig, sage, tmp_path):
         sage("cluster", "start", check=True, timeout=600)
         code, status = sage.json("cluster", "status")
         assert code == 0 and status["cluster"]["alive"] == 2, status
-        assert (rig.host(worker).home / "smoke" / "job.py").read_text() == "print('hi')\n"
     finally:
         stopped = sage("cluster", "stop", timeout=300)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
