@@ -1,4 +1,5 @@
 """sage-cluster: a Ray cluster on your own machines, over SSH, with Ansible."""
+import sys
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -23,3 +24,13 @@ def node_logic():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# What the package shares with the roles is the collection sage.cluster, in playbooks/collections (its README.md):
+# Ansible finds it next to the playbooks; this package puts that collections root on sys.path, the one place
+# it does, so `ansible_collections.sage.cluster` imports the same in a checkout and in an installed wheel.
+_COLLECTIONS = str(ansible_root() / "playbooks" / "collections")
+if _COLLECTIONS not in sys.path:
+    sys.path.insert(0, _COLLECTIONS)
+
+from ansible_collections.sage.cluster.plugins.module_utils import source  # noqa: E402  (after the path above)

@@ -149,7 +149,11 @@ def _rotate(runs: Path) -> None:
 def _close_without_delay() -> None:
     """ansible-runner closes ansible-playbook's pty once the process has ended; ptyprocess then sleeps 0.1 s
     ("to give the kernel time") before checking that it has: a tenth of a second of every command, spent after
-    the work is done. A pty pexpect opens in this process closes at once; a child still alive is still ended."""
+    the work is done. A pty pexpect opens in this process closes at once; a child still alive is still ended.
+
+    The runner's one private API (pexpect.spawn._spawnpty): ansible-runner runs playbooks only through pexpect
+    (RunnerConfig sets runner_mode itself) and has no setting for the delay. tests/unit/test_runner.py fails
+    when pexpect, ptyprocess or ansible-runner change under it."""
     import pexpect
 
     def spawnpty(self: Any, args: list[str], **kwargs: Any) -> Any:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import Sage
 from tests.rig import DEFAULT_ENV
+from tests.rig.config import sage_config
 
 pytestmark = pytest.mark.rig
 
@@ -296,3 +297,25 @@ deploy:
     finally:
         subprocess.run([f"{DEFAULT_ENV}/bin/pip", "uninstall", "-qq", "-y", "sagelocal"], capture_output=True)
         uninstall_demo()
+
+
+@pytest.mark.newest_pair
+def test_a_cluster_starts_reports_its_nodes_and_stops(rig, sage, tmp_path):
+    """The rig start/stop that .ci/run also runs on the newest Python + ansible-core (-m newest_pair): every
+    door's shared code (the collection sage.cluster) on a real run. Its own hosts and ports, beside `cluster`."""
+    head, worker = "sage-w3", "sage-w4"
+    project = tmp_path / "smoke"  # a source that is not the home directory (which deploy refuses)
+    project.mkdir()
+    sage.config = tmp_path / "smoke.yaml"
+    sage.config.write_text(sage_config(rig, head, [worker], head_port=6391, dashboard_port=8291, comment="smoke",
+                                       remote={"sage_home": f"{HOME}/smoke"},
+                                       deploy={"source": str(project), "install": "none"}))
+    try:
+        sage("cluster", "start", check=True, timeout=600)
+        code, status = sage.json("cluster", "status")
+        assert code == 0 and status["cluster"]["alive"] == 2, status
+    finally:
+        stopped = sage("cluster", "stop", timeout=300)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    for name in (head, worker):
+        assert not rig.ssh(name, ["pgrep", "-u", rig.user, "-x", "raylet"], check=False).stdout.split(), name

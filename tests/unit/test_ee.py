@@ -29,7 +29,8 @@ BASE_PYTHON3 = {
     "quay.io/centos/centos:stream10": "3.12",  # EL10's platform Python
 }
 
-# The definition this repository shipped before issue 12: it could not be built.
+# The definition this repository shipped before issue 12 (it could not be built), with today's ansible-core pin
+# (the installed ansible-core must fall in the pin for the test to judge it, on 2.19 and on the newest pair).
 OLD_DEFINITION = """\
 version: 3
 images:
@@ -37,7 +38,7 @@ images:
     name: quay.io/ansible/awx-ee:24.6.1
 dependencies:
   ansible_core:
-    package_pip: ansible-core>=2.19,<2.20
+    package_pip: ansible-core>=2.19,<2.22
   ansible_runner:
     package_pip: ansible-runner>=2.4,<3
   galaxy: collections/requirements.yml
@@ -57,7 +58,7 @@ def create(definition: Path, context: Path) -> dict[str, object]:
     containerfile = (context / "Containerfile").read_text()
     args = dict(re.findall(r'^ARG (\w+)="([^"]*)"', containerfile, re.M))
     refs = args.get("ANSIBLE_INSTALL_REFS", "")
-    # The refs are one unquoted shell word list: "ansible-core>=2.19,<2.20 ansible-runner>=2.4,<3".
+    # The refs are one unquoted shell word list: "ansible-core>=2.19,<2.22 ansible-runner>=2.4,<3".
     pip = refs.split() + (context / "_build" / "requirements.txt").read_text().split()
     return {"base": args["EE_BASE_IMAGE"], "pycmd": args.get("PYCMD", "/usr/bin/python3"), "pip": pip,
             "containerfile": containerfile}
@@ -120,7 +121,7 @@ def test_old_definition_is_refused(tmp_path: Path):
     ee = create(definition, tmp_path / "context")
     assert ee["pycmd"] == "/usr/bin/python3"
     problems = ee_problems(ee)
-    assert any("cannot install ansible-core>=2.19,<2.20" in p and "3.9" in p for p in problems), problems
+    assert any("cannot install ansible-core>=2.19,<2.22" in p and "3.9" in p for p in problems), problems
 
 
 def test_python3_other_than_pycmd_is_refused(tmp_path: Path):

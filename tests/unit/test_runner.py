@@ -65,7 +65,15 @@ def test_a_host_with_only_skipped_tasks_stays_out_and_recap_hosts_get_in() -> No
 
 
 def test_ansible_playbooks_pty_closes_without_ptyprocess_sleep_and_a_live_child_still_ends() -> None:
+    """The patch's ground: a private pexpect hook and ansible-runner's fixed pexpect mode. Fails when either
+    changes (a runner_mode that playbooks can choose would make the patch unneeded: drop it then)."""
+    import inspect
+
     import pexpect
+    from ansible_runner.config.runner import RunnerConfig
+
+    assert list(inspect.signature(pexpect.spawn._spawnpty).parameters)[:2] == ["self", "args"]
+    assert 'self.runner_mode = "pexpect"' in inspect.getsource(RunnerConfig.__init__)
 
     runner._close_without_delay()
     runner._close_without_delay()  # once per run: wrapping again would stack wrappers

@@ -1,4 +1,5 @@
-"""sage_rsync's command line: rsync itself splits the -e string, so an odd key path or user must survive it."""
+"""sage_rsync's command line: rsync itself splits the -e string, so an odd key path or user must survive it; and
+the ssh line comes from ansible-core's own ssh plugin through its private _build_command (sage_rsync.ssh_argv)."""
 import importlib.util
 import json
 import os
@@ -36,3 +37,22 @@ def test_rsync_hands_ssh_exactly_the_arguments_ansible_built(tmp_path: Path) -> 
 def test_an_ipv6_host_gets_brackets() -> None:
     assert sage_rsync.rsync_argv(["ssh"], "fd00::5", "/p/", "/d", [], False)[-1] == "[fd00::5]:/d"
 
+
+
+def test_the_ssh_line_is_the_ssh_plugins_own_on_this_ansible_core(tmp_path: Path) -> None:
+    """Fails loudly when an ansible-core upgrade changes or drops the ssh plugin's private _build_command."""
+    from ansible.playbook.play_context import PlayContext
+    from ansible.plugins.loader import connection_loader
+
+    conn = connection_loader.get("ssh", PlayContext())
+    conn.set_options(var_options={"ansible_host": "node-1", "ansible_user": "it's", "ansible_port": 2222,
+                                  "ansible_ssh_private_key_file": "/keys/id ed25519",
+                                  "ansible_ssh_common_args": "-o StrictHostKeyChecking=yes",
+                                  "ansible_ssh_extra_args": "-o UserKnownHostsFile=/kh"})
+    argv = sage_rsync.ssh_argv(conn)
+    assert argv[0] == "ssh" and all(isinstance(a, str) for a in argv)
+    pairs = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-o"}
+    assert {"Port=2222", 'IdentityFile="/keys/id ed25519"', "User=\"it's\"", "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile=/kh"} <= pairs, argv
+    assert any(p.startswith("ControlPath=") for p in pairs), argv  # rsync rides the connection's master
+    assert "node-1" not in argv  # rsync adds the host itself (HOST:PATH)

@@ -32,6 +32,17 @@ def rsync_argv(ssh_argv: list[str], host: str, src: str, dest: str, exclude: lis
             "-e", shlex.join(ssh_argv), "--", src, f"{target}:{dest}"]
 
 
+def ssh_argv(conn) -> list[str]:
+    """The exact ssh command Ansible runs for this host: options from ansible.cfg, inventory and CLI.
+
+    The project's one use of a private ansible-core API. The ssh connection plugin has no public way to give
+    its command line, and building one here would be a second copy of its option handling (ssh_args,
+    common/extra args, port, user, key, ControlPath, host key policy). tests/unit/test_sage_rsync.py drives a
+    real ssh connection plugin through this function, so a change in ansible-core fails there, not on a node.
+    """
+    return [to_text(a) for a in conn._build_command(conn.get_option("ssh_executable"), "ssh")]
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
@@ -45,11 +56,7 @@ class ActionModule(ActionBase):
         if conn.get_option("password"):
             # Ansible would feed the password to sshpass through a pipe that rsync's ssh never sees.
             raise AnsibleActionFail("sage_rsync needs key-based SSH (ssh.key_path); a password cannot reach rsync")
-        # The exact ssh command Ansible runs for this host (options from ansible.cfg, inventory and CLI).
-        # _build_command is the ssh plugin's own (private, unchanged through ansible-core 2.19, which we pin):
-        # one source of truth for the ssh options instead of a second copy here.
-        ssh_argv = [to_text(a) for a in conn._build_command(conn.get_option("ssh_executable"), "ssh")]
-        argv = rsync_argv(ssh_argv, conn.get_option("host"), args["src"], args["dest"], args["exclude"],
+        argv = rsync_argv(ssh_argv(conn), conn.get_option("host"), args["src"], args["dest"], args["exclude"],
                           dry_run=bool(self._task.check_mode))
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         changes = proc.stdout.splitlines()

@@ -7,16 +7,10 @@ problem fails the task, so nothing is copied; status and doctor pass strict: fal
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ansible.plugins.action import ActionBase
-
-try:
-    from sage_cluster import source
-except ImportError:  # run from a checkout (ops staff, AWX): the package sits three levels up from this role
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from sage_cluster import source
+from ansible_collections.sage.cluster.plugins.module_utils import source
 
 ARGS = {"src": dict(type="str", required=True), "exclude": dict(type="list", elements="str", default=[]),
         "key_path": dict(type="str", default=""), "strict": dict(type="bool", default=True)}

@@ -92,8 +92,8 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sage_env import node_env
-from ansible.module_utils.sage_install_plan import plan, valid_install
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
+from ansible_collections.sage.cluster.plugins.module_utils.sage_install_plan import plan, valid_install
 
 
 def read_record(path):

@@ -1,6 +1,6 @@
 """What a deploy's install step must do on a node, decided from the node's deploy record: the pure part of
-library/sage_install.py, shared with action_plugins/sage_install.py (which skips the module when nothing is to
-be done). Standard library only."""
+roles/sage_deploy's sage_install module, shared with its action plugin (which skips the module when nothing is
+to be done). Standard library only."""
 from __future__ import annotations
 
 import hashlib

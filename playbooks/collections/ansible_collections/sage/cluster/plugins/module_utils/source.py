@@ -1,7 +1,7 @@
 """The project a deploy sends: which files (rsync's exclude rules), their revision, and what must never go.
 
-Standard library only: the sage_deploy role's controller-side plugin imports this module too, so every door
-(sage, ansible-playbook, AWX) computes the same revision and refuses the same sources.
+Standard library only: the package and the sage_deploy role's sage_source plugin import this one module, so
+every door (sage, ansible-playbook, AWX) computes the same revision and refuses the same sources.
 """
 from __future__ import annotations
 

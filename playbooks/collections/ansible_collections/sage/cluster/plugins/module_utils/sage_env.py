@@ -1,4 +1,4 @@
-"""The environment a node's Python tools run in: Ray (ray_node) and the project's install (sage_deploy)."""
+"""The environment a node's Python tools run in: Ray (role ray_node) and the project's install (role sage_deploy)."""
 from __future__ import annotations
 
 import os
