@@ -14,18 +14,6 @@ def ansible_root() -> Path:
     raise RuntimeError(f"sage-cluster is installed without its playbooks (looked in {here.parent} and {here / '_ansible'})")
 
 
-def node_logic():
-    """roles/ray_node/module_utils/ray_node.py, the node module's pure logic (standard library only), as a module:
-    the controller applies the node's own rules (the dashboard's URL) instead of a copy of them."""
-    import importlib.util
-
-    path = ansible_root() / "roles" / "ray_node" / "module_utils" / "ray_node.py"
-    spec = importlib.util.spec_from_file_location("sage_ray_node_logic", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # What the package shares with the roles is the collection sage.cluster, in playbooks/collections (its README.md):
 # Ansible finds it next to the playbooks; this package puts that collections root on sys.path, the one place
 # it does, so `ansible_collections.sage.cluster` imports the same in a checkout and in an installed wheel.
@@ -33,4 +21,10 @@ _COLLECTIONS = str(ansible_root() / "playbooks" / "collections")
 if _COLLECTIONS not in sys.path:
     sys.path.insert(0, _COLLECTIONS)
 
-from ansible_collections.sage.cluster.plugins.module_utils import source  # noqa: E402  (after the path above)
+from ansible_collections.sage.cluster.plugins.module_utils import ray_node, source  # noqa: E402  (after the path above)
+
+
+def node_logic():
+    """The node module's pure logic (the collection's ray_node): the controller applies the node's own rules
+    (the dashboard's URL) instead of a copy of them."""
+    return ray_node

@@ -1,11 +1,11 @@
 """sage_ray_node, controller side: the options checked before any connection, and a node's status without a module.
 
-The options are checked here against the module's own spec and rules (module_utils/ray_node.py: ARGUMENT_SPEC,
-ARGUMENT_RULES), as the deploy role's plugins check theirs: a bad one fails the task on the controller.
+The options are checked here against the module's own spec and rules (ray_node.ARGUMENT_SPEC and ARGUMENT_RULES,
+in the collection sage.cluster's module_utils), as the deploy role's plugins check theirs: a bad one fails the task on the controller.
 
 query=status is what Ray's own table on the head cannot give: whether a raylet of this user runs on the node (and
 at which node IP, to match it against the head's table) and what was deployed there; the head's adds Ray's table
-itself, from the dashboard. One fixed shell command reads them (module_utils/ray_node.py: probe_command), with no
+itself, from the dashboard. One fixed shell command reads them (ray_node.probe_command), with no
 module started on the node: about 0.35 s less CPU per node, which on clusters whose nodes share cores is what
 status costs. The result is the module's `sage` dict (RETURN in library/sage_ray_node.py), built by the function
 the module builds it with (node_report). When the probe fails, or a running head's dashboard gives no table, the
@@ -13,23 +13,12 @@ module runs instead. Every other state and query runs the module.
 """
 from __future__ import annotations
 
-import importlib.util
 import shlex
-from pathlib import Path
 
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
-
-
-def _node_logic():
-    """module_utils/ray_node.py (standard library only), loaded by path: the controller has no import path to a
-    role's module_utils. The one place this plugin loads it."""
-    path = Path(__file__).resolve().parent.parent / "module_utils" / "ray_node.py"
-    spec = importlib.util.spec_from_file_location("sage_ray_node_logic", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
 
 
 class ActionModule(ActionBase):
@@ -37,7 +26,6 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        logic = _node_logic()
         _, checked = self.validate_argument_spec(argument_spec=logic.ARGUMENT_SPEC, **logic.ARGUMENT_RULES)
         if checked.get("query") == "status":
             # The check expands a `path` option's ~ with the controller's home; the node's own is meant.

@@ -13,7 +13,7 @@ description:
   - Idempotent. O(state=start) leaves a node alone when its Ray already runs and is joined to the configured
     head; a Ray of another cluster, or of an older token, is stopped and started again.
   - Finds the node's Ray in /proc, among the processes of the user it runs as (never another user's, unlike
-    C(ray stop) run as root). The node logic lives in module_utils/ray_node.py.
+    C(ray stop) run as root). The node logic lives in the collection sage.cluster (plugins/module_utils/ray_node.py).
   - A worker's C(ray start) ends early, and fails, when its head's GCS stops accepting connections meanwhile,
     where Ray would retry for a minute or more.
   - The module runs every command as an argument list, no shell. O(query=status) starts no module on the node
@@ -273,10 +273,10 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ray_node import (ARGUMENT_RULES, ARGUMENT_SPEC, cluster_summary, node_report, node_state,
+from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (ARGUMENT_RULES, ARGUMENT_SPEC, cluster_summary, node_report, node_state,
                                            ray_processes, read_record, resource_args, start_argv, state_api_argv,
                                            state_api_input, state_api_nodes, telling_line, terminate, log_file)
-from ansible.module_utils.sage_env import node_env
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
 NODES_SNIPPET = r"""

@@ -12,6 +12,8 @@ import os
 import signal
 import time
 
+from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
+
 # Bind addresses that mean "every interface": a client on the node reaches such a dashboard on loopback, and
 # a person elsewhere at the head's host name.
 WILDCARD_HOSTS = ("0.0.0.0", "::")
@@ -207,7 +209,7 @@ def state_api_nodes(text):
 
 def probe_command(record_path, quote, python_path=None):
     """python_path: also ask the dashboard (a head's status), with the snippet's input on stdin."""
-    path = '"$HOME"/' + quote(record_path[2:]) if record_path.startswith("~/") else quote(record_path)
+    path = shell_path(record_path, quote)
     command = PROCESS_TABLE + f"echo '{PROBE_SEPARATOR}'; cat -- {path} 2>/dev/null; "
     if python_path:
         command += f"echo; echo '{NODES_SEPARATOR}'; " + " ".join(map(quote, state_api_argv(python_path))) + "; "
