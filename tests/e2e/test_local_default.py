@@ -63,11 +63,11 @@ def testers_cluster(testers_rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     sshd_log = testers_rig.host(TESTERS_HEAD).log
     seen = sshd_log.stat().st_size
     yield
-    assert sshd_log.read_text()[seen:] == "", "a test command connected to the tester's own head"
+    assert sshd_log.read_bytes()[seen:] == b"", "a test command connected to the tester's own head"
     assert sorted(p.name for p in (home / ".sage").iterdir()) == ["config.yaml"], "a test command ran as the tester"
     # The same run in the tester's own environment does reach their head.
     subprocess.run([sys.executable, "-m", "sage_cluster", "cluster", "status"], capture_output=True, timeout=300)
-    assert f"Accepted publickey for {testers_rig.user}" in sshd_log.read_text()[seen:]
+    assert f"Accepted publickey for {testers_rig.user}".encode() in sshd_log.read_bytes()[seen:]
 
 
 @pytest.fixture
