@@ -439,24 +439,3 @@ def test_ansible_lint_production_profile(tmp_path: Path):
                           cwd=REPO, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
                           env=user_env(tmp_path))
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-
-
-# ---------------------------------------------------------------- the ops documentation
-
-
-def _doc_default(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else json.dumps(value)
-
-
-def test_ops_doc_role_table_matches_argument_specs():
-    """docs/ops.md's role variable reference lists every declared variable with its type and default."""
-    rows = {m.group(1): (m.group(2).strip(), m.group(3))
-            for m in re.finditer(r"^\| `((?:ray_node|sage_deploy)_\w+)` \| ([^|`]*(?:\\\|[^|`]*)*)\| `([^`]*)` \|",
-                                 (REPO / "docs" / "ops.md").read_text(), re.M)}
-    for role in ("ray_node", "sage_deploy"):
-        for name, spec in role_specs(role).items():
-            assert name in rows, f"docs/ops.md has no row for {name}"
-            kind, default = rows.pop(name)
-            assert kind.split()[0] == spec.get("type", "str"), (name, kind)
-            assert default == _doc_default(spec.get("default")), (name, default)
-    assert not rows, f"docs/ops.md describes variables no role declares: {sorted(rows)}"
