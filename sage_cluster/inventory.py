@@ -15,7 +15,7 @@ import yaml
 
 from sage_cluster import ansible_root
 from sage_cluster import source
-from sage_cluster.config import Config, Endpoint, is_this_machine
+from sage_cluster.config import NODE_RAY_KEYS, Config, Endpoint, is_this_machine
 from sage_cluster.security import token_enabled, token_path
 
 
@@ -43,14 +43,13 @@ def role_vars(cfg: Config) -> dict[str, Any]:
     }
 
 
-# The Ray resource keys of head: / worker: -> the ray_node role's variables (group vars of sage_head and sage_workers).
-RAY_VARS = {"num_cpus": "ray_node_num_cpus", "num_gpus": "ray_node_num_gpus", "memory": "ray_node_memory",
-            "object_store_memory": "ray_node_object_store_memory", "resources": "ray_node_resources",
-            "labels": "ray_node_labels"}
+# The keys that head: and worker: both have -> the ray_node role's variable of each (group vars of sage_head and
+# sage_workers): the temp and log dirs, and the Ray resource keys (config.py's NODE_RAY_KEYS).
+NODE_TYPE_VARS = {key: f"ray_node_{key}" for key in ("temp_dir", "log_dir", *NODE_RAY_KEYS)}
 
 
-def ray_vars(section: dict[str, Any]) -> dict[str, Any]:
-    return {var: section[key] for key, var in RAY_VARS.items()}
+def node_type_vars(section: dict[str, Any]) -> dict[str, Any]:
+    return {var: section[key] for key, var in NODE_TYPE_VARS.items()}
 
 
 def _host(ep: Endpoint, node_ip: str, own: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -99,8 +98,7 @@ NODE_VARS = {("ssh", "user"): ("ansible_user",), ("ssh", "connect_timeout"): ("a
              ("remote", "ray_command"): ("ray_node_ray_command",),
              ("remote", "conda_env"): ("ray_node_conda_env", "sage_deploy_conda_env"),
              ("remote", "sage_home"): ("sage_deploy_dest",),
-             ("worker", "temp_dir"): ("ray_node_temp_dir",), ("worker", "log_dir"): ("ray_node_log_dir",),
-             **{("worker", key): (var,) for key, var in RAY_VARS.items()}}
+             **{("worker", key): (var,) for key, var in NODE_TYPE_VARS.items()}}
 
 
 def node_vars(cfg: Config, host: str) -> dict[str, Any]:
@@ -129,10 +127,8 @@ def render(cfg: Config) -> str:
         ssh_common_args=ssh_common_args(cfg),
         python_interpreter=python_interpreter(cfg),
         role_vars=role_vars(cfg),
-        head=cfg["head"],
-        worker=cfg["worker"],
-        head_ray_vars=ray_vars(cfg["head"]),
-        worker_ray_vars=ray_vars(cfg["worker"]),
+        head_vars=node_type_vars(cfg["head"]),
+        worker_vars=node_type_vars(cfg["worker"]),
         head_host=_host(cfg.head_endpoint, cfg["head"]["host"]),
         worker_hosts=[_host(w, _bind(cfg, w), node_vars(cfg, w.host)) for w in cfg.workers],
     )

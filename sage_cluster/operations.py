@@ -23,15 +23,17 @@ GROUPS = {"cluster": None, "head": "sage_head", "worker": "sage_workers"}
 
 
 @dataclass
-class Options:
+class Invocation:
+    """What the command line asked of every command: --config, -v, --check, --json."""
+
     config: str | None = None
     verbose: int = 0
     check: bool = False
     json: bool = False
 
 
-def load(opts: Options) -> Config:
-    cfg = cfgmod.load(opts.config)
+def load(invocation: Invocation) -> Config:
+    cfg = cfgmod.load(invocation.config)
     for line in cfg.warnings:
         report.warn(line)
     if cfg.is_builtin:
@@ -49,7 +51,7 @@ def dashboard_warning(cfg: Config) -> str | None:
     return None
 
 
-def run(cfg: Config, opts: Options, playbook: str, action: str, *, limit: str | None = None,
+def run(cfg: Config, invocation: Invocation, playbook: str, action: str, *, limit: str | None = None,
         extra: dict[str, Any] | None = None) -> RunResult:
     """Run one playbook; Ctrl-C cancels it cleanly and the result says which hosts had finished."""
     cancel = threading.Event()
@@ -63,15 +65,17 @@ def run(cfg: Config, opts: Options, playbook: str, action: str, *, limit: str | 
     if in_main:
         signal.signal(signal.SIGINT, on_interrupt)
     try:
-        return run_playbook(cfg, playbook, {"sage_action": action, **(extra or {})}, limit=limit, check=opts.check,
-                            verbosity=opts.verbose, on_event=report.Progress(enabled=not opts.json), cancel=cancel)
+        return run_playbook(cfg, playbook, {"sage_action": action, **(extra or {})}, limit=limit,
+                            check=invocation.check, verbosity=invocation.verbose,
+                            on_event=report.Progress(enabled=not invocation.json), cancel=cancel)
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
 
 
-def no_workers(cfg: Config, scope: str) -> RunResult | None:
-    """`sage worker ...` without workers: say so and run nothing (the run would report only the head)."""
+def empty_worker_result(cfg: Config, scope: str) -> RunResult | None:
+    """For `sage worker ...` on a config without workers: a note saying so and an empty, successful result, so
+    that nothing runs (the run would report only the head). None when there is something to run."""
     if scope != "worker" or cfg.workers:
         return None
     report.note(f"There are no workers: {cfgmod.WORKERS_KEY} in {cfg.path or 'the built-in default'} is empty. "
@@ -79,14 +83,14 @@ def no_workers(cfg: Config, scope: str) -> RunResult | None:
     return RunResult(playbook=PLAYBOOKS[scope], hosts={}, status="successful", seconds=0.0, artifact_dir="")
 
 
-def node_action(opts: Options, scope: str, action: str) -> tuple[Config, RunResult]:
-    cfg = load(opts)
-    if empty := no_workers(cfg, scope):
+def node_action(invocation: Invocation, scope: str, action: str) -> tuple[Config, RunResult]:
+    cfg = load(invocation)
+    if empty := empty_worker_result(cfg, scope):
         return cfg, empty
     if action in ("start", "restart") and scope in ("cluster", "head") and (warning := dashboard_warning(cfg)):
         report.warn(warning)
     with cluster_lock(cfg.path):
-        return cfg, run(cfg, opts, PLAYBOOKS[scope], action)
+        return cfg, run(cfg, invocation, PLAYBOOKS[scope], action)
 
 
 def deploy_plan(cfg: Config) -> tuple[str, str | None]:
@@ -103,34 +107,45 @@ def check_source(cfg: Config) -> None:
                           "it to every node. Fix: set deploy.source to your project's directory, or run sage there.")
 
 
-def deploy(opts: Options, scope: str) -> tuple[Config, RunResult]:
-    cfg = load(opts)
+def deploy(invocation: Invocation, scope: str) -> tuple[Config, RunResult]:
+    cfg = load(invocation)
     check_source(cfg)
-    if empty := no_workers(cfg, scope):
+    if empty := empty_worker_result(cfg, scope):
         return cfg, empty
     with cluster_lock(cfg.path):
-        return cfg, run(cfg, opts, "deploy.yml", "deploy", limit=GROUPS[scope])
+        return cfg, run(cfg, invocation, "deploy.yml", "deploy", limit=GROUPS[scope])
 
 
-def node_settings(options: dict[str, Any]) -> dict[str, Any]:
+def node_settings(given: dict[str, Any]) -> dict[str, Any]:
     """`scale add`'s resource options ({"num_gpus": "4", "resources": ["accel=1"], ...}) -> the new worker's own
     settings, checked like the same keys in the file; a bad one is a one-line ConfigError naming the option."""
-    keys = {k.name: k for k in cfgmod.SCHEMA if k.section == "worker" and k.kind in cfgmod.RAY_KINDS}
     out: dict[str, Any] = {}
-    for name, raw in options.items():
+    for key in worker_ray_keys():
+        raw = given.get(key.name)
         if raw is None or raw == ():
             continue
-        option = "--label" if name == "labels" else f"--{name.replace('_', '-')}"
+        option = resource_option(key)
         if isinstance(raw, tuple):  # k=v options, each may also be k=v,k=v
             pairs = [p.partition("=") for text in raw for p in text.split(",") if p.strip()]
             if any(not sep or not k.strip() for k, sep, _ in pairs):
                 raise ConfigError(f"argument {option} {' '.join(raw)!r} must be NAME=VALUE. Fix: e.g. {option} "
-                                  f"{'accel=1' if name == 'resources' else 'zone=a'}.")
-            value: Any = {k.strip(): _number(v.strip()) if name == "resources" else v.strip() for k, _, v in pairs}
+                                  f"{'accel=1' if key.kind == 'resources' else 'zone=a'}.")
+            value: Any = {k.strip(): _number(v.strip()) if key.kind == "resources" else v.strip()
+                          for k, _, v in pairs}
         else:
             value = int(raw) if re.fullmatch(r"-?[0-9]+", raw.strip()) else raw
-        out[name] = cfgmod.check_ray_value(keys[name], value, f"argument {option}")
+        out[key.name] = cfgmod.check_ray_value(key, value, f"argument {option}")
     return out
+
+
+def worker_ray_keys() -> list[cfgmod.Key]:
+    """The schema's Ray resource keys of worker: (what a worker's own mapping and `scale add`'s options set)."""
+    return [k for k in cfgmod.SCHEMA if k.section == "worker" and k.name in cfgmod.NODE_RAY_KEYS]
+
+
+def resource_option(key: cfgmod.Key) -> str:
+    """`scale add`'s option for a Ray resource key: --num-cpus ... --resources, and --label for labels."""
+    return "--label" if key.kind == "labels" else f"--{key.name.replace('_', '-')}"
 
 
 def _number(text: str) -> Any:
@@ -140,14 +155,14 @@ def _number(text: str) -> Any:
         return text  # check_ray_value says what is wrong with it
 
 
-def scale(opts: Options, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None
+def scale(invocation: Invocation, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None
           ) -> tuple[Config, RunResult]:
     """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
 
     settings: the new worker's own resources (from node_settings()): written as its mapping in the file.
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
-    cfg = load(opts)
+    cfg = load(invocation)
     if cfg.is_builtin:
         raise ConfigError(f"there is no config file to add workers to. Fix: `sage config init` writes "
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
@@ -155,21 +170,21 @@ def scale(opts: Options, op: str, endpoint: Endpoint, settings: dict[str, Any] |
         if op == "add":
             updated = config_edit.edit_workers(cfg.path, add=endpoint, dry_run=True, settings=settings)
             check_source(updated)  # the new worker gets a deploy: refuse a bad source before the file changes
-            if not opts.check:
+            if not invocation.check:
                 updated = config_edit.edit_workers(cfg.path, add=endpoint, settings=settings)
-            return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
+            return updated, run(updated, invocation, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
-        config_edit.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)
+        config_edit.edit_workers(cfg.path, remove=endpoint, dry_run=invocation.check)
         # The old config still lists the host, so its inventory can reach it to stop Ray there. Ansible's host
         # patterns are case-sensitive: name the host as the config spells it.
         listed = next(w.host for w in before.workers if w.host.lower() == endpoint.host.lower())
-        return before, run(before, opts, "scale.yml", "remove", extra={"sage_scale_host": listed})
+        return before, run(before, invocation, "scale.yml", "remove", extra={"sage_scale_host": listed})
 
 
-def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:
-    cfg = load(opts)
+def status(invocation: Invocation, scope: str) -> tuple[Config, RunResult, dict[str, Any]]:
+    cfg = load(invocation)
     # Status is one play on every node of the scope at once (status.yml), for the cluster not head then workers.
-    result = no_workers(cfg, scope) or run(cfg, opts, "status.yml", "status", limit=GROUPS[scope])
+    result = empty_worker_result(cfg, scope) or run(cfg, invocation, "status.yml", "status", limit=GROUPS[scope])
     view = report.cluster_view(result) or {}
     add_ray_resources(result, view)
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
@@ -179,9 +194,9 @@ def status(opts: Options, scope: str) -> tuple[Config, RunResult, dict[str, Any]
     return cfg, result, {"healthy": healthy, "cluster": view}
 
 
-# A node's declared resources (ray start options) -> the names Ray reports them under.
-RAY_RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory",
-                      "object_store_memory": "object_store_memory"}
+# A node's declared resources (ray start options) -> the names Ray reports them under: config.py's table, read
+# the other way round.
+RAY_RESOURCE_NAMES = {key: name for name, key in cfgmod.RAY_OWN_RESOURCES.items()}
 
 
 def add_ray_resources(result: RunResult, view: dict[str, Any]) -> None:
@@ -224,9 +239,9 @@ def resource_mismatch(declared: dict[str, Any], resources: dict[str, float], lab
     return out
 
 
-def logs(opts: Options, scope: str, lines: int) -> tuple[Config, RunResult]:
-    cfg = load(opts)
-    return cfg, no_workers(cfg, scope) or run(cfg, opts, PLAYBOOKS[scope], "logs",
+def logs(invocation: Invocation, scope: str, lines: int) -> tuple[Config, RunResult]:
+    cfg = load(invocation)
+    return cfg, empty_worker_result(cfg, scope) or run(cfg, invocation, PLAYBOOKS[scope], "logs",
                                               extra={"ray_node_log_lines": lines})
 
 
@@ -243,10 +258,10 @@ def controller_versions() -> dict[str, str | None]:
     return {"python": platform.python_version(), "ray": importlib.metadata.version("ray")}
 
 
-def doctor(opts: Options) -> tuple[Config, RunResult, list[dict[str, Any]]]:
+def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, Any]]]:
     """One row per host and check, each with ok, detail and a fix hint."""
-    cfg = load(opts)
-    result = run(cfg, opts, "doctor.yml", "doctor")
+    cfg = load(invocation)
+    result = run(cfg, invocation, "doctor.yml", "doctor")
     mine = controller_versions()
     rows: list[dict[str, Any]] = []
 
@@ -281,5 +296,5 @@ def doctor(opts: Options) -> tuple[Config, RunResult, list[dict[str, Any]]]:
             "synchronise the clocks (chrony or systemd-timesyncd)")
         if (deployed := h.data.get("deploy")) is not None:
             row(host, "deploy", not deployed["stale"] and deployed["install_ok"] is not False,
-                report.deployed(deployed), "run `sage cluster deploy`; its summary gives each node's reason")
+                report.deployed_text(deployed), "run `sage cluster deploy`; its summary gives each node's reason")
     return cfg, result, rows

@@ -58,11 +58,11 @@ def node_rows(result: RunResult) -> list[list[str]]:
         else:
             ray = "running" if d.get("running") else "stopped"
         rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", node_resources(d),
-                     deployed(d.get("deploy")), h.error])
+                     deployed_text(d.get("deploy")), h.error])
     return rows
 
 
-def deployed(deploy: dict[str, Any] | None) -> str:
+def deployed_text(deploy: dict[str, Any] | None) -> str:
     """The revision a node runs, flagged when it is not the controller's source or its install failed."""
     if not deploy or not (deploy.get("revision") or deploy.get("stale")):
         return "-"  # nothing recorded, nothing expected (this machine runs the source itself)

@@ -13,22 +13,28 @@ import pytest
 from tests.conftest_rig import *  # noqa: F401,F403  (the `rig` fixture)
 
 
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user whose HOME is `home`: this process's, without the tester's own sage and Ansible
+    settings (SAGE_*, ANSIBLE_*: $SAGE_CONFIG may name the tester's cluster), then `extra`. Every command a test
+    runs gets its environment from here, so it acts on the test's own config and cluster only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
+    return {**env, "HOME": str(home), **extra}
+
+
 @dataclass
 class Sage:
     home: Path
     config: Path | None = None
     cwd: Path | None = None
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
-        env["HOME"] = str(self.home)
-        if self.config:
-            env["SAGE_CONFIG"] = str(self.config)
-        return env
+    def env(self, **extra: str) -> dict[str, str]:
+        return user_env(self.home, **({"SAGE_CONFIG": str(self.config)} if self.config else {}), **extra)
 
-    def __call__(self, *args: str, timeout: float = 600, check: bool | None = None) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, timeout: float = 600, check: bool | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run `sage ARGS` as this user (env: variables to add, e.g. SAGE_LOCK_WAIT)."""
         proc = subprocess.run([sys.executable, "-m", "sage_cluster", *args], capture_output=True, text=True,
-                              env=self.env(), cwd=self.cwd or self.home, timeout=timeout)
+                              env=self.env(**(env or {})), cwd=self.cwd or self.home, timeout=timeout)
         if check is not None and (proc.returncode == 0) != check:
             raise AssertionError(f"sage {' '.join(args)} exited {proc.returncode}\n"
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")

@@ -6,15 +6,17 @@ import sys
 
 import click
 
-from sage_cluster import operations as ops
+from sage_cluster import operations
 from sage_cluster import config as cfgmod
 from sage_cluster import node_logic, report, security
 from sage_cluster.config import ConfigError
-from sage_cluster.cli.common import EXIT_FAILED, exit_code, options
-from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
+from sage_cluster.operations import Invocation
+from sage_cluster.cli.common import EXIT_FAILED, common_options, exit_code
+from sage_cluster.cli import nodes
 
 
-@click.group()
+# The commands it shares with head and worker (cli/nodes.py); info, dashboard, doctor, token and scale are below.
+@click.group(commands=[nodes.start, nodes.stop, nodes.restart, nodes.status, nodes.deploy])
 def cluster() -> None:
     """The whole cluster: head and workers together (the recommended way).
 
@@ -24,13 +26,9 @@ def cluster() -> None:
     """
 
 
-add_node_commands(cluster, "cluster")
-add_deploy_command(cluster, "cluster")
-
-
 @cluster.command()
-@options(json=True)
-def info(opts: ops.Options) -> None:
+@common_options(json=True)
+def info(invocation: Invocation) -> None:
     """Show the cluster's configuration: head, ports, dashboard, workers, remote paths.
 
     \b
@@ -38,9 +36,9 @@ def info(opts: ops.Options) -> None:
       sage cluster info
       sage cluster info --json
     """
-    cfg = ops.load(opts)
-    if opts.json:
-        sends, refused = ops.deploy_plan(cfg)
+    cfg = operations.load(invocation)
+    if invocation.json:
+        sends, refused = operations.deploy_plan(cfg)
         report.emit_json({"config_file": str(cfg.path) if cfg.path else None, **cfg.as_dict(),
                           "deploy_sends": sends, "deploy_refused": refused})
         return
@@ -67,20 +65,20 @@ def info(opts: ops.Options) -> None:
                f"conda env {r['conda_env'] or '(none)'}")
     click.echo(f"Temp/logs:  head {head['temp_dir']} {head['log_dir']}; "
                f"workers {cfg['worker']['temp_dir']} {cfg['worker']['log_dir']}")
-    sends, refused = ops.deploy_plan(cfg)
+    sends, refused = operations.deploy_plan(cfg)
     install = cfg["deploy"]["install"]
     click.echo(f"Deploy:     {sends} -> {r['sage_home']} on the nodes, then install: "
                f"{' '.join(install) if isinstance(install, list) else install}"
                + (f" (refused: {refused})" if refused else ""))
-    if warning := ops.dashboard_warning(cfg):
+    if warning := operations.dashboard_warning(cfg):
         report.warn(warning)
 
 
 @cluster.command()
 @click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
               help="Local port to open the dashboard on (default: head.dashboard_port).")
-@options()
-def dashboard(opts: ops.Options, port: int | None) -> None:
+@common_options()
+def dashboard(invocation: Invocation, port: int | None) -> None:
     """Open the head's Ray dashboard on this machine: an SSH tunnel from a local port to the head's dashboard
     port, with the head's SSH settings and host key checks. Prints the URL (and how to pass the Ray token) and
     stays up until Ctrl-C. Works when the dashboard listens only on the head's 127.0.0.1.
@@ -92,7 +90,7 @@ def dashboard(opts: ops.Options, port: int | None) -> None:
     """
     from sage_cluster import dashboard as dash
 
-    cfg = ops.load(opts)
+    cfg = operations.load(invocation)
     head = cfg["head"]
     port = port or head["dashboard_port"]
     if cfgmod.is_this_machine(head["host"]):
@@ -129,8 +127,8 @@ def dashboard(opts: ops.Options, port: int | None) -> None:
 
 
 @cluster.command()
-@options(json=True)
-def doctor(opts: ops.Options) -> None:
+@common_options(json=True)
+def doctor(invocation: Invocation) -> None:
     """Check every node: SSH, python_path, ray_command, the same Python and Ray versions everywhere (this
     machine too), temp and log dirs writable, head ports free or held by this cluster's Ray, clock skew.
     Exit 1 if any check fails.
@@ -140,10 +138,10 @@ def doctor(opts: ops.Options) -> None:
       sage cluster doctor
       sage cluster doctor --json
     """
-    _, result, rows = ops.doctor(opts)
+    _, result, rows = operations.doctor(invocation)
     failed = [r for r in rows if not r["ok"]]
-    if opts.json:
-        report.emit_json({"ok": not failed, "controller": ops.controller_versions(), "checks": rows})
+    if invocation.json:
+        report.emit_json({"ok": not failed, "controller": operations.controller_versions(), "checks": rows})
     else:
         click.echo(report.table([[r["host"], r["check"], "ok" if r["ok"] else "FAIL", r["detail"], r["fix"]]
                                  for r in rows], ["HOST", "CHECK", "RESULT", "DETAIL", "FIX"]))
@@ -152,8 +150,8 @@ def doctor(opts: ops.Options) -> None:
 
 
 @cluster.command()
-@options()
-def token(opts: ops.Options) -> None:
+@common_options()
+def token(invocation: Invocation) -> None:
     """Print the Ray auth token, for people who submit jobs or connect clients.
 
     Every node is started with it (security.ray_auth: token, the default); a client without it is refused.
@@ -162,14 +160,14 @@ def token(opts: ops.Options) -> None:
     Example:
       RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) ray job submit --address http://head:8265 -- python job.py
     """
-    cfg = ops.load(opts)
+    cfg = operations.load(invocation)
     if not security.token_enabled(cfg):
         raise ConfigError(f"{cfg.path}: security.ray_auth is off, so the cluster has no token. "
                           "Fix: set it to token and run `sage cluster restart`.")
     click.echo(security.read_token())
 
 
-@cluster.group()
+@cluster.group(commands=[nodes.add, nodes.remove])
 def scale() -> None:
     """Add or remove a worker while the cluster runs.
 
@@ -179,6 +177,3 @@ def scale() -> None:
       sage cluster scale remove sage5:22
     """
 
-
-scale.add_command(scale_command("add", "sage cluster scale add sage5:22"))
-scale.add_command(scale_command("remove", "sage cluster scale remove sage5:22"))

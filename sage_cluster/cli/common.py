@@ -10,7 +10,7 @@ import click
 
 from sage_cluster import report
 from sage_cluster.config import ConfigError, Endpoint, parse_endpoint
-from sage_cluster.operations import Options
+from sage_cluster.operations import Invocation
 from sage_cluster.runner import RunResult
 
 # Exit codes: 0 every host fine; 1 some host failed or was unreachable; 2 bad usage or config; 130 interrupted.
@@ -31,17 +31,18 @@ class HostPort(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def options(*, check: bool = False, json: bool = False) -> Callable:
-    """--config and -v on every command; --check and --json where they mean something."""
+def common_options(*, check: bool = False, json: bool = False) -> Callable:
+    """--config and -v on every command; --check and --json where they mean something. The command function gets
+    them as its first argument, one Invocation."""
     def wrap(fn: Callable) -> Callable:
         @click.option("--config", "config_path", metavar="PATH", envvar="SAGE_CONFIG",
                       help="Config file (default: $SAGE_CONFIG, else ~/.sage/config.yaml).")
         @click.option("-v", "--verbose", count=True, help="More Ansible output (-v, -vv, -vvv).")
         @functools.wraps(fn)
         def inner(config_path: str | None, verbose: int, **kwargs: Any) -> Any:
-            opts = Options(config=config_path, verbose=verbose, check=kwargs.pop("check", False),
-                           json=kwargs.pop("as_json", False))
-            return fn(opts, **kwargs)
+            invocation = Invocation(config=config_path, verbose=verbose, check=kwargs.pop("check", False),
+                                    json=kwargs.pop("as_json", False))
+            return fn(invocation, **kwargs)
         if check:
             inner = click.option("--check", is_flag=True, help="Ansible check mode: report what would change.")(inner)
         if json:
@@ -50,13 +51,13 @@ def options(*, check: bool = False, json: bool = False) -> Callable:
     return wrap
 
 
-def finish(result: RunResult, title: str, opts: Options) -> None:
+def finish(result: RunResult, title: str, invocation: Invocation) -> None:
     """Print the per-host summary (or JSON) and exit with the run's code."""
-    if opts.json:
+    if invocation.json:
         report.emit_json(report.run_json(result))
     else:
         click.echo(report.summary(result, title))
-        if opts.check:
+        if invocation.check:
             click.echo("(check mode: nothing was changed)")
     sys.exit(exit_code(result))
 

@@ -8,17 +8,18 @@ from click.core import ParameterSource
 from ruamel.yaml import YAML
 
 from sage_cluster import config as cfgmod
-from sage_cluster import operations as ops
+from sage_cluster import operations
 from sage_cluster import report
-from sage_cluster.cli.common import options
+from sage_cluster.operations import Invocation
+from sage_cluster.cli.common import common_options
 from sage_cluster.config import ConfigError
 from sage_cluster.config_edit import write_atomic
 
 
 @click.group(invoke_without_command=True)
-@options(json=True)
+@common_options(json=True)
 @click.pass_context
-def config(ctx: click.Context, opts: ops.Options) -> None:
+def config(ctx: click.Context, invocation: Invocation) -> None:
     """Show the effective config (`sage config` = `sage config show`) or write a new one.
 
     \b
@@ -27,13 +28,13 @@ def config(ctx: click.Context, opts: ops.Options) -> None:
       sage config init
     """
     if ctx.invoked_subcommand is None:
-        print_config(opts)
+        print_config(invocation)
 
 
 @config.command()
-@options(json=True)
+@common_options(json=True)
 @click.pass_context
-def show(ctx: click.Context, opts: ops.Options) -> None:
+def show(ctx: click.Context, invocation: Invocation) -> None:
     """Print the effective config: the file's values with defaults filled in.
 
     \b
@@ -45,15 +46,15 @@ def show(ctx: click.Context, opts: ops.Options) -> None:
     group = ctx.parent
     if (group.get_parameter_source("config_path") is ParameterSource.COMMANDLINE
             and ctx.get_parameter_source("config_path") is not ParameterSource.COMMANDLINE):
-        opts.config = group.params["config_path"]
-    opts.json = opts.json or group.params["as_json"]
-    print_config(opts)
+        invocation.config = group.params["config_path"]
+    invocation.json = invocation.json or group.params["as_json"]
+    print_config(invocation)
 
 
-def print_config(opts: ops.Options) -> None:
-    cfg = ops.load(opts)
+def print_config(invocation: Invocation) -> None:
+    cfg = operations.load(invocation)
     data = cfg.as_dict()
-    if opts.json:
+    if invocation.json:
         report.emit_json({"config_file": str(cfg.path) if cfg.path else None, **data})
         return
     click.echo(f"# {cfg.path or 'built-in single-machine default'}")

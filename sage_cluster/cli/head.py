@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import click
 
-from sage_cluster.cli.nodes import add_logs_command, add_node_commands
+from sage_cluster.cli import nodes
 
 
-@click.group()
+@click.group(commands=[nodes.start, nodes.stop, nodes.restart, nodes.status, nodes.logs])
 def head() -> None:
     """The Ray head node: start, stop, status, restart, logs.
 
@@ -16,6 +16,3 @@ def head() -> None:
       sage head logs --lines 50
     """
 
-
-add_node_commands(head, "head")
-add_logs_command(head, "head")

@@ -1,17 +1,19 @@
-"""The commands that cluster, head and worker share, built by the factories below (so `def start` is not
-to be found by grep). Every `sage` command and where it is defined:
+"""The commands that several groups share: one function each, attached to every group it serves, acting on
+the group it was called through (`sage head start` starts the head, `sage cluster start` the whole cluster).
+Every `sage` command and the function that runs it:
 
-    sage cluster start|stop|restart|status    add_node_commands      (here)
-    sage head    start|stop|restart|status    add_node_commands      (here)
-    sage worker  start|stop|restart|status    add_node_commands      (here)
-    sage head logs, sage worker logs          add_logs_command       (here)
-    sage cluster deploy, sage worker deploy   add_deploy_command     (here)
-    sage cluster scale add|remove             scale_command          (here), attached in cli/cluster.py
-    sage worker add|remove                    scale_command          (here), attached in cli/worker.py
-    sage cluster info|doctor|token            cli/cluster.py
-    sage worker config                        cli/worker.py
-    sage config [show], sage config init      cli/config.py
-    sage inventory                            cli/inventory.py
+    sage cluster|head|worker start|stop|restart    start, stop, restart     (here)
+    sage cluster|head|worker status                status                   (here)
+    sage head logs, sage worker logs               logs                     (here)
+    sage cluster deploy, sage worker deploy        deploy                   (here)
+    sage cluster scale add|remove                  add, remove              (here)
+    sage worker add|remove                         add, remove              (here)
+    sage cluster info|dashboard|doctor|token       info, dashboard, ...     cli/cluster.py
+    sage worker config                             worker_config            cli/worker.py
+    sage config [show], sage config init           config, show, init       cli/config.py
+    sage inventory                                 inventory                cli/inventory.py
+
+Each calls one function of operations.py, which runs the playbook.
 """
 from __future__ import annotations
 
@@ -20,129 +22,183 @@ from typing import Any
 
 import click
 
-from sage_cluster import operations as ops
+from sage_cluster import operations
 from sage_cluster import report
 from sage_cluster.config import Endpoint
-from sage_cluster.cli.common import EXIT_FAILED, HostPort, exit_code, finish, options
-
-WHAT = {"cluster": "the whole cluster", "head": "the Ray head", "worker": "all Ray workers"}
-
-
-def add_node_commands(group: click.Group, scope: str) -> None:
-    """Attach start/stop/restart/status to a group, acting on `scope` (cluster, head or worker)."""
-    what = WHAT[scope]
-    order = {
-        "cluster": ("the head, then all workers in parallel", "every node at once"),
-        "head": ("the head only", "the head only (workers lose their head)"),
-        "worker": ("all workers in parallel; waits until the head lists each one alive", "all workers in parallel"),
-    }[scope]
-    docs = {
-        "start": f"Start {what}: {order[0]}. A node already running and joined is left alone.",
-        "stop": f"Stop {what}: {order[1]}. Stopping a stopped node is fine.",
-        "restart": f"Restart {what} (stop, then start).",
-    }
-    for action, doc in docs.items():
-        group.command(name=action, help=f"{doc}\n\n\b\nExample:\n  sage {scope} {action}")(
-            options(check=True, json=True)(_action_command(scope, action)))
-
-    @group.command(name="status", help=f"Show whether Ray runs on each node of {what}, its node IP, its resources as Ray "
-                   f"reports them (flagged where they differ from the config), and Ray's own count of alive nodes "
-                   f"from the head. Exit 1 if a node is down.\n\n\b\nExample:\n  sage {scope} status"
-                   f"\n  sage {scope} status --json")
-    @options(json=True)
-    def status(opts: ops.Options) -> None:
-        cfg, result, health = ops.status(opts, scope)
-        if opts.json:
-            report.emit_json({**report.run_json(result), **health})
-        else:
-            click.echo(report.table(report.node_rows(result),
-                                    ["HOST", "ROLE", "RAY", "NODE IP", "RESOURCES (RAY)", "DEPLOYED", "ERROR"]))
-            report.resource_warnings(result)
-            view = health["cluster"]
-            if view.get("error"):
-                click.echo(f"Ray (from the head): {view['error']}")
-            elif "alive" in view:
-                click.echo(f"Ray (from the head): {view['alive']} alive node(s); "
-                           f"{report.format_resources(view.get('resources', {}))}")
-            for h in result.hosts.values():
-                if h.data.get("dashboard_url") and h.data.get("running"):
-                    click.echo(f"Dashboard: {h.data['dashboard_url']}")
-        code = exit_code(result)
-        sys.exit(code if code else (0 if health["healthy"] else EXIT_FAILED))
+from sage_cluster.cli.common import EXIT_FAILED, HostPort, common_options, exit_code, finish
+from sage_cluster.operations import Invocation
 
 
-def _action_command(scope: str, action: str):
-    def command(opts: ops.Options) -> None:
-        _, result = ops.node_action(opts, scope, action)
-        finish(result, f"{scope} {action}", opts)
-    command.__name__ = f"{scope}_{action}"
+def scope() -> str:
+    """What the running command acts on: the group it was called through (cluster, head or worker)."""
+    return click.get_current_context().parent.command.name
+
+
+def _act(invocation: Invocation, action: str) -> None:
+    _, result = operations.node_action(invocation, scope(), action)
+    finish(result, f"{scope()} {action}", invocation)
+
+
+@click.command()
+@common_options(check=True, json=True)
+def start(invocation: Invocation) -> None:
+    """Start Ray. A node already running and joined is left alone.
+
+    `sage cluster start`: the head, then all workers in parallel; waits until the head lists every worker alive.
+    `sage head start`: the head only. `sage worker start`: all workers in parallel; waits until the head lists
+    each one alive.
+
+    \b
+    Example:
+      sage cluster start
+      sage worker start --check
+    """
+    _act(invocation, "start")
+
+
+@click.command()
+@common_options(check=True, json=True)
+def stop(invocation: Invocation) -> None:
+    """Stop Ray. Stopping a stopped node is fine.
+
+    `sage cluster stop`: every node at once. `sage head stop`: the head only (the workers lose their head).
+    `sage worker stop`: all workers in parallel.
+
+    \b
+    Example:
+      sage cluster stop
+      sage head stop
+    """
+    _act(invocation, "stop")
+
+
+@click.command()
+@common_options(check=True, json=True)
+def restart(invocation: Invocation) -> None:
+    """Restart Ray (stop, then start) on the whole cluster, the head or all workers.
+
+    \b
+    Example:
+      sage cluster restart
+      sage worker restart
+    """
+    _act(invocation, "restart")
+
+
+@click.command()
+@common_options(json=True)
+def status(invocation: Invocation) -> None:
+    """Show whether Ray runs on each node (of the whole cluster, the head, or the workers), its node IP, its
+    resources as Ray reports them (flagged where they differ from the config), the deployed revision, and Ray's
+    own count of alive nodes from the head. Exit 1 if a node is down.
+
+    \b
+    Example:
+      sage cluster status
+      sage worker status --json
+    """
+    cfg, result, health = operations.status(invocation, scope())
+    if invocation.json:
+        report.emit_json({**report.run_json(result), **health})
+    else:
+        click.echo(report.table(report.node_rows(result),
+                                ["HOST", "ROLE", "RAY", "NODE IP", "RESOURCES (RAY)", "DEPLOYED", "ERROR"]))
+        report.resource_warnings(result)
+        view = health["cluster"]
+        if view.get("error"):
+            click.echo(f"Ray (from the head): {view['error']}")
+        elif "alive" in view:
+            click.echo(f"Ray (from the head): {view['alive']} alive node(s); "
+                       f"{report.format_resources(view.get('resources', {}))}")
+        for h in result.hosts.values():
+            if h.data.get("dashboard_url") and h.data.get("running"):
+                click.echo(f"Dashboard: {h.data['dashboard_url']}")
+    code = exit_code(result)
+    sys.exit(code if code else (0 if health["healthy"] else EXIT_FAILED))
+
+
+@click.command()
+@click.option("--lines", "-n", default=50, show_default=True, type=click.IntRange(1, 100000), help="How many lines.")
+@common_options(json=True)
+def logs(invocation: Invocation, lines: int) -> None:
+    """Show the last lines of head.log on the head (`sage head logs`) or of worker.log on every worker
+    (`sage worker logs`): the output of Ray's start and stop.
+
+    \b
+    Example:
+      sage head logs --lines 100
+      sage worker logs
+    """
+    _, result = operations.logs(invocation, scope(), lines)
+    if invocation.json:
+        report.emit_json(report.run_json(result))
+    else:
+        for name, h in sorted(result.hosts.items()):
+            click.echo(f"==> {name}: {h.data.get('log_file', '?')} <==")
+            click.echo("\n".join(h.data.get("log", [])) or (h.error or "(empty)"))
+    sys.exit(exit_code(result))
+
+
+@click.command()
+@common_options(check=True, json=True)
+def deploy(invocation: Invocation) -> None:
+    """Copy the project (config deploy.source, default: the current directory) into remote.sage_home with rsync:
+    on every node that is not this machine (`sage cluster deploy`), or on every worker (`sage worker deploy`).
+    Only changed files move; nothing is deleted. Then install it into each node's env where that is needed
+    (deploy.install: auto = pip install -e when the project has pyproject.toml or setup.py; none; or your own
+    command). --check says per node whether files would change and whether the install would run. A source
+    holding ~/.ssh, ~/.sage or ~/.ray is refused.
+
+    \b
+    Example:
+      sage cluster deploy
+      sage worker deploy --check
+    """
+    _, result = operations.deploy(invocation, scope())
+    finish(result, f"{scope()} deploy", invocation)
+
+
+def resource_options(command: Any) -> Any:
+    """`add`'s options for the new worker's own Ray resources: one per Ray resource key of worker: in the schema,
+    taken as text and checked by the config's own rules (one line, exit 2)."""
+    for key in reversed(operations.worker_ray_keys()):
+        many = key.kind in ("resources", "labels")
+        what = "NAME=AMOUNT" if key.kind == "resources" else "KEY=VALUE"
+        command = click.option(
+            operations.resource_option(key), key.name, multiple=many, metavar="K=V" if many else "N",
+            help=f"This worker's own worker.{key.name}: {key.help}"
+                 + (f"; {what}, repeat or comma-separate for more." if many else "."))(command)
     return command
 
 
-def add_logs_command(group: click.Group, scope: str) -> None:
-    log = "head.log on the head" if scope == "head" else "worker.log on every worker"
+@click.command()
+@click.argument("endpoint", metavar="HOST:PORT", type=HostPort())
+@resource_options
+@common_options(check=True, json=True)
+def add(invocation: Invocation, endpoint: Endpoint, **resources: Any) -> None:
+    """Add a worker: list HOST:PORT in the config (comments kept), deploy the project there, start Ray, and wait
+    until the head lists it alive. With resource options the worker is written as a mapping holding them (that
+    worker only; the rest of the file stays as it is).
 
-    @group.command(name="logs", help=f"Show the last lines of {log} (the output of Ray's start and stop).\n\n"
-                   f"\b\nExample:\n  sage {scope} logs --lines 100")
-    @click.option("--lines", "-n", default=50, show_default=True, type=click.IntRange(1, 100000),
-                  help="How many lines.")
-    @options(json=True)
-    def logs(opts: ops.Options, lines: int) -> None:
-        _, result = ops.logs(opts, scope, lines)
-        if opts.json:
-            report.emit_json(report.run_json(result))
-        else:
-            for name, h in sorted(result.hosts.items()):
-                click.echo(f"==> {name}: {h.data.get('log_file', '?')} <==")
-                click.echo("\n".join(h.data.get("log", [])) or (h.error or "(empty)"))
-        sys.exit(exit_code(result))
-
-
-def add_deploy_command(group: click.Group, scope: str) -> None:
-    targets = "every node that is not this machine" if scope == "cluster" else "every worker"
-
-    @group.command(name="deploy", help=f"Copy the project (config deploy.source, default: the current directory) into "
-                   f"remote.sage_home on {targets} with rsync. Only changed files move; nothing is deleted. Then "
-                   f"install it into each node's env where that is needed (deploy.install: auto = pip install -e "
-                   f"when the project has pyproject.toml or setup.py; none; or your own command). --check says per "
-                   f"node whether files would change and whether the install would run. A source holding "
-                   f"~/.ssh, ~/.sage or ~/.ray is refused."
-                   f"\n\n\b\nExample:\n  sage {scope} deploy\n  sage {scope} deploy --check")
-    @options(check=True, json=True)
-    def deploy(opts: ops.Options) -> None:
-        _, result = ops.deploy(opts, scope)
-        finish(result, f"{scope} deploy", opts)
+    \b
+    Example:
+      sage cluster scale add sage5:22
+      sage worker add gpu5:22 --num-gpus 4 --resources accel=1 --label zone=a
+    """
+    _, result = operations.scale(invocation, "add", endpoint, operations.node_settings(resources))
+    finish(result, f"scale add {endpoint}", invocation)
 
 
-def scale_command(op: str, example: str) -> click.Command:
-    """`add`/`remove` one worker: edits workers_ssh_hosts (comments kept), then starts or stops Ray there."""
-    doc = {"add": "Add a worker: list HOST:PORT in the config, deploy the project there, start Ray, and wait "
-                  "until the head lists it alive. With resource options the worker is written as a mapping "
-                  "holding them (that worker only; the rest of the file stays as it is).",
-           "remove": "Remove a worker: take HOST:PORT out of the config and stop Ray on it."}[op]
-    if op == "add":
-        example += f"\n  {example.rsplit(' ', 1)[0]} gpu5:22 --num-gpus 4 --resources accel=1 --label zone=a"
+@click.command()
+@click.argument("endpoint", metavar="HOST:PORT", type=HostPort())
+@common_options(check=True, json=True)
+def remove(invocation: Invocation, endpoint: Endpoint) -> None:
+    """Remove a worker: take HOST:PORT out of the config (comments kept) and stop Ray on it.
 
-    @options(check=True, json=True)
-    def command(opts: ops.Options, endpoint: Endpoint, **resources: Any) -> None:
-        _, result = ops.scale(opts, op, endpoint, ops.node_settings(resources) if resources else None)
-        finish(result, f"scale {op} {endpoint}", opts)
-    if op == "add":  # values are checked by the config's own rules (one line, exit 2), so they are taken as text
-        for name, help_text in reversed(RESOURCE_OPTIONS):
-            multiple = name in ("resources", "labels")
-            flag = "--label" if name == "labels" else f"--{name.replace('_', '-')}"
-            command = click.option(flag, name, multiple=multiple, metavar="K=V" if multiple else "N",
-                                   help=help_text)(command)
-    command = click.argument("endpoint", metavar="HOST:PORT", type=HostPort())(command)
-    return click.command(name=op, help=f"{doc}\n\n\b\nExample:\n  {example}")(command)
-
-
-# scale add's options for the new worker's own Ray resources (the keys of worker: in the config).
-RESOURCE_OPTIONS = [
-    ("num_cpus", "CPUs Ray offers on this worker (0: it runs no tasks)."),
-    ("num_gpus", "GPUs Ray offers on this worker."),
-    ("memory", 'Memory for tasks, bytes or e.g. "8GiB".'),
-    ("object_store_memory", 'Object store size, bytes or e.g. "2GiB".'),
-    ("resources", "A custom resource, NAME=AMOUNT (repeat, or comma-separate, for more)."),
-    ("labels", "A Ray node label, KEY=VALUE (repeat, or comma-separate, for more)."),
-]
+    \b
+    Example:
+      sage cluster scale remove sage5:22
+      sage worker remove sage5:22
+    """
+    _, result = operations.scale(invocation, "remove", endpoint)
+    finish(result, f"scale remove {endpoint}", invocation)

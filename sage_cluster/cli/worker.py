@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import click
 
-from sage_cluster import operations as ops
+from sage_cluster import operations
 from sage_cluster import report
-from sage_cluster.cli.common import options
-from sage_cluster.cli.nodes import add_deploy_command, add_logs_command, add_node_commands, scale_command
+from sage_cluster.operations import Invocation
+from sage_cluster.cli.common import common_options
+from sage_cluster.cli import nodes
 
 
-@click.group()
+# The commands it shares with cluster and head (cli/nodes.py); worker config is below.
+@click.group(commands=[nodes.start, nodes.stop, nodes.restart, nodes.status, nodes.deploy, nodes.logs, nodes.add,
+                      nodes.remove])
 def worker() -> None:
     """The Ray worker nodes: all at once, or add and remove one.
 
@@ -20,25 +23,18 @@ def worker() -> None:
     """
 
 
-add_node_commands(worker, "worker")
-add_deploy_command(worker, "worker")
-add_logs_command(worker, "worker")
-worker.add_command(scale_command("add", "sage worker add sage5:22"))
-worker.add_command(scale_command("remove", "sage worker remove sage5:22"))
-
-
 @worker.command(name="config")
-@options(json=True)
-def worker_config(opts: ops.Options) -> None:
+@common_options(json=True)
+def worker_config(invocation: Invocation) -> None:
     """Show the worker section of the config and the list of worker hosts.
 
     \b
     Example:
       sage worker config
     """
-    cfg = ops.load(opts)
+    cfg = operations.load(invocation)
     payload = {"worker": cfg["worker"], "workers_ssh_hosts": cfg.as_dict()["workers_ssh_hosts"]}
-    if opts.json:
+    if invocation.json:
         report.emit_json(payload)
         return
     for key, value in cfg["worker"].items():

@@ -35,6 +35,7 @@ import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from tests.conftest import user_env
 from tests.e2e.test_ops_door import ALIVE_NODES
 from tests.rig import Rig, ensure_env, why_not_available
 from tests.rig.config import sage_config
@@ -140,8 +141,7 @@ class Awx:
         for path in (self.runner, home):
             shutil.rmtree(path, ignore_errors=True)
         home.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
-        env["HOME"] = str(home)
+        env = user_env(home)
         transmit = subprocess.Popen([sys.executable, "-c", TRANSMIT, json.dumps(params)], stdout=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, env=env)
         worker = subprocess.Popen(["ansible-runner", "worker", f"--private-data-dir={self.runner}"],

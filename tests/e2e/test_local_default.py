@@ -1,14 +1,24 @@
-"""The newcomer's path: no config at all, `sage cluster start` runs a real Ray head on this machine."""
+"""The newcomer's path: no config at all, `sage cluster start` runs a real Ray head on this machine.
+
+It runs as a developer with a cluster of their own would run it: their ~/.sage/config.yaml and $SAGE_CONFIG name
+another cluster (a rig host as its head), and every command of the test, its teardown's stop included, must
+leave that cluster alone.
+"""
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.conftest_rig import ray_rig
+from tests.rig import DEFAULT_ROOT
+
 RAY_NAMES = ("raylet", "gcs_server")
+TESTERS_HEAD = "tester-head"
 
 
 def my_ray_processes() -> list[int]:
@@ -31,12 +41,41 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+@pytest.fixture(scope="module")
+def testers_rig():
+    root = os.environ.get("SAGE_RIG_ROOT", DEFAULT_ROOT) + "-tester"
+    yield from ray_rig([TESTERS_HEAD], root=root, first_ip=80)
+
+
 @pytest.fixture
-def clean_machine():
+def testers_cluster(testers_rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The tester's own cluster, named by their HOME's ~/.sage/config.yaml, by $SAGE_CONFIG and by
+    $ANSIBLE_INVENTORY in the environment pytest runs in. Checked after the test and its teardown: its head's sshd
+    logged no connection, and the tester's ~/.sage holds no run. Then the same check sees a command that does use
+    the tester's environment, so it is no check that cannot fail."""
+    home = tmp_path / "tester"
+    config = home / ".sage" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"# the tester's own cluster\nhead:\n  host: {TESTERS_HEAD}\nworkers_ssh_hosts: []\n"
+                      f"ssh:\n  user: {testers_rig.user}\n  key_path: {testers_rig.key_path}\n")
+    for name, value in {"HOME": home, "SAGE_CONFIG": config, "ANSIBLE_INVENTORY": f"{TESTERS_HEAD},"}.items():
+        monkeypatch.setenv(name, str(value))
+    sshd_log = testers_rig.host(TESTERS_HEAD).log
+    seen = sshd_log.stat().st_size
+    yield
+    assert sshd_log.read_bytes()[seen:] == b"", "a test command connected to the tester's own head"
+    assert sorted(p.name for p in (home / ".sage").iterdir()) == ["config.yaml"], "a test command ran as the tester"
+    # The same run in the tester's own environment does reach their head.
+    subprocess.run([sys.executable, "-m", "sage_cluster", "cluster", "status"], capture_output=True, timeout=300)
+    assert f"Accepted publickey for {testers_rig.user}".encode() in sshd_log.read_bytes()[seen:]
+
+
+@pytest.fixture
+def clean_machine(sage, testers_cluster):
     if my_ray_processes() or not port_free(6379):
         pytest.fail("a Ray cluster already runs on this machine (port 6379 or a raylet); stop it first")
     yield
-    subprocess.run([sys.executable, "-m", "sage_cluster", "cluster", "stop"], capture_output=True, timeout=120)
+    sage("cluster", "stop", timeout=120)
 
 
 def test_builtin_default_start_task_status_stop(sage, clean_machine):

@@ -1,10 +1,13 @@
 """1 head + 3 workers, all over real SSH (the rig), driven through the `sage` CLI as a user would.
 
-The tests run in file order and share one cluster: info, deploy, start, status, faults, restarts, scale, stop.
+The tests share one rig cluster (one module-scoped set-up), but none depends on another having run: each brings
+the cluster to the state it needs (the `as_written` config, the `running` cluster: cheap when it already is), so
+any one runs alone (`-k`) or in any order.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import textwrap
 import time
@@ -79,6 +82,26 @@ def cluster(rig, tmp_path_factory):
     s("worker", "remove", f"{SPARE}:22", timeout=300)
 
 
+@pytest.fixture
+def as_written(cluster):
+    """The config as CONFIG writes it: a scale test that failed half-way may have left the spare worker in it."""
+    s, _, _ = cluster
+    if f"{SPARE}:22" in s.config.read_text():
+        s("worker", "remove", f"{SPARE}:22", check=True, timeout=300)
+    return cluster
+
+
+@pytest.fixture
+def running(as_written):
+    """Ray up on the head and the three workers, all joined: a start (which changes only what is down) unless every
+    node already runs its Ray daemons."""
+    s, _, rig = as_written
+    if not all(ray_pids(rig, name) for name in ALL):
+        s("cluster", "start", check=True, timeout=600)
+    assert wait_alive(s, 4) == 4
+    return as_written
+
+
 def ray_pids(rig, name: str) -> list[str]:
     out = rig.ssh(name, ["pgrep", "-u", "sage", "-f", "raylet|gcs_server"], check=False).stdout
     return out.split()
@@ -89,16 +112,30 @@ def alive(s: Sage) -> int:
     return status["cluster"].get("alive", 0)
 
 
-def test_info_shows_the_config(cluster):
-    s, _, _ = cluster
+def wait_alive(s: Sage, want: int, timeout: float = 60) -> int:
+    """Ray's count of alive nodes once it is `want`, or the last count after `timeout` s. Ray lists a killed raylet
+    as alive until its health checks fail (~15 s), and a new one once it registered."""
+    deadline = time.monotonic() + timeout
+    while (count := alive(s)) != want and time.monotonic() < deadline:
+        time.sleep(1)
+    return count
+
+
+def test_info_shows_the_config(as_written):
+    s, _, _ = as_written
     out = s("cluster", "info", check=True).stdout
     assert "sage-head" in out and "sage-w1:22, sage-w2:22, sage-w3:22" in out
     code, data = s.json("cluster", "info")
     assert code == 0 and data["workers_ssh_hosts"] == [f"{w}:22" for w in WORKERS]
 
 
-def test_deploy_copies_only_changes_and_deletes_nothing(cluster):
-    s, project, rig = cluster
+def test_deploy_copies_only_changes_and_deletes_nothing(as_written):
+    s, project, rig = as_written
+    # Nodes that have not had this project yet.
+    (project / "pkg" / "job.py").write_text("print('hello from the job')\n")
+    for name in ALL:
+        shutil.rmtree(rig.host(name).home / "pkg", ignore_errors=True)
+        (rig.host(name).home / "README.txt").unlink(missing_ok=True)
     w1 = rig.host("sage-w1")
     (w1.home / "my-notes.txt").write_text("the user's own file\n")
     keys_before = (w1.home / ".ssh" / "authorized_keys").read_text()
@@ -129,11 +166,11 @@ def test_deploy_copies_only_changes_and_deletes_nothing(cluster):
     assert (w1.home / ".ssh" / "authorized_keys").read_text() == keys_before
 
 
-def test_start_runs_tasks_on_every_host(cluster):
-    s, _, rig = cluster
-    start = s("cluster", "start", check=True)
-    for name in ALL:
-        assert name in start.stdout
+def test_start_runs_tasks_on_every_host(as_written):
+    s, _, rig = as_written
+    s("cluster", "stop", check=True)
+    code, start = s.json("cluster", "start")
+    assert code == 0 and {n: h["result"] for n, h in start["hosts"].items()} == {n: "changed" for n in ALL}, start
     head_ip = rig.host(HEAD).ip
     # The head holds the cluster's token in ~/.ray/auth_token; a client there only needs token mode on.
     run = rig.ssh(HEAD, ["env", "RAY_AUTH_MODE=token", PY, "-c", TASKS_ON_EVERY_NODE, f"{head_ip}:6379"],
@@ -156,8 +193,8 @@ DASHBOARD_JOBS = textwrap.dedent("""
 """)
 
 
-def test_token_auth_guards_the_cluster(cluster):
-    s, _, rig = cluster
+def test_token_auth_guards_the_cluster(running):
+    s, _, rig = running
     token = s("cluster", "token", check=True).stdout.strip()
     for name in ALL:
         node_token = rig.host(name).home / ".ray" / "auth_token"
@@ -187,8 +224,8 @@ def test_token_auth_guards_the_cluster(cluster):
     assert not list(state.rglob("artifacts/*/command")), "ansible-runner's environment dump was kept"
 
 
-def test_status_tells_the_truth(cluster):
-    s, _, rig = cluster
+def test_status_tells_the_truth(running):
+    s, _, rig = running
     code, status = s.json("cluster", "status")
     assert code == 0, status
     assert status["cluster"]["alive"] == 4
@@ -198,6 +235,9 @@ def test_status_tells_the_truth(cluster):
     head = s("head", "status", check=True).stdout
     assert "Dashboard: http://127.0.0.1:8265" in head and "4 alive node(s)" in head
 
+
+def test_a_dead_worker_is_reported_and_start_heals_only_it(running):
+    s, _, rig = running
     # A worker's Ray dies: every status command says so and exits non-zero.
     rig.ssh("sage-w2", ["pkill", "-9", "-u", "sage", "-f", "ray"], check=False)
     code, status = s.json("cluster", "status")
@@ -206,14 +246,8 @@ def test_status_tells_the_truth(cluster):
     code, wstatus = s.json("worker", "status")
     assert code == 1 and wstatus["hosts"]["sage-w2"]["running"] is False
 
-
-def test_start_heals_only_the_dead_worker(cluster):
-    s, _, _ = cluster
-    # Ray lists a killed raylet as alive until its health checks fail (~15 s); heal once Ray itself counts it dead,
-    # or its ghost and its successor would both be counted.
-    deadline = time.monotonic() + 60
-    while alive(s) != 3 and time.monotonic() < deadline:
-        time.sleep(1)
+    # Heal once Ray itself counts it dead, or its ghost and its successor would both be counted.
+    assert wait_alive(s, 3) == 3
     code, result = s.json("cluster", "start")
     assert code == 0, result
     assert {n: h["result"] for n, h in result["hosts"].items()} == {
@@ -221,8 +255,8 @@ def test_start_heals_only_the_dead_worker(cluster):
     assert alive(s) == 4
 
 
-def test_logs_and_restarts(cluster):
-    s, _, _ = cluster
+def test_logs_and_restarts(running):
+    s, _, _ = running
     logs = s("head", "logs", "--lines", "7", check=True).stdout.splitlines()
     assert logs[0].startswith("==> sage-head: /tmp/sage_head_logs/head.log")
     assert len(logs) == 8
@@ -236,8 +270,8 @@ def test_logs_and_restarts(cluster):
     assert alive(s) == 4
 
 
-def test_scale_add_and_remove(cluster):
-    s, _, rig = cluster
+def test_scale_add_and_remove(running):
+    s, _, rig = running
     before = s.config.read_text()
     s("cluster", "scale", "add", f"{SPARE}:22", check=True)
     text = s.config.read_text()
@@ -257,8 +291,8 @@ def test_scale_add_and_remove(cluster):
     assert alive(s) == 4 and s.config.read_text() == before
 
 
-def test_unreachable_worker_is_reported_and_others_start(cluster):
-    s, _, rig = cluster
+def test_unreachable_worker_is_reported_and_others_start(running):
+    s, _, rig = running
     s("worker", "stop", check=True)
     rig.stop_host("sage-w3")
     try:
@@ -274,8 +308,8 @@ def test_unreachable_worker_is_reported_and_others_start(cluster):
     assert alive(s) == 4
 
 
-def test_stop_leaves_no_ray_process(cluster):
-    s, _, rig = cluster
+def test_stop_leaves_no_ray_process(running):
+    s, _, rig = running
     s("cluster", "stop", check=True)
     for name in [*ALL, SPARE]:
         assert ray_pids(rig, name) == [], name
@@ -283,24 +317,27 @@ def test_stop_leaves_no_ray_process(cluster):
     assert code == 1 and not any(h["running"] for h in status["hosts"].values())
 
 
-def test_changed_host_key_is_refused(cluster):
-    s, _, rig = cluster
-    s("worker", "status")  # accept-new has learned every worker's key by now
+def test_changed_host_key_is_refused(as_written):
+    s, _, rig = as_written
+    s("worker", "status")  # accept-new learns every worker's key, if no test did before
     rig.regenerate_host_key("sage-w1")
-    code, result = s.json("worker", "status")
-    assert code == 1
-    w1 = result["hosts"]["sage-w1"]
-    assert w1["result"] == "unreachable"
-    assert "host key changed" in w1["error"] and "SHA256:" in w1["error"]
-    assert result["hosts"]["sage-w2"]["result"] == "ok"
-    # Deploy's rsync goes through the same ssh settings, so it refuses the host too (rsync fails: exit 12).
-    code, result = s.json("cluster", "deploy")
-    assert code == 1 and result["hosts"]["sage-w1"]["result"] == "failed", result
-    assert "host key changed" in result["hosts"]["sage-w1"]["error"], result
-    assert result["hosts"]["sage-w2"]["result"] in ("ok", "changed"), result
-    # The fix the message names: forget the old key; accept-new then learns the new one.
     known_hosts = s.home / ".sage" / "known_hosts"
-    subprocess.run(["ssh-keygen", "-R", "sage-w1", "-f", str(known_hosts)], check=True, capture_output=True)
-    code, result = s.json("worker", "status")
-    assert result["hosts"]["sage-w1"]["result"] == "ok"
-    rig.write_known_hosts()  # the rig's own ssh (later tests' set-up) trusts the new key too
+    try:
+        code, result = s.json("worker", "status")
+        assert code == 1
+        w1 = result["hosts"]["sage-w1"]
+        assert w1["result"] == "unreachable"
+        assert "host key changed" in w1["error"] and "SHA256:" in w1["error"]
+        assert result["hosts"]["sage-w2"]["result"] == "ok"
+        # Deploy's rsync goes through the same ssh settings, so it refuses the host too (rsync fails: exit 12).
+        code, result = s.json("cluster", "deploy")
+        assert code == 1 and result["hosts"]["sage-w1"]["result"] == "failed", result
+        assert "host key changed" in result["hosts"]["sage-w1"]["error"], result
+        assert result["hosts"]["sage-w2"]["result"] in ("ok", "changed"), result
+        # The fix the message names: forget the old key; accept-new then learns the new one.
+        subprocess.run(["ssh-keygen", "-R", "sage-w1", "-f", str(known_hosts)], check=True, capture_output=True)
+        code, result = s.json("worker", "status")
+        assert result["hosts"]["sage-w1"]["result"] == "ok"
+    finally:  # the other tests' ssh, sage's and the rig's own, trusts the new key
+        subprocess.run(["ssh-keygen", "-R", "sage-w1", "-f", str(known_hosts)], capture_output=True)
+        rig.write_known_hosts()

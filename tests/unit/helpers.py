@@ -8,6 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tests.conftest import user_env
+
 BIN = Path(sys.executable).parent
 SAGE = [str(BIN / "sage")] if (BIN / "sage").exists() else [sys.executable, "-m", "sage_cluster"]
 PY_SAGE = [sys.executable, "-m", "sage_cluster"]
@@ -38,16 +40,10 @@ remote:
 '''
 
 
-def env_for(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "SAGE_CONFIG" and not k.startswith("ANSIBLE_")}
-    env.update(HOME=str(home), NO_COLOR="1", **extra)
-    return env
-
-
 def run(argv: list[str], home: Path, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess:
     """One CLI run as a user would do it; stdin closed so nothing can wait for input."""
     start = time.monotonic()
-    proc = subprocess.run(argv, env=env_for(home, **extra), cwd=home, capture_output=True, text=True,
+    proc = subprocess.run(argv, env=user_env(home, NO_COLOR="1", **extra), cwd=home, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=timeout)
     proc.duration = time.monotonic() - start  # type: ignore[attr-defined]
     return proc

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.conftest import user_env
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"
@@ -189,12 +190,6 @@ def example_config(tmp_path: Path) -> tuple[Path, Path]:
     return config, project
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
-    env.update(extra)
-    return env
-
-
 # ---------------------------------------------------------------- execution environment
 
 
@@ -255,7 +250,7 @@ def test_execution_environment_has_what_the_inventory_script_imports(tmp_path: P
     )
     config, _ = example_config(tmp_path)
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env=clean_env(HOME=str(home), SAGE_CONFIG=str(config)))
+                          env=user_env(home, SAGE_CONFIG=str(config)))
     assert proc.returncode == 0, proc.stderr
     # Modules without a file (Cython's runtime entries, built-ins) come from no distribution; the project's own
     # (sage_cluster, the collection sage.cluster) come with the project.
@@ -368,7 +363,7 @@ def test_configure_playbook_parses(tmp_path: Path):
         pytest.skip("the awx.awx collection is not installed")
     proc = subprocess.run(["ansible-playbook", "--syntax-check", "-i", "localhost,", "awx/configure.yml"],
                           cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env=clean_env(HOME=str(tmp_path)), stdin=subprocess.DEVNULL)
+                          env=user_env(tmp_path), stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
 
 
@@ -389,7 +384,7 @@ def test_inventory_source_imports_with_ansible_inventory(tmp_path: Path):
     home.mkdir()
     proc = subprocess.run(["ansible-inventory", "-i", source["source_path"], "--list"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-                          env=clean_env(HOME=str(home), SAGE_CONFIG=str(config)))
+                          env=user_env(home, SAGE_CONFIG=str(config)))
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr.lower(), proc.stderr
     inv = json.loads(proc.stdout)
@@ -421,7 +416,7 @@ def test_playbooks_refuse_a_bad_sage_action(tmp_path: Path):
                       '  dashboard_host: "127.0.0.1"\nworkers_ssh_hosts: ""\n'
                       f'remote:\n  python_path: "{sys.executable}"\n  ray_command: "/nonexistent/ray"\n'
                       '  conda_env: ""\nsecurity:\n  ray_auth: "off"\n')
-    env = clean_env(HOME=str(home), SAGE_CONFIG=str(config))
+    env = user_env(home, SAGE_CONFIG=str(config))
     books = sorted(p.name for p in PLAYBOOKS.glob("*.yml") if "sage_action" in playbook_specs(p))
     assert set(books) >= {"cluster.yml", "head.yml", "worker.yml", "scale.yml", "deploy.yml", "status.yml"}
 
@@ -444,26 +439,5 @@ def test_ansible_lint_production_profile(tmp_path: Path):
         pytest.fail("ansible-lint is not installed (pip install '.[test]')")
     proc = subprocess.run(["ansible-lint", "--offline", "--profile", "production", "playbooks", "roles", "awx"],
                           cwd=REPO, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
-                          env=clean_env(HOME=str(tmp_path)))
+                          env=user_env(tmp_path))
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-
-
-# ---------------------------------------------------------------- the ops documentation
-
-
-def _doc_default(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else json.dumps(value)
-
-
-def test_ops_doc_role_table_matches_argument_specs():
-    """docs/ops.md's role variable reference lists every declared variable with its type and default."""
-    rows = {m.group(1): (m.group(2).strip(), m.group(3))
-            for m in re.finditer(r"^\| `((?:ray_node|sage_deploy)_\w+)` \| ([^|`]*(?:\\\|[^|`]*)*)\| `([^`]*)` \|",
-                                 (REPO / "docs" / "ops.md").read_text(), re.M)}
-    for role in ("ray_node", "sage_deploy"):
-        for name, spec in role_specs(role).items():
-            assert name in rows, f"docs/ops.md has no row for {name}"
-            kind, default = rows.pop(name)
-            assert kind.split()[0] == spec.get("type", "str"), (name, kind)
-            assert default == _doc_default(spec.get("default")), (name, default)
-    assert not rows, f"docs/ops.md describes variables no role declares: {sorted(rows)}"

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from sage_cluster import config
-from sage_cluster import operations as ops
+from sage_cluster import operations
 from sage_cluster.cli import cli as sage_group
 from sage_cluster.cli.common import finish
-from sage_cluster.operations import Options
+from sage_cluster.operations import Invocation
 from sage_cluster.runner import HostResult, RunResult
 from tests.unit.helpers import GUIDE_CONFIG, PY_SAGE, SAGE, run_many, stderr_lines
 
@@ -90,7 +90,7 @@ def test_top_level_help_lists_the_groups(runs: dict) -> None:
 @pytest.mark.parametrize("argv", GUIDE_COMMANDS, ids=lambda a: " ".join(["sage", *a]) or "sage")
 def test_every_command_has_help_with_an_example(argv: list[str], tmp_path: Path) -> None:
     """In-process through click (the same command objects `sage` runs): exit 0 and an Example."""
-    result = CliRunner().invoke(sage_group, [*argv, "--help"], env={"HOME": str(tmp_path)})
+    result = CliRunner().invoke(sage_group, [*argv, "--help"], env={"HOME": str(tmp_path), "SAGE_CONFIG": None})
     assert result.exit_code == 0, result.output
     assert "Example" in result.output, result.output
     assert "Usage: " in result.output
@@ -258,15 +258,16 @@ def _result(**kw) -> RunResult:
 
 def test_a_failed_run_names_its_artifacts(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        finish(_result(), "cluster start", Options())
+        finish(_result(), "cluster start", Invocation())
     assert exit_info.value.code == 1
     assert "/home/u/.sage/runs/20261126-x/artifacts/abc" in capsys.readouterr().err
 
 
 def test_doctor_interrupted_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = _result(interrupted=True)
-    monkeypatch.setattr(ops, "doctor", lambda opts: (None, result, []))
-    outcome = CliRunner().invoke(sage_group, ["cluster", "doctor"], env={"HOME": str(tmp_path)})
+    monkeypatch.setattr(operations, "doctor", lambda invocation: (None, result, []))
+    outcome = CliRunner().invoke(sage_group, ["cluster", "doctor"],
+                                 env={"HOME": str(tmp_path), "SAGE_CONFIG": None})
     assert outcome.exit_code == 130, outcome.output
 
 

@@ -1,65 +1,97 @@
-"""Each default is written in Python once (config.py's SCHEMA, source.EXCLUDES); the roles keep theirs
-as plain YAML for ops staff to read. These tests fail as soon as the copies drift apart:
-
-    SCHEMA --(inventory.role_vars)--> roles/*/defaults/main.yml == roles/*/meta/argument_specs.yml
-                                      == docs/ops.md's role variable tables (tests/unit/test_awx.py checks those)
-
-The node module takes no default for what the role passes (tests/unit/test_ray_node.py checks that).
-"""
+"""Each default is written once: config.py's SCHEMA for what the config sets, a role's defaults/main.yml for its
+own variables. `python -m sage_cluster.roledoc` writes them where the roles and docs/ops.md repeat them; these
+tests fail as soon as a copy drifts, and show that the generator mends it."""
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from sage_cluster import config, inventory
+from sage_cluster import config, roledoc
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ("ray_node", "sage_deploy")
-
-# Role variables whose default differs from what the default config renders to, on purpose.
-BY_DESIGN = {
-    # The role alone runs without a token file (auth off); the config turns token auth on and names the file.
-    "ray_node_auth_token_file",
-    # The role copies its own checkout; the config's deploy.source "." resolves where sage runs.
-    "sage_deploy_source",
-}
 
 
-def role_defaults(role: str) -> dict[str, Any]:
-    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
-
-
-def role_specs(role: str) -> dict[str, dict[str, Any]]:
-    data = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
-    return data["argument_specs"]["main"]["options"]
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The role variables of the config with every key at its default, as the inventory gives them to a worker."""
-    cfg = config.parse("", Path("defaults.yaml"))
-    inv = inventory.build(cfg)["all"]["children"]["sage_cluster"]
-    return {**inv["vars"], **inv["children"]["sage_workers"]["vars"]}
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_role_defaults_are_the_configs_defaults(rendered: dict[str, Any], role: str) -> None:
-    defaults = role_defaults(role)
-    from_config = {k: v for k, v in rendered.items() if k.startswith(f"{role}_") and k not in BY_DESIGN}
-    assert from_config, "the inventory sets none of the role's variables"
-    assert {k: defaults.get(k, "(not in defaults/main.yml)") for k in from_config} == from_config
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_argument_specs_declare_the_role_defaults(role: str) -> None:
-    defaults, specs = role_defaults(role), role_specs(role)
-    assert sorted(specs) == sorted(defaults), "defaults/main.yml and argument_specs.yml name other variables"
-    assert {k: spec.get("default") for k, spec in specs.items()} == defaults
+def test_roles_and_docs_hold_the_generated_defaults() -> None:
+    assert roledoc.drift(REPO) == [], "run `python -m sage_cluster.roledoc`"
 
 
 def test_both_roles_name_one_deploy_record() -> None:
     """sage_deploy writes the node's deploy record where ray_node's status and doctor read it."""
-    assert role_defaults("sage_deploy")["sage_deploy_record"] == role_defaults("ray_node")["ray_node_deploy_record"]
+    defaults = {role: yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
+                for role in roledoc.ROLES}
+    assert defaults["sage_deploy"]["sage_deploy_record"] == defaults["ray_node"]["ray_node_deploy_record"]
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """The roles and docs/ops.md as a checkout has them, to change."""
+    shutil.copytree(REPO / "roles", tmp_path / "roles")
+    (tmp_path / "docs").mkdir()
+    shutil.copy(REPO / roledoc.DOC, tmp_path / roledoc.DOC)
+    return tmp_path
+
+
+def specs(root: Path, role: str) -> dict:
+    return yaml.safe_load((root / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"][
+        "main"]["options"]
+
+
+def doc_row(root: Path, name: str) -> str:
+    return next(line for line in (root / roledoc.DOC).read_text().splitlines() if line.startswith(f"| `{name}` |"))
+
+
+def test_a_new_schema_default_reaches_every_copy(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = tuple(dataclasses.replace(k, default=6390) if k.dotted == "head.head_port" else k for k in config.SCHEMA)
+    monkeypatch.setattr(config, "SCHEMA", schema)
+    assert sorted(roledoc.drift(copy)) == [f"{roledoc.DOC} differs from what the schema gives",
+                                           "roles/ray_node/defaults/main.yml differs from what the schema gives",
+                                           "roles/ray_node/meta/argument_specs.yml differs from what the schema gives"]
+    assert roledoc.write(copy) == []
+    assert roledoc.drift(copy) == []
+    defaults = (copy / "roles" / "ray_node" / "defaults" / "main.yml").read_text()
+    assert "ray_node_head_port: 6390\n" in defaults
+    assert specs(copy, "ray_node")["ray_node_head_port"]["default"] == 6390
+    assert "| `6390` |" in doc_row(copy, "ray_node_head_port")
+    # Only the value changed: the comments stand as their authors wrote them.
+    before = (REPO / "roles" / "ray_node" / "defaults" / "main.yml").read_text()
+    assert defaults == before.replace("ray_node_head_port: 6379\n", "ray_node_head_port: 6390\n")
+
+
+def test_a_copy_edited_by_hand_is_found_and_mended(copy: Path) -> None:
+    role = copy / "roles" / "sage_deploy"
+    defaults = role / "defaults" / "main.yml"
+    defaults.write_text(defaults.read_text().replace("sage_deploy_install_timeout: 1200", "sage_deploy_install_timeout: 5"))
+    spec_file = role / "meta" / "argument_specs.yml"
+    spec_file.write_text(spec_file.read_text().replace("        default: true\n", "        default: false\n"))
+    doc = copy / roledoc.DOC
+    doc.write_text(doc.read_text().replace('| `sage_deploy_record` | str | `"~/.sage/deploy.json"` |',
+                                           '| `sage_deploy_record` | list | `"~/old.json"` |'))
+    assert len(roledoc.drift(copy)) == 3
+    roledoc.write(copy)
+    assert roledoc.drift(copy) == []
+    assert yaml.safe_load(defaults.read_text())["sage_deploy_install_timeout"] == 1200  # the schema's
+    assert specs(copy, "sage_deploy")["sage_deploy_strict"]["default"] is True  # the role's own default
+    assert '| `sage_deploy_record` | str | `"~/.sage/deploy.json"` |' in doc_row(copy, "sage_deploy_record")
+
+
+def test_a_variable_with_no_place_is_named(copy: Path) -> None:
+    defaults = copy / "roles" / "ray_node" / "defaults" / "main.yml"
+    defaults.write_text(defaults.read_text().replace("ray_node_head_port: 6379\n", ""))
+    problems = roledoc.drift(copy)
+    assert "roles/ray_node/defaults/main.yml: no ray_node_head_port (the config sets it): add it with a comment " \
+           "saying what it is" in problems
+
+
+def test_check_exits_1_and_says_how_to_fix(copy: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(roledoc, "ansible_root", lambda: copy)
+    assert roledoc.main(["--check"]) == 0
+    spec_file = copy / "roles" / "ray_node" / "meta" / "argument_specs.yml"
+    spec_file.write_text(spec_file.read_text().replace("        default: 90\n", "        default: 9\n"))
+    assert roledoc.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    assert "roles/ray_node/meta/argument_specs.yml differs" in err and "python -m sage_cluster.roledoc" in err
