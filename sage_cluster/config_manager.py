@@ -12,7 +12,7 @@ if __name__ == "__main__":
     from sage_cluster import config as cfgmod
     from sage_cluster.config_edit import write_atomic
 
-    path, _ = cfgmod.resolve_path(None)
+    path = cfgmod.write_path(None)
     if not path.exists():
         write_atomic(path, cfgmod.template_text())
         print(f"Wrote the default config to {path}.", file=sys.stderr)
