@@ -176,7 +176,7 @@ def _start_commands(doc: Mapping, name: str, options: dict[str, str], values: di
 
 def _segments(command: str, where: str) -> list[list[str]]:
     """A shell command line as its simple commands' words (split at ; && || | &), without running anything."""
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|")
     lexer.whitespace_split = True
     try:
         tokens = list(lexer)
