@@ -273,7 +273,7 @@ def find(explicit: str | os.PathLike | None = None) -> Found:
         else:
             skipped = f"; looked first at {', '.join(looked)}" if looked else ""
             return Found(path, f"{why}{skipped}")
-    return Found(None, f"no config file found (looked at {', '.join(looked)})")
+    return Found(None, f"no config file found; looked at {', '.join(looked)}")
 
 
 def _candidates() -> list[tuple[Path, str, bool]]:

@@ -340,3 +340,11 @@ def test_sage_cluster_is_a_second_name_for_the_same_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Usage: sage-cluster [OPTIONS] COMMAND")
     assert "cluster" in proc.stdout and "config" in proc.stdout
+
+
+def test_the_sage_fixture_looks_only_inside_its_own_home(sage) -> None:
+    """The suite's `sage` runs from its own HOME: the search never reaches this checkout's or a tester's files."""
+    code, data = sage.json("cluster", "info")
+    assert code == 0 and data["config_file"] is None
+    looked = data["config_origin"].removeprefix("no config file found; looked at ").split(", ")
+    assert looked and all(Path(p).is_relative_to(sage.home) for p in looked), data["config_origin"]
