@@ -463,7 +463,7 @@ def _worker_list(container: CommentedMap, name: str, label: str, path: Path
     item_wheres = None
     if isinstance(raw, CommentedSeq):
         item_wheres = [f"{path}:{item_line(raw, i, line)}: {label}" for i in range(len(raw))]
-    workers = _parse_workers(raw, where, item_wheres, label)
+    workers = _parse_workers(raw, where, item_wheres)
     own = [(w.host, _node_settings(item, w.host, path, label)) for item, w in zip(raw, workers)
            if isinstance(item, dict)] if isinstance(raw, list) else []
     overrides = {host: settings for host, settings in own if settings}  # {host, port} alone: nothing of its own
@@ -699,7 +699,7 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
     return Endpoint(host, port)
 
 
-def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None, label: str) -> list[Endpoint]:
+def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[Endpoint]:
     """A worker list's value ("h:p,h:p" string, a list, or empty) -> endpoints, each host once."""
     if raw is None:
         return []
