@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Ansible inventory source: the sage config ($SAGE_CONFIG, else ~/.sage/config.yaml) as an inventory.
+"""Ansible inventory source: the sage config ($SAGE_CONFIG, else the file `sage` would find) as an inventory.
 
 For ops staff and AWX, through the same Python code as the `sage` CLI:
     SAGE_CONFIG=~/.sage/config.yaml ansible-inventory -i inventory/sage_inventory.py --graph

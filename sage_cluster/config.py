@@ -27,6 +27,13 @@ DEFAULT_PATH = STATE_DIR / "config.yaml"
 # Names of this machine whatever its host name: a host so named is reached without SSH.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WORKERS_KEY = "workers_ssh_hosts"
+# SAGE's name for the same list, under ssh: (its Ray-era config/cluster.yaml).
+SSH_WORKERS_KEY = "ssh.workers"
+# python_path / ray_command "auto" (or ""): the node finds them itself. The inventory carries the word as it is
+# (ray_node_python_path, ray_node_ray_command, sage_deploy_python_path), so every door hands the roles the same.
+AUTO = "auto"
+# Sections of SAGE's own services in its config/cluster.yaml: theirs, not this tool's.
+SAGE_SECTIONS = ("daemon", "jobmanager", "output", "monitor")
 
 
 class ConfigError(Exception):
@@ -38,27 +45,59 @@ class Key:
     section: str
     name: str
     default: Any
-    kind: str  # host | bind_host | port | timeout | abs_path | local_path | text | choice | list | install | RAY_KINDS
+    kind: str  # host | bind_host | port | timeout | abs_path | env_path | local_path | text | choice | list | install
+    #            | RAY_KINDS
     help: str
     choices: tuple[str, ...] = ()
     example: str = ""  # shown in the fix of a mistake, where the default is no example
+    inherits: str = ""  # a node's own key: null (or absent) takes this section's key of the same name
 
     @property
     def dotted(self) -> str:
         return f"{self.section}.{self.name}"
 
 
+@dataclass(frozen=True)
+class RayKey:
+    """One thing `ray start` offers the scheduler on a node, under every name it goes by. The one table of them:
+    the config's keys under head: and worker: (and a worker's mapping), `ray start`'s and `scale add`'s options,
+    the ray_node role's variables and the names Ray reports resources under all come from RAY_KEYS."""
+
+    name: str             # the config key, e.g. num_cpus
+    kind: str             # count | bytes | resources | labels
+    help: str             # with {who}: "the head", "each worker", "this worker"
+    ray_name: str = ""    # the resource name Ray reports it under (CPU); "" when it is not one of Ray's own
+
+    @property
+    def flag(self) -> str:
+        """`ray start`'s option for it, e.g. --num-cpus."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def var(self) -> str:
+        """The ray_node role's variable that carries it."""
+        return f"ray_node_{self.name}"
+
+
+RAY_KEYS = (
+    RayKey("num_cpus", "count", "CPUs Ray offers on {who} (null = all it finds; 0 = runs no tasks)", "CPU"),
+    RayKey("num_gpus", "count", "GPUs Ray offers on {who} (null = all it finds)", "GPU"),
+    RayKey("memory", "bytes", 'memory for tasks on {who}, bytes or e.g. "8GiB" (null = Ray decides)', "memory"),
+    RayKey("object_store_memory", "bytes", 'object store size on {who}, bytes or e.g. "2GiB" (null = Ray decides)',
+           "object_store_memory"),
+    RayKey("resources", "resources", "custom resources of {who}, name: amount, e.g. {{accel: 1}}"),
+    RayKey("labels", "labels", "Ray node labels of {who}, e.g. {{zone: a}}"),
+)
+RAY_KINDS = tuple(dict.fromkeys(k.kind for k in RAY_KEYS))
+# Derived views of RAY_KEYS for the code that reads them (kept as names because others import them).
+NODE_RAY_KEYS = tuple(k.name for k in RAY_KEYS)
+RAY_OWN_RESOURCES = {k.ray_name: k.name for k in RAY_KEYS if k.ray_name}
+
+
 def _ray_keys(section: str, who: str) -> tuple[Key, ...]:
-    """What `ray start` offers the scheduler on a node: the same keys for the head and (as defaults) workers."""
-    return (
-        Key(section, "num_cpus", None, "count", f"CPUs Ray offers on {who} (null = all it finds; 0 = runs no tasks)"),
-        Key(section, "num_gpus", None, "count", f"GPUs Ray offers on {who} (null = all it finds)"),
-        Key(section, "memory", None, "bytes", f'memory for tasks on {who}, bytes or e.g. "8GiB" (null = Ray decides)'),
-        Key(section, "object_store_memory", None, "bytes",
-            f'object store size on {who}, bytes or e.g. "2GiB" (null = Ray decides)'),
-        Key(section, "resources", {}, "resources", f"custom resources of {who}, name: amount, e.g. {{accel: 1}}"),
-        Key(section, "labels", {}, "labels", f"Ray node labels of {who}, e.g. {{zone: a}}"),
-    )
+    """The Ray resource keys of head: or worker: (a worker's defaults)."""
+    return tuple(Key(section, k.name, {} if k.kind in ("resources", "labels") else None, k.kind,
+                     k.help.format(who=who)) for k in RAY_KEYS)
 
 
 # The guide's keys and example values first, then this product's additions (deploy, security, ssh policy).
@@ -69,6 +108,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("head", "dashboard_host", "0.0.0.0", "host", "dashboard bind address (0.0.0.0 = all interfaces)"),
     Key("head", "temp_dir", "/tmp/ray_head", "abs_path", "Ray temp dir on the head"),
     Key("head", "log_dir", "/tmp/sage_head_logs", "abs_path", "log dir on the head"),
+    Key("head", "conda_env", None, "text", 'the head\'s own conda env (null = remote.conda_env; "" = none)',
+        inherits="remote"),
+    Key("head", "python_path", None, "env_path",
+        'the head\'s own Python (null = remote.python_path; "" or auto = detect on the head)', inherits="remote"),
+    Key("head", "ray_command", None, "env_path",
+        'the head\'s own ray executable (null = remote.ray_command; "" or auto = detect)', inherits="remote"),
     *_ray_keys("head", "the head"),
     Key("worker", "bind_host", "localhost", "bind_host",
         'IP a worker binds to; "localhost" means: use the worker\'s own host name'),
@@ -82,8 +127,10 @@ SCHEMA: tuple[Key, ...] = (
         "host key policy: yes | accept-new (learn a new host's key once) | no", ("yes", "accept-new", "no")),
     Key("ssh", "known_hosts", str(STATE_DIR / "known_hosts"), "local_path", "known_hosts file the tool checks host keys against"),
     Key("remote", "sage_home", "/home/sage", "abs_path", "project directory on remote nodes"),
-    Key("remote", "python_path", "/opt/conda/envs/sage/bin/python", "abs_path", "remote Python interpreter"),
-    Key("remote", "ray_command", "/opt/conda/envs/sage/bin/ray", "abs_path", "remote ray executable"),
+    Key("remote", "python_path", "/opt/conda/envs/sage/bin/python", "env_path",
+        'remote Python interpreter ("" or auto = detect on each node)'),
+    Key("remote", "ray_command", "/opt/conda/envs/sage/bin/ray", "env_path",
+        'remote ray executable ("" or auto = the ray beside the detected Python)'),
     Key("remote", "conda_env", "sage", "text", 'conda env to activate ("" = none)'),
     Key("deploy", "source", ".", "local_path", "local project directory that deploy copies (default: the current one)"),
     Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones",
@@ -99,9 +146,12 @@ SCHEMA: tuple[Key, ...] = (
         "Ray token authentication: token (every node and client needs the token) | off", ("token", "off")),
 )
 SECTIONS = tuple(dict.fromkeys(k.section for k in SCHEMA))
-WORKERS_DEFAULT = "sage2:22,sage4:22"
-WORKERS_HELP = ("worker SSH hosts, host:port, comma separated (or a YAML list; an item may be a mapping with "
-                "a worker's own settings: {host: gpu1, port: 22, num_gpus: 4})")
+KEYS = {(k.section, k.name): k for k in SCHEMA}
+# The guide's example workers: only the template shows them. A file that names no workers has none.
+WORKERS_EXAMPLE = "sage2:22,sage4:22"
+WORKERS_HELP = ("EXAMPLE hosts, replace them (\"\" or no line: no workers). Worker SSH hosts, host:port, comma "
+                "separated, or a YAML list (an item may be a mapping with a worker's own settings: {host: gpu1, "
+                "port: 22, num_gpus: 4}); ssh.workers is the same list under SAGE's name")
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
@@ -126,17 +176,26 @@ class Config:
     path: Path | None  # None: the built-in single-machine default
     warnings: list[str] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)  # "section.key" -> its line in the file
+    # Each worker's own settings, from its mapping in the worker list: host -> {section: {key: value}}.
+    worker_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # The keys the file lists its workers under (workers_ssh_hosts, ssh.workers: both when both, none when none).
+    workers_keys: tuple[str, ...] = ()
+    origin: str = ""  # why this file (or the built-in default) is the one in use
+    notes: list[str] = field(default_factory=list)  # information, not a problem (SAGE's own sections)
 
     def where(self, dotted: str) -> str:
         """'FILE:LINE: 'section.key'' for messages about a value found valid on load but refused in use."""
         if self.path is None:
             return f"the built-in default's '{dotted}'"
         return f"{self.path}:{self.lines.get(dotted, 1)}: '{dotted}'"
-    # A worker's own settings from its mapping in workers_ssh_hosts: host -> {section: {key: value}}.
-    nodes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
+
+    @property
+    def nodes(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The old name of worker_overrides (cli/worker.py and tests still read it)."""
+        return self.worker_overrides
 
     @property
     def head_endpoint(self) -> Endpoint:
@@ -147,38 +206,121 @@ class Config:
     def is_builtin(self) -> bool:
         return self.path is None
 
+    @property
+    def workers_key(self) -> str:
+        """The key the worker list is written under (workers_ssh_hosts when the file names none)."""
+        return self.workers_keys[0] if self.workers_keys else WORKERS_KEY
+
+    def overrides(self, host: str) -> dict[str, dict[str, Any]]:
+        """A node's own values on top of the config-wide ones: a worker's mapping, or the head's own env keys
+        (head.conda_env, head.python_path, head.ray_command over remote.*)."""
+        if host_key(host) == host_key(self.values["head"]["host"]):
+            own: dict[str, dict[str, Any]] = {}
+            for k in SCHEMA:
+                if k.section == "head" and k.inherits and self.values["head"][k.name] is not None:
+                    own.setdefault(k.inherits, {})[k.name] = self.values["head"][k.name]
+            return own
+        return self.worker_overrides.get(host, {})
+
     def node(self, host: str) -> dict[str, dict[str, Any]]:
-        """A worker's effective ssh, remote and worker values: the config's, with the worker's own on top."""
-        own = self.nodes.get(host, {})
+        """A node's effective ssh, remote and worker values: the config's, with the node's own on top."""
+        own = self.overrides(host)
         return {s: {**self.values[s], **own.get(s, {})} for s in NODE_SECTIONS}
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {s: dict(v) for s, v in self.values.items()}
         # A worker with settings of its own is shown as the mapping it is written as.
-        out[WORKERS_KEY] = [{"host": w.host, "port": w.port, **self.nodes[w.host]} if w.host in self.nodes
-                            else str(w) for w in self.workers]
+        out[WORKERS_KEY] = [{"host": w.host, "port": w.port, **self.worker_overrides[w.host]}
+                            if w.host in self.worker_overrides else str(w) for w in self.workers]
         return out
 
 
 # ---------------------------------------------------------------- finding and loading
 
-def resolve_path(explicit: str | os.PathLike | None) -> tuple[Path, bool]:
-    """The config path and whether the user named it (--config or $SAGE_CONFIG)."""
+# Where a config is looked for when none is named, in order (as SAGE's own CLI did): the project's
+# config/cluster.yaml, ./config/cluster.yaml, then the two files in ~/.sage.
+PROJECT_CONFIG = Path("config") / "cluster.yaml"
+PROJECT_MARKERS = (".git", "pyproject.toml")
+SEARCH_HELP = ("Config file (default: $SAGE_CONFIG, else the project's config/cluster.yaml, ./config/cluster.yaml, "
+               "~/.sage/cluster.yaml, ~/.sage/config.yaml; `sage cluster info` says which).")
+
+
+@dataclass(frozen=True)
+class Found:
+    path: Path | None  # None: no file found, the built-in default
+    why: str
+    named: bool = False  # named by --config or $SAGE_CONFIG: it must exist
+
+
+def write_path(explicit: str | os.PathLike | None) -> Path:
+    """Where `sage config init` / `import` write: --config (or --output), else $SAGE_CONFIG, else ~/.sage/config.yaml."""
+    return Path(explicit or os.environ.get("SAGE_CONFIG") or DEFAULT_PATH).expanduser()
+
+
+def find(explicit: str | os.PathLike | None = None) -> Found:
+    """The config file in use, and why (said by `sage cluster info`)."""
     if explicit:
-        return Path(explicit).expanduser(), True
+        return Found(Path(explicit).expanduser(), "named by --config", True)
     if os.environ.get("SAGE_CONFIG"):
-        return Path(os.environ["SAGE_CONFIG"]).expanduser(), True
-    return DEFAULT_PATH.expanduser(), False
+        return Found(Path(os.environ["SAGE_CONFIG"]).expanduser(), "named by $SAGE_CONFIG", True)
+    looked: list[str] = []
+    for path, why, project in _candidates():
+        if not path.is_file():
+            looked.append(str(path))
+        elif project and not _has_head(path):
+            # Another tool's config/cluster.yaml: only a file with a head section is a cluster config.
+            looked.append(f"{path} (no head section)")
+        else:
+            skipped = f"; looked first at {', '.join(looked)}" if looked else ""
+            return Found(path, f"{why}{skipped}")
+    return Found(None, f"no config file found; looked at {', '.join(looked)}")
+
+
+def _candidates() -> list[tuple[Path, str, bool]]:
+    """(path, why, is a project's config/cluster.yaml) in the order they are tried."""
+    out: list[tuple[Path, str, bool]] = []
+    try:
+        cwd = Path.cwd()
+    except OSError:  # the current directory was removed: only the files in ~/.sage
+        cwd = None
+    if cwd is not None:
+        root = project_root(cwd)
+        if root is not None:
+            out.append((root / PROJECT_CONFIG, f"the project's config (project root {root}: the nearest directory "
+                                               f"with {' or '.join(PROJECT_MARKERS)})", True))
+        if root != cwd:
+            out.append((cwd / PROJECT_CONFIG, "./config/cluster.yaml of the current directory", True))
+    home = STATE_DIR.expanduser()
+    out += [(home / "cluster.yaml", "~/.sage/cluster.yaml (SAGE's own place)", False),
+            (DEFAULT_PATH.expanduser(), "the default file ~/.sage/config.yaml", False)]
+    return out
+
+
+def project_root(start: Path) -> Path | None:
+    """The nearest directory from start upwards that holds .git or pyproject.toml."""
+    for directory in (start, *start.parents):
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return directory
+    return None
+
+
+def _has_head(path: Path) -> bool:
+    """Whether a file has a top-level head: section (read as text: a broken cluster config is still ours)."""
+    return re.search(r"^head[ \t]*:", read_exact(path), re.M) is not None
 
 
 def load(explicit: str | os.PathLike | None = None) -> Config:
-    """Load and validate; a missing default file means the built-in single-machine default."""
-    path, named = resolve_path(explicit)
-    if not path.exists():
-        if named:
-            raise ConfigError(f"{path}: no such config file. Fix: create it with `sage config init --config {path}`.")
-        return builtin_default()
-    return parse(read_exact(path), path)
+    """Find, load and validate; no file found means the built-in single-machine default."""
+    found = find(explicit)
+    if found.path is None:
+        cfg = builtin_default()
+    elif not found.path.exists():
+        raise ConfigError(f"{found.path}: no such config file ({found.why}). "
+                          f"Fix: create it with `sage config init --config {found.path}`.")
+    else:
+        cfg = parse(read_exact(found.path), found.path)
+    cfg.origin = found.why
+    return cfg
 
 
 def builtin_default() -> Config:
@@ -210,7 +352,7 @@ def round_trip_yaml() -> YAML:
     return y
 
 
-def _read_doc(text: str, path: Path) -> Any:
+def read_yaml(text: str, path: Path) -> Any:
     try:
         return round_trip_yaml().load(text)
     except DuplicateKeyError as exc:
@@ -260,7 +402,7 @@ def _line(text: str, mark: Any) -> str:
 
 
 def parse(text: str, path: Path) -> Config:
-    doc = _read_doc(text, path)
+    doc = read_yaml(text, path)
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):
@@ -269,58 +411,77 @@ def parse(text: str, path: Path) -> Config:
     warnings: list[str] = []
     values: dict[str, dict[str, Any]] = {}
     lines: dict[str, int] = {}
+    theirs = [str(key) for key in doc if key in SAGE_SECTIONS]
+    notes = [f"{path}: {', '.join(theirs)}: sections of SAGE's own services; sage-cluster leaves them alone."
+             ] if theirs else []
     for key in doc:
-        if key != WORKERS_KEY and key not in SECTIONS:
-            warnings.append(_unknown(path, _key_line(doc, key), str(key), [*SECTIONS, WORKERS_KEY]))
+        if key != WORKERS_KEY and key not in SECTIONS and key not in SAGE_SECTIONS:
+            warnings.append(_unknown(path, key_line(doc, key), str(key), [*SECTIONS, WORKERS_KEY]))
     for section in SECTIONS:
         keys = [k for k in SCHEMA if k.section == section]
         raw = doc.get(section)
-        line = _key_line(doc, section)
+        line = key_line(doc, section)
         if raw is None:
             raw = CommentedMap()
         if not isinstance(raw, CommentedMap):
             raise ConfigError(f"{path}:{line}: '{section}' must be a mapping of keys, not a {_type_name(raw)}. "
                               f"Fix: indent its keys under '{section}:'.")
+        known = [k.name for k in keys] + (["workers"] if section == "ssh" else [])
         for name in raw:
-            if name not in {k.name for k in keys}:
-                warnings.append(_unknown(path, _key_line(raw, name), f"{section}.{name}", [k.name for k in keys]))
+            if name not in known:
+                warnings.append(_unknown(path, key_line(raw, name), f"{section}.{name}", known))
         values[section] = {}
         for k in keys:
-            lines[k.dotted] = _key_line(raw, k.name) if k.name in raw else line
+            lines[k.dotted] = key_line(raw, k.name) if k.name in raw else line
             if k.name in raw:
                 values[section][k.name] = check_value(k, raw[k.name], f"{path}:{lines[k.dotted]}")
             else:
                 values[section][k.name] = _copy(k.default)
-    head_where = f"{path}:{_key_line(doc.get('head') or CommentedMap(), 'host') if 'head' in doc else 1}"
+    lists = {}
     if WORKERS_KEY in doc:
-        raw_workers = doc[WORKERS_KEY]
-        where = f"{path}:{_key_line(doc, WORKERS_KEY)}: {WORKERS_KEY}"
-        item_wheres = None
-        if isinstance(raw_workers, CommentedSeq):
-            item_wheres = [f"{path}:{_item_line(raw_workers, i, _key_line(doc, WORKERS_KEY))}: {WORKERS_KEY}"
-                           for i in range(len(raw_workers))]
-        workers = _parse_workers(raw_workers, where, item_wheres)
-        nodes = {w.host: _node_settings(item, w.host, path) for item, w in zip(raw_workers, workers)
-                 if isinstance(item, dict)} if isinstance(raw_workers, list) else {}
-        cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines, nodes=nodes)
-        _check_cluster(cfg, item_wheres or [where] * len(workers),
-                       "Fix: remove it from workers_ssh_hosts, or make it a worker and name another head.")
-    else:
-        workers = parse_workers(WORKERS_DEFAULT, f"{path}: {WORKERS_KEY} (default)")
-        cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines)
-        _check_cluster(cfg, [f"{head_where}: 'head.host'"] * len(workers),
-                       f"Fix: set {WORKERS_KEY} (it defaults to \"{WORKERS_DEFAULT}\"), or choose another head.host.")
+        lists[WORKERS_KEY] = _worker_list(doc, WORKERS_KEY, WORKERS_KEY, path)
+    if "workers" in (doc.get("ssh") or {}):
+        lists[SSH_WORKERS_KEY] = _worker_list(doc["ssh"], "workers", SSH_WORKERS_KEY, path)
+    if len(lists) == 2 and lists[WORKERS_KEY][0] != lists[SSH_WORKERS_KEY][0]:
+        raise ConfigError(f"{path}:{key_line(doc['ssh'], 'workers')}: '{SSH_WORKERS_KEY}' "
+                          f"({_names(lists[SSH_WORKERS_KEY][0][0])}) and '{WORKERS_KEY}' (line "
+                          f"{key_line(doc, WORKERS_KEY)}: {_names(lists[WORKERS_KEY][0][0])}) list different "
+                          "workers. Fix: keep one of them; sage-cluster reads both as the same list.")
+    (workers, overrides), wheres = next(iter(lists.values()), (([], {}), []))
+    cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines,
+                 worker_overrides=overrides, workers_keys=tuple(lists), notes=notes)
+    _check_cluster(cfg, wheres, f"Fix: remove it from {cfg.workers_key}, or make it a worker and name another head.")
     return cfg
 
 
-def _item_line(seq: Any, index: int, fallback: int) -> int:
+def _worker_list(container: CommentedMap, name: str, label: str, path: Path
+                 ) -> tuple[tuple[list[Endpoint], dict[str, dict[str, dict[str, Any]]]], list[str]]:
+    """One worker list (workers_ssh_hosts or ssh.workers): ((endpoints, their own settings), each one's where)."""
+    raw = container[name]
+    line = key_line(container, name)
+    where = f"{path}:{line}: {label}"
+    item_wheres = None
+    if isinstance(raw, CommentedSeq):
+        item_wheres = [f"{path}:{item_line(raw, i, line)}: {label}" for i in range(len(raw))]
+    workers = _parse_workers(raw, where, item_wheres)
+    own = [(w.host, _node_settings(item, w.host, path, label)) for item, w in zip(raw, workers)
+           if isinstance(item, dict)] if isinstance(raw, list) else []
+    overrides = {host: settings for host, settings in own if settings}  # {host, port} alone: nothing of its own
+    return (workers, overrides), item_wheres or [where] * len(workers)
+
+
+def _names(workers: list[Endpoint]) -> str:
+    return ", ".join(map(str, workers)) or "none"
+
+
+def item_line(seq: Any, index: int, fallback: int) -> int:
     try:
         return seq.lc.item(index)[0] + 1
     except (AttributeError, KeyError, TypeError, IndexError):
         return fallback
 
 
-def _key_line(mapping: Any, key: Any) -> int:
+def key_line(mapping: Any, key: Any) -> int:
     """The 1-based line of a key; for a key not in the file, the mapping's own line (1 for an empty file)."""
     try:
         return int(mapping.lc.key(key)[0]) + 1
@@ -354,6 +515,10 @@ def check_value(key: Key, value: Any, where: str) -> Any:
     label = f"{where}: '{key.dotted}'"
     if key.kind in RAY_KINDS:
         return check_ray_value(key, value, label)
+    if value is None and key.inherits:
+        return None  # a node's own key left out: the node takes the config-wide value
+    if key.kind == "env_path" and (value is None or (isinstance(value, str) and value.strip() in ("", AUTO))):
+        return AUTO  # SAGE's "leave empty to detect": found on each node
     if value is None and key.name == "conda_env":
         return ""  # `conda_env:` with no value: no conda env, like ""
     if value is None or (isinstance(value, str) and not value.strip() and key.name != "conda_env"):
@@ -396,6 +561,9 @@ def check_value(key: Key, value: Any, where: str) -> Any:
                           "Fix: use a path without spaces or quotes.")
     elif key.kind == "abs_path" and not value.startswith("/"):
         raise ConfigError(f"{label} = {value!r} must be an absolute path. Fix: start it with /.")
+    elif key.kind == "env_path" and not value.startswith("/"):
+        raise ConfigError(f"{label} = {value!r} must be an absolute path or auto. Fix: start it with /, or write "
+                          "auto (or \"\") to detect it on each node.")
     elif key.kind == "install" and value not in ("auto", "none"):
         raise ConfigError(f"{label} = {value!r} is neither auto, none nor a command list. Fix: write auto, none, "
                           f"or the command as a YAML list of arguments, e.g. {key.example}.")
@@ -410,10 +578,6 @@ def check_value(key: Key, value: Any, where: str) -> Any:
 
 # ---------------------------------------------------------------- Ray resources and labels
 
-RAY_KINDS = ("count", "bytes", "resources", "labels")
-# Names Ray sets itself or refuses as custom resources, and the key that sets each instead.
-RAY_OWN_RESOURCES = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory",
-                     "object_store_memory": "object_store_memory"}
 _RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20,
@@ -535,12 +699,8 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
     return Endpoint(host, port)
 
 
-def parse_workers(raw: Any, where: str) -> list[Endpoint]:
-    """The workers_ssh_hosts value ("h:p,h:p" string, a list, or empty) -> endpoints, each host once."""
-    return _parse_workers(raw, where, None)
-
-
 def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[Endpoint]:
+    """A worker list's value ("h:p,h:p" string, a list, or empty) -> endpoints, each host once."""
     if raw is None:
         return []
     if isinstance(raw, str):
@@ -550,8 +710,7 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
         items = list(raw)
         wheres = item_wheres if item_wheres and len(item_wheres) == len(items) else [where] * len(items)
     else:
-        what = "it" if where.endswith(WORKERS_KEY) else f"'{WORKERS_KEY}'"
-        raise ConfigError(f"{where}: {what} must be a \"host:port,host:port\" string or a list, "
+        raise ConfigError(f"{where}: it must be a \"host:port,host:port\" string or a list, "
                           f"not {_type_name(raw)} {_show(raw)}. Fix: e.g. \"sage2:22,sage4:22\".")
     workers = [_node_endpoint(item, w) if isinstance(item, dict) else parse_endpoint(item, w)
                for item, w in zip(items, wheres)]
@@ -570,7 +729,6 @@ def _parse_workers(raw: Any, where: str, item_wheres: list[str] | None) -> list[
 # What a worker's own mapping in workers_ssh_hosts may hold besides host and port: any key of these sections,
 # and the Ray resource keys of worker: directly (`{host: gpu1, num_gpus: 4}`).
 NODE_SECTIONS = ("ssh", "remote", "worker")
-NODE_RAY_KEYS = tuple(k.name for k in SCHEMA if k.section == "worker" and k.kind in RAY_KINDS)
 NODE_EXAMPLE = "{host: gpu1, port: 22, num_gpus: 4, remote: {python_path: /opt/envs/x/bin/python}}"
 
 
@@ -587,22 +745,22 @@ def _node_endpoint(item: dict, where: str) -> Endpoint:
     return Endpoint(host, port)
 
 
-def _node_settings(item: dict, host: str, path: Path) -> dict[str, dict[str, Any]]:
+def _node_settings(item: dict, host: str, path: Path, label: str) -> dict[str, dict[str, Any]]:
     """A worker's own values, each checked like the config-wide key it overrides: {section: {key: value}}."""
     out: dict[str, dict[str, Any]] = {}
     known = ["host", "port", *NODE_SECTIONS, *NODE_RAY_KEYS]
     for name, value in item.items():
-        where = f"{path}:{_key_line(item, name)}"
+        where = f"{path}:{key_line(item, name)}"
         if name in ("host", "port"):
             continue
         if name in NODE_RAY_KEYS:
-            _node_value(out, "worker", name, value, where, host)
+            _node_value(out, "worker", name, value, where, host, label)
         elif name in NODE_SECTIONS:
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{WORKERS_KEY}[{host}].{name}' must be a mapping of {name}.* keys, not "
+                raise ConfigError(f"{where}: '{label}[{host}].{name}' must be a mapping of {name}.* keys, not "
                                   f"{_type_name(value)} {_show(value)}. Fix: e.g. {name}: {{...}}.")
             for sub, sub_value in value.items():
-                _node_value(out, name, str(sub), sub_value, f"{path}:{_key_line(value, sub)}", host)
+                _node_value(out, name, str(sub), sub_value, f"{path}:{key_line(value, sub)}", host, label)
         else:
             close = difflib.get_close_matches(str(name), known, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
@@ -611,9 +769,9 @@ def _node_settings(item: dict, host: str, path: Path) -> dict[str, dict[str, Any
     return out
 
 
-def _node_value(out: dict, section: str, name: str, value: Any, where: str, host: str) -> None:
-    key = next((k for k in SCHEMA if k.section == section and k.name == name), None)
-    label = f"{WORKERS_KEY}[{host}].{section}"
+def _node_value(out: dict, section: str, name: str, value: Any, where: str, host: str, listed_in: str) -> None:
+    key = KEYS.get((section, name))
+    label = f"{listed_in}[{host}].{section}"
     if key is None:
         names = [k.name for k in SCHEMA if k.section == section]
         close = difflib.get_close_matches(name, names, n=1)
@@ -624,6 +782,14 @@ def _node_value(out: dict, section: str, name: str, value: Any, where: str, host
                           " Fix: keep one of them.")
     # The label names the worker, so the message says whose value is wrong.
     out.setdefault(section, {})[name] = check_value(dataclasses.replace(key, section=label), value, where)
+
+
+def describe_env(remote: dict[str, Any]) -> str:
+    """A remote section's env in words, for `sage cluster info`."""
+    def path(key: str) -> str:
+        return "detected on each node" if remote[key] == AUTO else remote[key]
+    return (f"python {path('python_path')}, ray {path('ray_command')}, "
+            f"conda env {remote['conda_env'] or '(none)'}")
 
 
 def host_key(host: str) -> str:
@@ -650,22 +816,23 @@ def is_this_machine(host: str) -> bool:
 
 def template_text() -> str:
     """The guide's config file, with every key and a comment on each."""
-    out = ["# sage-cluster config. Every key is optional; a missing key takes the value shown here.", ""]
+    out = ["# sage-cluster config. Every key is optional; a missing key takes the value shown here, except",
+           f"# {WORKERS_KEY}: without a worker list the cluster is the head alone.", ""]
     for section in SECTIONS:
         keys = [k for k in SCHEMA if k.section == section]
         out.append(f"{section}:")
         for k in keys:
-            out.append(f"  {k.name}: {_yaml_scalar(k.default)}  # {k.help}")
+            out.append(f"  {k.name}: {yaml_scalar(k.default)}  # {k.help}")
         if section == "worker":
-            out.append(f'{WORKERS_KEY}: "{WORKERS_DEFAULT}"  # {WORKERS_HELP}')
+            out.append(f'{WORKERS_KEY}: "{WORKERS_EXAMPLE}"  # {WORKERS_HELP}')
     return "\n".join(out) + "\n"
 
 
-def _yaml_scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml_scalar(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {yaml_scalar(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[]" if not value else "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if isinstance(value, str):

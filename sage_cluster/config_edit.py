@@ -1,7 +1,8 @@
 """Round-trip edits of the config file: add or remove one worker, keeping every other byte; atomic writes.
 
-Apart from config.py (schema, loading, validation) because this is the riskiest code: a text splicer for
-workers_ssh_hosts' value, with a ruamel round trip as its fallback, each result checked by loading it again.
+Apart from config.py (schema, loading, validation) because this is the riskiest code: a text splicer for the
+worker list's value (workers_ssh_hosts, or SAGE's ssh.workers: whichever the file uses, both when it has both),
+with a ruamel round trip as its fallback, each result checked by loading it again.
 """
 from __future__ import annotations
 
@@ -74,13 +75,18 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
     expected = [w for w in current.workers if remove is None or host_key(w.host) != host_key(remove.host)]
     if add is not None:
         expected.append(add)
-    expected_nodes = {h: v for h, v in current.nodes.items()
+    expected_nodes = {h: v for h, v in current.worker_overrides.items()
                       if remove is None or host_key(h) != host_key(remove.host)}
     if add is not None and settings:
         expected_nodes[add.host] = {"worker": dict(settings)}
     for make in (_splice_workers, _dump_workers):
+        new_text: str | None = text
         try:
-            new_text = make(text, path, current, expected, add, remove, settings=settings or None)
+            # Both lists present (they are equal): both get the same edit.
+            for key in current.workers_keys or (WORKERS_KEY,):
+                new_text = make(new_text, path, key, expected, add, remove, settings=settings or None)
+                if new_text is None:
+                    break
         except (YAMLError, ValueError, IndexError, AttributeError, TypeError, KeyError):
             new_text = None
         if new_text is None:
@@ -89,12 +95,13 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
             updated = parse(new_text, path)
         except ConfigError:
             continue
-        if updated.workers == expected and updated.values == current.values and updated.nodes == expected_nodes:
+        if (updated.workers == expected and updated.values == current.values
+                and updated.worker_overrides == expected_nodes):
             if not dry_run:
                 write_atomic(path, new_text)
             return updated
-    raise ConfigError(f"{path}: could not rewrite {WORKERS_KEY} safely; nothing was changed. "
-                      f"Fix: edit {WORKERS_KEY} in the file by hand.")
+    raise ConfigError(f"{path}: could not rewrite {current.workers_key} safely; nothing was changed. "
+                      f"Fix: edit {current.workers_key} in the file by hand.")
 
 
 def _render_like(value: str, style: str | None) -> str:
@@ -134,10 +141,33 @@ def _item_end(node: Any) -> int:
     return node.end_mark.index
 
 
-def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
+def _value_pair(root: Any, key: str) -> Any:
+    """The (key node, value node) of a worker list key ("workers_ssh_hosts", "ssh.workers"); None when absent.
+    A layout the splicer does not handle (a flow-style mapping on the way) is a ValueError."""
+    from ruamel.yaml.nodes import MappingNode, ScalarNode
+
+    node, pair = root, None
+    for name in key.split("."):
+        if node is None:
+            return None
+        if not isinstance(node, MappingNode) or node.flow_style:
+            raise ValueError(key)
+        pair = next(((k, v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == name), None)
+        if pair is None:
+            return None
+        node = pair[1]
+    return pair
+
+
+def _block_mapping_item(add: Endpoint, prefix: str, nl: str) -> str:
+    """A new worker in the form of the list's other items, block mappings: host: "x" / port: 22 beneath it."""
+    return f"host: {json.dumps(add.host)}{nl}{' ' * len(prefix)}port: {add.port}"
+
+
+def _splice_workers(text: str, path: Path, list_key: str, expected: list[Endpoint],
                     add: Endpoint | None, remove: Endpoint | None, settings: dict[str, Any] | None = None
                     ) -> str | None:
-    """Replace only the text of workers_ssh_hosts' value; None when the layout is one this does not handle."""
+    """Replace only the text of the worker list's value; None when the layout is one this does not handle."""
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     nl = "\r\n" if "\r\n" in text else "\n"
@@ -153,16 +183,15 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         return None
     if root is not None and (not isinstance(root, MappingNode) or root.flow_style):
         return None
-    pair = None if root is None else next(
-        ((k, v) for k, v in root.value if isinstance(k, ScalarNode) and k.value == WORKERS_KEY), None)
+    pair = _value_pair(root, list_key)
     if pair is None:
-        # Absent key: the defaults applied; write them out with the change, as a new last line.
-        if re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
+        # No worker list: write one, as a new last line.
+        if list_key != WORKERS_KEY or re.search(r"^\.\.\.[ \t]*\r?$", text, re.M):
             return None
         sep = "" if not text or text.endswith(("\n", "\r")) else nl
         return text + sep + f"{WORKERS_KEY}: " + scalar_value('"') + nl
     key, node = pair
-    if text[key.start_mark.index:key.end_mark.index] != WORKERS_KEY:
+    if text[key.start_mark.index:key.end_mark.index] != list_key.rsplit(".", 1)[-1]:
         return None
     start, end = node.start_mark.index, node.end_mark.index
     span = text[start:end]
@@ -212,6 +241,8 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
         prefix = text[line_start:last.start_mark.index]
         if not re.fullmatch(r"[ \t]*-[ \t]+", prefix):
             return None
+        if isinstance(last, MappingNode) and not last.flow_style and not settings:
+            new_item = _block_mapping_item(add, prefix, nl)
         line_end = text.find("\n", _item_end(last))
         new_line = prefix + new_item + nl
         if line_end < 0:
@@ -221,16 +252,18 @@ def _splice_workers(text: str, path: Path, current: Config, expected: list[Endpo
     return out
 
 
-def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoint],
+def _dump_workers(text: str, path: Path, list_key: str, expected: list[Endpoint],
                   add: Endpoint | None, remove: Endpoint | None, settings: dict[str, Any] | None = None
                   ) -> str | None:
     """The fallback: a ruamel round trip (keeps comments and order, may re-indent)."""
     doc = round_trip_yaml().load(text)
     if doc is None:
         doc = CommentedMap()
-    raw = doc.get(WORKERS_KEY)
+    *outer, name = list_key.split(".")
+    container = doc[outer[0]] if outer else doc
+    raw = container.get(name)
     if settings and not isinstance(raw, list):
-        raw = doc[WORKERS_KEY] = CommentedSeq(str(w) for w in expected[:-1])
+        raw = container[name] = CommentedSeq(str(w) for w in expected[:-1])
         raw.fa.set_flow_style()
     if isinstance(raw, list):
         for i, item in enumerate(list(raw)):
@@ -246,7 +279,7 @@ def _dump_workers(text: str, path: Path, current: Config, expected: list[Endpoin
             raw.append(str(add))
     else:
         new = ",".join(map(str, expected))
-        doc[WORKERS_KEY] = type(raw)(new) if isinstance(raw, str) else DoubleQuotedScalarString(new)
+        container[name] = type(raw)(new) if isinstance(raw, str) else DoubleQuotedScalarString(new)
     buf = StringIO()
     round_trip_yaml().dump(doc, buf)
     return buf.getvalue()

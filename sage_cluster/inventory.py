@@ -15,7 +15,7 @@ import yaml
 
 from sage_cluster import ansible_root
 from sage_cluster import source
-from sage_cluster.config import NODE_RAY_KEYS, Config, Endpoint, is_this_machine
+from sage_cluster.config import AUTO, NODE_RAY_KEYS, Config, Endpoint, is_this_machine
 from sage_cluster.security import token_enabled, token_path
 
 
@@ -85,9 +85,10 @@ def python_interpreter(cfg: Config) -> str:
 def _interpreter(path: str) -> str:
     """The configured Python runs the modules: no interpreter discovery, one SSH round trip less per host.
 
-    Ansible puts the interpreter into a shell command unquoted, so a path that needs quoting is discovered instead.
+    Ansible puts the interpreter into a shell command unquoted, so a path that needs quoting is discovered instead;
+    so is a Python the node detects itself (python_path auto).
     """
-    return path if shlex.quote(path) == path else "auto_silent"
+    return path if shlex.quote(path) == path and path != AUTO else "auto_silent"
 
 
 # A worker's own setting (its mapping in workers_ssh_hosts) -> the host variable that carries it. The group
@@ -102,8 +103,8 @@ NODE_VARS = {("ssh", "user"): ("ansible_user",), ("ssh", "connect_timeout"): ("a
 
 
 def node_vars(cfg: Config, host: str) -> dict[str, Any]:
-    """The host variables of one worker's own settings (none for a worker that has none)."""
-    own, node = cfg.nodes.get(host, {}), cfg.node(host)
+    """The host variables of one node's own settings: a worker's mapping, the head's own env (none without)."""
+    own, node = cfg.overrides(host), cfg.node(host)
     out = {var: node[section][key] for (section, key), names in NODE_VARS.items() if key in own.get(section, {})
            for var in names}
     ssh = own.get("ssh", {})
@@ -129,7 +130,7 @@ def render(cfg: Config) -> str:
         role_vars=role_vars(cfg),
         head_vars=node_type_vars(cfg["head"]),
         worker_vars=node_type_vars(cfg["worker"]),
-        head_host=_host(cfg.head_endpoint, cfg["head"]["host"]),
+        head_host=_host(cfg.head_endpoint, cfg["head"]["host"], node_vars(cfg, cfg["head"]["host"])),
         worker_hosts=[_host(w, _bind(cfg, w), node_vars(cfg, w.host)) for w in cfg.workers],
     )
 

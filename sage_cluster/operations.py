@@ -36,9 +36,12 @@ def load(invocation: Invocation) -> Config:
     cfg = cfgmod.load(invocation.config)
     for line in cfg.warnings:
         report.warn(line)
+    for line in cfg.notes:
+        report.note(line)
     if cfg.is_builtin:
-        report.note(f"No config at {cfgmod.DEFAULT_PATH}: using the built-in single-machine default "
-                    "(this machine as the head, no workers). `sage config init` writes a config to edit.")
+        report.note(f"No config file found: using the built-in single-machine default (this machine as the head, "
+                    "no workers). `sage config init` writes a config to edit; `sage cluster info` says where sage "
+                    "looks.")
     return cfg
 
 

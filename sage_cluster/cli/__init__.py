@@ -22,8 +22,9 @@ from sage_cluster.lock import LockBusy
 def cli() -> None:
     """Run a Ray cluster on your own machines over SSH.
 
-    Reads ~/.sage/config.yaml (or --config / $SAGE_CONFIG); without one, runs a one-machine
-    cluster on this host. All remote work is done by Ansible playbooks.
+    Reads --config, $SAGE_CONFIG, the project's config/cluster.yaml, ./config/cluster.yaml,
+    ~/.sage/cluster.yaml or ~/.sage/config.yaml (the first found; `sage cluster info` says which);
+    without one, runs a one-machine cluster on this host. All remote work is done by Ansible playbooks.
 
     \b
     Example, the first deployment:

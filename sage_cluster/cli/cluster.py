@@ -39,20 +39,21 @@ def info(invocation: Invocation) -> None:
     cfg = operations.load(invocation)
     if invocation.json:
         sends, refused = operations.deploy_plan(cfg)
-        report.emit_json({"config_file": str(cfg.path) if cfg.path else None, **cfg.as_dict(),
+        report.emit_json({"config_file": str(cfg.path) if cfg.path else None, "config_origin": cfg.origin,
+                          "workers_key": cfg.workers_key, **cfg.as_dict(),
                           "deploy_sends": sends, "deploy_refused": refused})
         return
     head = cfg["head"]
     url = node_logic().dashboard_url(head["dashboard_host"], head["host"], head["dashboard_port"])
-    click.echo(f"Config:     {cfg.path or 'built-in single-machine default'}")
+    click.echo(f"Config:     {cfg.path or 'built-in single-machine default'} ({cfg.origin})")
     click.echo(f"Head:       {head['host']} (Ray port {head['head_port']})")
     click.echo(f"Dashboard:  {url} (bound to {head['dashboard_host']})")
     if not cfgmod.is_this_machine(head["host"]):
         click.echo("            from this machine through SSH: `sage cluster dashboard` (any dashboard_host)")
     click.echo(f"Workers:    {', '.join(map(str, cfg.workers)) or 'none'}")
     for w in cfg.workers:
-        if cfg.nodes.get(w.host):
-            click.echo(f"            {w}{report.own_settings(cfg.nodes[w.host])}")
+        if cfg.worker_overrides.get(w.host):
+            click.echo(f"            {w}{report.own_settings(cfg.worker_overrides[w.host])}")
     for name in ("head", "worker"):
         declared = {k: v for k, v in cfg[name].items() if k in cfgmod.NODE_RAY_KEYS and v not in (None, {})}
         if declared:
@@ -61,8 +62,9 @@ def info(invocation: Invocation) -> None:
     click.echo(f"SSH:        user {cfg['ssh']['user']}, key {cfg['ssh']['key_path']}, "
                f"timeout {cfg['ssh']['connect_timeout']}s, host keys {cfg['ssh']['strict_host_key_checking']}")
     r = cfg["remote"]
-    click.echo(f"Remote:     sage_home {r['sage_home']}, python {r['python_path']}, ray {r['ray_command']}, "
-               f"conda env {r['conda_env'] or '(none)'}")
+    click.echo(f"Remote:     sage_home {r['sage_home']}, {cfgmod.describe_env(r)}")
+    if own := cfg.overrides(head["host"]).get("remote"):
+        click.echo(f"Head env:   {cfgmod.describe_env({**r, **own})}")
     click.echo(f"Temp/logs:  head {head['temp_dir']} {head['log_dir']}; "
                f"workers {cfg['worker']['temp_dir']} {cfg['worker']['log_dir']}")
     sends, refused = operations.deploy_plan(cfg)

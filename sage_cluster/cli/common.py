@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from sage_cluster import report
-from sage_cluster.config import ConfigError, Endpoint, parse_endpoint
+from sage_cluster.config import SEARCH_HELP, ConfigError, Endpoint, parse_endpoint
 from sage_cluster.operations import Invocation
 from sage_cluster.runner import RunResult
 
@@ -35,8 +35,8 @@ def common_options(*, check: bool = False, json: bool = False) -> Callable:
     """--config and -v on every command; --check and --json where they mean something. The command function gets
     them as its first argument, one Invocation."""
     def wrap(fn: Callable) -> Callable:
-        @click.option("--config", "config_path", metavar="PATH", envvar="SAGE_CONFIG",
-                      help="Config file (default: $SAGE_CONFIG, else ~/.sage/config.yaml).")
+        # $SAGE_CONFIG is read by config.find(), not by click, so `sage cluster info` can say which named the file.
+        @click.option("--config", "config_path", metavar="PATH", help=SEARCH_HELP)
         @click.option("-v", "--verbose", count=True, help="More Ansible output (-v, -vv, -vvv).")
         @functools.wraps(fn)
         def inner(config_path: str | None, verbose: int, **kwargs: Any) -> Any:

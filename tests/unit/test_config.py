@@ -28,9 +28,11 @@ def test_guide_example_loads_with_the_guides_values(home: Path) -> None:
     # The guide's keys, and Ray's resources left to Ray (the guide sets none).
     no_resources = {"num_cpus": None, "num_gpus": None, "memory": None, "object_store_memory": None,
                     "resources": {}, "labels": {}}
+    # The head's own env keys are null: the head takes remote.*'s.
     assert cfg["head"] == {"host": "base-sage", "head_port": 6379, "dashboard_port": 8265,
                            "dashboard_host": "0.0.0.0", "temp_dir": "/tmp/ray_head",
-                           "log_dir": "/tmp/sage_head_logs", **no_resources}
+                           "log_dir": "/tmp/sage_head_logs", "conda_env": None, "python_path": None,
+                           "ray_command": None, **no_resources}
     assert cfg["worker"] == {"bind_host": "localhost", "temp_dir": "/tmp/ray_worker",
                              "log_dir": "/tmp/sage_worker_logs", **no_resources}
     assert cfg.workers == [Endpoint("sage2", 22), Endpoint("sage4", 22)]
@@ -48,7 +50,8 @@ def test_guide_example_values_are_the_defaults() -> None:
     guide = config.parse(GUIDE_CONFIG, Path("guide.yaml"))
     empty = config.parse("", Path("empty.yaml"))
     assert guide.values == empty.values == DEFAULTS
-    assert guide.workers == empty.workers
+    # The guide's workers are its own example; a file that names none has none.
+    assert guide.workers == [Endpoint("sage2", 22), Endpoint("sage4", 22)] and empty.workers == []
 
 
 def test_template_parses_and_equals_the_defaults() -> None:
@@ -115,14 +118,18 @@ def test_crlf_file_loads(home: Path) -> None:
 
 # ---------------------------------------------------------------- where the config comes from
 
-def test_resolve_path_precedence(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert config.resolve_path(None) == (home / ".sage" / "config.yaml", False)
+def test_find_precedence_of_named_files(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    found = config.find(None)
+    assert found.path is None and not found.named and str(home / ".sage" / "config.yaml") in found.why
+    assert config.write_path(None) == home / ".sage" / "config.yaml"
     monkeypatch.setenv("SAGE_CONFIG", str(home / "env.yaml"))
-    assert config.resolve_path(None) == (home / "env.yaml", True)
-    assert config.resolve_path(str(home / "flag.yaml")) == (home / "flag.yaml", True)  # --config wins
-    assert config.resolve_path("~/x.yaml") == (home / "x.yaml", True)
+    assert config.find(None) == config.Found(home / "env.yaml", "named by $SAGE_CONFIG", True)
+    assert config.write_path(None) == home / "env.yaml"
+    assert config.find(str(home / "flag.yaml")) == config.Found(home / "flag.yaml", "named by --config", True)
+    assert config.find("~/x.yaml").path == home / "x.yaml"
+    assert config.write_path("~/x.yaml") == home / "x.yaml"
     monkeypatch.setenv("SAGE_CONFIG", "")
-    assert config.resolve_path(None) == (home / ".sage" / "config.yaml", False)
+    assert config.find(None).path is None
 
 
 def test_load_uses_env_then_flag(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,7 +246,20 @@ BROKEN = [
      "workers_ssh_hosts"),
     ("head-is-also-worker-list", "head:\n  host: sage2\nworkers_ssh_hosts:\n  - sage4:22\n  - sage2:2222\n", 5,
      "workers_ssh_hosts"),
-    ("head-is-a-default-worker", "head:\n  host: sage2\n", 2, "head.host"),
+    # SAGE's forms (issue 19): ssh.workers, the head's own env, detected paths.
+    ("ssh-workers-port-bad", "ssh:\n  workers:\n    - host: w1\n      port: 0\n", 3, "ssh.workers"),
+    ("ssh-workers-not-a-list", "ssh:\n  user: sage\n  workers: 5\n", 3, "ssh.workers"),
+    ("ssh-workers-item-bad-host", "ssh:\n  workers:\n    - w1:22\n    - 'bad host:22'\n", 4, "ssh.workers"),
+    ("ssh-workers-unknown-own-key", "ssh:\n  workers:\n    - {host: w1, num_gpu: 1}\n", 3, "num_gpus"),
+    ("ssh-workers-own-value-bad", "ssh:\n  workers:\n    - host: w1\n      num_gpus: -1\n", 4,
+     "ssh.workers[w1].worker.num_gpus"),
+    ("ssh-workers-head-too", "head:\n  host: w1\nssh:\n  workers:\n    - host: w1\n", 5, "ssh.workers"),
+    ("both-worker-lists-differ", "workers_ssh_hosts: a:22\nssh:\n  workers:\n    - host: b\n", 3,
+     "workers_ssh_hosts"),
+    ("head-python-path-relative", "head:\n  python_path: bin/python\n", 2, "head.python_path"),
+    ("head-ray-command-integer", "head:\n  ray_command: 5\n", 2, "head.ray_command"),
+    ("head-conda-env-bad", 'head:\n  conda_env: "my env"\n', 2, "head.conda_env"),
+    ("python-path-auto-typo", "remote:\n  python_path: autodetect\n", 2, "remote.python_path"),
 ]
 assert len(BROKEN) >= 30 and len({case[0] for case in BROKEN}) == len(BROKEN)
 
@@ -255,11 +275,12 @@ CLI_SHOW = {
     "worker-listed-twice", "workers-is-integer", "head-host-empty", "ssh-user-empty", "head-host-with-semicolon",
     "head-host-command-subst", "head-host-leading-dash", "remote-path-relative", "python-path-relative",
     "head-is-also-worker", "worker-port-superscript", "top-level-list", "install-shell-string",
+    "both-worker-lists-differ", "ssh-workers-port-bad", "head-python-path-relative",
 }
 CLI_INFO = {
     "yaml-unclosed-flow", "yaml-tab-indent", "duplicate-key", "section-is-string", "port-quoted", "port-too-big",
     "worker-port-not-a-number-list", "worker-host-command-subst", "workers-is-integer", "ssh-user-empty",
-    "remote-path-relative", "head-is-also-worker",
+    "remote-path-relative", "head-is-also-worker", "both-worker-lists-differ",
 }
 assert CLI_INFO <= CLI_SHOW <= {case[0] for case in BROKEN} and len(CLI_SHOW) >= 30
 CLI_CASES = [(c, cmd) for c in BROKEN for cmd in ("config show", "cluster info")
@@ -475,11 +496,12 @@ def test_crlf_file_keeps_its_line_endings(tmp_path: Path) -> None:
     assert path.read_bytes() == (text + "  - b:22\r\n").encode()
 
 
-def test_add_when_key_is_absent_writes_the_defaults_plus_one(tmp_path: Path) -> None:
+def test_add_when_key_is_absent_writes_a_list_of_one(tmp_path: Path) -> None:
     text = "# mine\nhead:\n  host: h1\n"
     path = write(tmp_path / "c.yaml", text)
+    assert config.load(path).workers == []  # no worker list: no workers (never the guide's example hosts)
     config_edit.edit_workers(path, add=Endpoint("sage5", 22))
-    assert path.read_text() == text + 'workers_ssh_hosts: "sage2:22,sage4:22,sage5:22"\n'
+    assert path.read_text() == text + 'workers_ssh_hosts: "sage5:22"\n'
 
 
 @pytest.mark.parametrize("change", [
