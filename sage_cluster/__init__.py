@@ -21,10 +21,6 @@ _COLLECTIONS = str(ansible_root() / "playbooks" / "collections")
 if _COLLECTIONS not in sys.path:
     sys.path.insert(0, _COLLECTIONS)
 
-from ansible_collections.sage.cluster.plugins.module_utils import ray_node, source  # noqa: E402  (after the path above)
-
-
-def node_logic():
-    """The node module's pure logic (the collection's ray_node): the controller applies the node's own rules
-    (the dashboard's URL) instead of a copy of them."""
-    return ray_node
+# ray_node: the node module's pure logic, so the controller applies the node's own rules (the dashboard's URL)
+# instead of a copy of them; source: what a deploy sends.
+from ansible_collections.sage.cluster.plugins.module_utils import ray_node, source  # noqa: E402,F401  (after the path above)

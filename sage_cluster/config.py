@@ -193,11 +193,6 @@ class Config:
         return self.values[section]
 
     @property
-    def nodes(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """The old name of worker_overrides (cli/worker.py and tests still read it)."""
-        return self.worker_overrides
-
-    @property
     def head_endpoint(self) -> Endpoint:
         """Where Ansible reaches the head: its host, SSH port 22 (cfg["head"] is the config's head section)."""
         return Endpoint(self.values["head"]["host"], 22)

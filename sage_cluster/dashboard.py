@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from sage_cluster import inventory, node_logic, security
+from sage_cluster import inventory, ray_node, security
 from sage_cluster.config import Config
 from sage_cluster.runner import failure_reason
 
@@ -23,7 +23,7 @@ class TunnelFailed(Exception):
 
 def local_target(cfg: Config) -> str:
     """Where the dashboard listens, as seen on the head: its loopback when it listens on every interface."""
-    host = node_logic().dashboard_local_host(cfg["head"]["dashboard_host"])
+    host = ray_node.dashboard_local_host(cfg["head"]["dashboard_host"])
     return f"[{host}]" if ":" in host else host
 
 

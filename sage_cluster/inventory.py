@@ -15,7 +15,7 @@ import yaml
 
 from sage_cluster import ansible_root
 from sage_cluster import source
-from sage_cluster.config import AUTO, NODE_RAY_KEYS, Config, Endpoint, is_this_machine
+from sage_cluster.config import AUTO, RAY_KEYS, Config, Endpoint, is_this_machine
 from sage_cluster.security import token_enabled, token_path
 
 
@@ -44,8 +44,8 @@ def role_vars(cfg: Config) -> dict[str, Any]:
 
 
 # The keys that head: and worker: both have -> the ray_node role's variable of each (group vars of sage_head and
-# sage_workers): the temp and log dirs, and the Ray resource keys (config.py's NODE_RAY_KEYS).
-NODE_TYPE_VARS = {key: f"ray_node_{key}" for key in ("temp_dir", "log_dir", *NODE_RAY_KEYS)}
+# sage_workers): the temp and log dirs, and the Ray resource keys (config.py's RAY_KEYS).
+NODE_TYPE_VARS = {"temp_dir": "ray_node_temp_dir", "log_dir": "ray_node_log_dir", **{k.name: k.var for k in RAY_KEYS}}
 
 
 def node_type_vars(section: dict[str, Any]) -> dict[str, Any]:

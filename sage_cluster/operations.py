@@ -197,9 +197,8 @@ def status(invocation: Invocation, scope: str) -> tuple[Config, RunResult, dict[
     return cfg, result, {"healthy": healthy, "cluster": view}
 
 
-# A node's declared resources (ray start options) -> the names Ray reports them under: config.py's table, read
-# the other way round.
-RAY_RESOURCE_NAMES = {key: name for name, key in cfgmod.RAY_OWN_RESOURCES.items()}
+# A node's declared resources (ray start options) -> the names Ray reports them under.
+RAY_RESOURCE_NAMES = {k.name: k.ray_name for k in cfgmod.RAY_KEYS if k.ray_name}
 
 
 def add_ray_resources(result: RunResult, view: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import click
 
 from sage_cluster import operations
 from sage_cluster import config as cfgmod
-from sage_cluster import node_logic, report, security
+from sage_cluster import ray_node, report, security
 from sage_cluster.config import ConfigError
 from sage_cluster.operations import Invocation
 from sage_cluster.cli.common import EXIT_FAILED, common_options, exit_code
@@ -44,7 +44,7 @@ def info(invocation: Invocation) -> None:
                           "deploy_sends": sends, "deploy_refused": refused})
         return
     head = cfg["head"]
-    url = node_logic().dashboard_url(head["dashboard_host"], head["host"], head["dashboard_port"])
+    url = ray_node.dashboard_url(head["dashboard_host"], head["host"], head["dashboard_port"])
     click.echo(f"Config:     {cfg.path or 'built-in single-machine default'} ({cfg.origin})")
     click.echo(f"Head:       {head['host']} (Ray port {head['head_port']})")
     click.echo(f"Dashboard:  {url} (bound to {head['dashboard_host']})")

@@ -41,6 +41,6 @@ def worker_config(invocation: Invocation) -> None:
         click.echo(f"{key}: {value}")
     click.echo("workers_ssh_hosts:")
     for w in cfg.workers:
-        click.echo(f"  - {w}{report.own_settings(cfg.nodes.get(w.host, {}))}")
+        click.echo(f"  - {w}{report.own_settings(cfg.worker_overrides.get(w.host, {}))}")
     if not cfg.workers:
         click.echo("  (none)")

@@ -141,7 +141,7 @@ def test_add_with_settings_writes_a_mapping_for_that_worker_only(tmp_path: Path,
     path = write(tmp_path / "c.yaml", before)
     updated = config_edit.edit_workers(path, add=Endpoint("gpu5", 22), settings=SETTINGS)
     assert path.read_text() == after
-    assert updated.nodes["gpu5"] == {"worker": SETTINGS}
+    assert updated.worker_overrides["gpu5"] == {"worker": SETTINGS}
     # Removing it again leaves the rest as it was (the string form stays a list: it holds no mapping now).
     config_edit.edit_workers(path, remove=Endpoint("gpu5", 22))
     if before.startswith('workers_ssh_hosts: "'):
@@ -209,5 +209,5 @@ def test_add_with_settings_through_the_round_trip_fallback(tmp_path: Path) -> No
     path = write(tmp_path / "c.yaml", "head:\n  host: h   # kept\nworkers_ssh_hosts: >-\n  a:22,b:22\n")
     updated = config_edit.edit_workers(path, add=Endpoint("gpu5", 22), settings=SETTINGS)
     assert updated.workers == [Endpoint("a", 22), Endpoint("b", 22), Endpoint("gpu5", 22)]
-    assert config.load(path).nodes == {"gpu5": {"worker": SETTINGS}}
+    assert config.load(path).worker_overrides == {"gpu5": {"worker": SETTINGS}}
     assert "host: h   # kept\n" in path.read_text()

@@ -1,9 +1,9 @@
-"""config.RAY_KEYS is the one table of the Ray resource keys (issue 18). The tables elsewhere that do not yet
-derive from it must say the same; this test fails the day one of them drifts (and goes once they all derive)."""
+"""config.RAY_KEYS is the one table of the Ray resource keys (issue 18). The controller's views derive from it; the
+node's own list (the collection's ray_node.RESOURCE_OPTIONS, standard library only, so it cannot import the
+package) must say the same: this test fails the day it drifts."""
 from __future__ import annotations
 
-from sage_cluster import config, inventory, node_logic, operations
-from sage_cluster.cli import nodes
+from sage_cluster import config, inventory, operations, ray_node
 
 
 def test_the_config_keys_are_the_table() -> None:
@@ -17,8 +17,9 @@ def test_the_config_keys_are_the_table() -> None:
                                                  "--resources", "--labels"]
 
 
-def test_the_other_tables_say_the_same() -> None:
-    assert inventory.RAY_VARS == {r.name: r.var for r in config.RAY_KEYS}
+def test_the_controllers_views_and_the_nodes_list_say_the_same() -> None:
+    assert {k: v for k, v in inventory.NODE_TYPE_VARS.items() if k in config.NODE_RAY_KEYS} == {
+        r.name: r.var for r in config.RAY_KEYS}
     assert operations.RAY_RESOURCE_NAMES == {r.name: r.ray_name for r in config.RAY_KEYS if r.ray_name}
-    assert [name for name, _ in nodes.RESOURCE_OPTIONS] == list(config.NODE_RAY_KEYS)
-    assert tuple(node_logic().RESOURCE_OPTIONS) == config.NODE_RAY_KEYS
+    assert [k.name for k in operations.worker_ray_keys()] == list(config.NODE_RAY_KEYS)
+    assert tuple(ray_node.RESOURCE_OPTIONS) == config.NODE_RAY_KEYS

@@ -22,12 +22,12 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from sage_cluster import node_logic
+from sage_cluster import ray_node
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "ray_node"
 MODULE = ROLE / "library" / "sage_ray_node.py"
-logic = node_logic()
+logic = ray_node
 
 
 def module_constants() -> dict[str, Any]:
@@ -270,7 +270,7 @@ def test_cluster_summary_counts_alive_nodes_only() -> None:
 
 def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path: Path) -> None:
     """The worker status probe (no module on the node) runs its one shell command as a node would, in POSIX sh."""
-    logic = node_logic()
+    logic = ray_node
     raylet = tmp_path / "raylet"  # a process whose name is raylet, holding raylet-like options
     raylet.write_bytes(Path(os.path.realpath("/usr/bin/python3")).read_bytes())
     raylet.chmod(0o755)
@@ -304,7 +304,7 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
 
 def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_stdin(tmp_path: Path) -> None:
     """The head's status probe asks the state API with the node's Python; the token never is an argument."""
-    logic = node_logic()
+    logic = ray_node
     seen = {}
     answer = {"data": {"result": {"result": [
         {"node_ip": "10.0.0.1", "node_name": "h", "state": "ALIVE", "is_head_node": True,

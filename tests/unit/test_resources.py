@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sage_cluster import config, inventory, node_logic
+from sage_cluster import config, inventory, ray_node
 from sage_cluster.config import ConfigError
 from sage_cluster.operations import resource_mismatch
 from tests.unit.helpers import PY_SAGE, run, stderr_lines
@@ -109,7 +109,7 @@ def test_resource_mismatch_names_each_difference() -> None:
 
 
 def test_ray_start_gets_the_resources_as_arguments() -> None:
-    logic = node_logic()
+    logic = ray_node
     params = {"num_cpus": 0, "num_gpus": 4, "memory": None, "object_store_memory": 10**9,
               "resources": {"accel": 1, "slot": 0.5}, "labels": {"zone": "a", "b": "c"}}
     argv = logic.start_argv("/env/bin/ray", "worker", "127.0.0.1", "/tmp/r", head_address="127.0.0.1:6379",

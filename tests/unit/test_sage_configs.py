@@ -13,7 +13,8 @@ import pytest
 
 from sage_cluster import config, config_edit, inventory
 from sage_cluster.config import ConfigError, Endpoint
-from tests.unit.helpers import PY_SAGE, env_for, stderr_lines
+from tests.conftest import user_env
+from tests.unit.helpers import PY_SAGE, stderr_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -284,7 +285,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "door": [sys.executable, str(REPO / "inventory" / "sage_inventory.py"), "--list"]}
 
     def in_sub(argv: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, env=env_for(home), cwd=sub, capture_output=True, text=True,
+        return subprocess.run(argv, env=user_env(home), cwd=sub, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=60)
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:  # each run is a fresh Python: start them at once
         futures = {name: pool.submit(in_sub, argv) for name, argv in jobs.items()}
@@ -336,7 +337,7 @@ def test_sage_cluster_is_a_second_name_for_the_same_cli(tmp_path: Path) -> None:
     # What pip's console script for it does: import the entry point and call it, argv[0] being the script.
     stub = f"import sys; sys.argv[0] = 'sage-cluster'; from {module} import {func}; sys.exit({func}())"
     proc = subprocess.run([sys.executable, "-c", stub, "--help"], capture_output=True, text=True,
-                          env=env_for(tmp_path), cwd=tmp_path, timeout=60)
+                          env=user_env(tmp_path), cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Usage: sage-cluster [OPTIONS] COMMAND")
     assert "cluster" in proc.stdout and "config" in proc.stdout
