@@ -1,0 +1,283 @@
+"""`sage job ...`: Ray's Jobs API on the head's dashboard, with the cluster's token and, when the dashboard is
+bound to a remote head's loopback, an SSH tunnel that sage opens and closes (dashboard.py's, so the head's host
+key policy applies).
+
+The token goes to Ray's client as an HTTP header of this process only: never an argument of a process, an
+environment variable of a child, or a line of output.
+
+Where a job runs: Ray's runtime_env working_dir takes only a local directory (uploaded) or a URI, not a path
+on the node, so a job meant for the deployed project gets the entrypoint `cd <project> && <CMD ARGS>` (Ray runs
+it through a shell, so every word is quoted). The driver inherits the raylet's environment: the env Ray was
+started in (remote.python_path's directory first on PATH, the token's settings).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sage_cluster import config as cfgmod
+from sage_cluster import dashboard, node_logic, security
+from sage_cluster.config import Config, ConfigError
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+LAST_LINES = 10
+# Ray's wording when a job id is unknown (status 404 from /api/jobs/<id>).
+NOT_FOUND = ("does not exist", "404")
+
+
+class JobError(Exception):
+    """The cluster or the job said no: one line, exit 1."""
+
+
+# ---------------------------------------------------------------- the submission (pure)
+
+def project_dir(cfg: Config) -> str:
+    """Where the deployed project is on the head: remote.sage_home, or deploy.source when the head is this machine
+    (deploy sends nothing there: it runs the source itself)."""
+    if cfgmod.is_this_machine(cfg["head"]["host"]):
+        return str(Path(cfg["deploy"]["source"]).expanduser().resolve())
+    return cfg["remote"]["sage_home"]
+
+
+def entrypoint(argv: list[str], directory: str | None) -> str:
+    """The shell line Ray runs: each word quoted, in `directory` (None: where Ray puts the job, its working_dir)."""
+    if not argv:
+        raise ConfigError("no command to run. Fix: put it after --, e.g. `sage job submit -- python script.py`.")
+    command = " ".join(shlex.quote(word) for word in argv)
+    return f"cd {shlex.quote(directory)} && {command}" if directory else command
+
+
+def pairs(values: tuple[str, ...] | list[str], option: str, example: str) -> dict[str, str]:
+    """KEY=VALUE options (each may also be K=V,K=V for resources) -> a dict; a bad one is a one-line ConfigError."""
+    out = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"argument {option} {text!r} must be KEY=VALUE. Fix: e.g. {option} {example}.")
+        out[key.strip()] = value
+    return out
+
+
+def resources(text: str | None) -> dict[str, float] | None:
+    """--entrypoint-resources: a JSON object or NAME=AMOUNT[,NAME=AMOUNT...] -> {name: amount}."""
+    if text is None:
+        return None
+    option, example = "--entrypoint-resources", "'accel=1' or '{\"accel\": 1}'"
+    if text.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"argument {option}: not valid JSON ({exc}). Fix: e.g. {option} {example}.") from None
+    else:
+        parsed = pairs([p for p in text.split(",") if p.strip()] or [text], option, example)
+    out = {}
+    for name, amount in parsed.items():
+        try:
+            out[name] = float(amount)
+        except (TypeError, ValueError):
+            out[name] = -1.0
+        if isinstance(amount, bool) or out[name] < 0:
+            raise ConfigError(f"argument {option}: {name}={amount!r} is not an amount (a number >= 0). "
+                              f"Fix: e.g. {option} {example}.")
+    return out
+
+
+def runtime_env(json_text: str | None, env: tuple[str, ...], working_dir: str | None) -> dict[str, Any] | None:
+    """--runtime-env-json, with --env's variables added to its env_vars and --working-dir as its working_dir."""
+    out: dict[str, Any] = {}
+    if json_text is not None:
+        try:
+            out = json.loads(json_text)
+        except ValueError as exc:
+            raise ConfigError(f"argument --runtime-env-json: not valid JSON ({exc}). "
+                              "Fix: e.g. --runtime-env-json '{\"pip\": [\"requests\"]}'.") from None
+        if not isinstance(out, dict):
+            raise ConfigError("argument --runtime-env-json must be a JSON object. "
+                              "Fix: e.g. --runtime-env-json '{\"pip\": [\"requests\"]}'.")
+    if env:
+        out["env_vars"] = {**(out.get("env_vars") or {}), **pairs(env, "--env", "MODE=fast")}
+    if working_dir is not None:
+        path = Path(working_dir).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"argument --working-dir {working_dir!r}: no such directory on this machine. "
+                              "Fix: name the directory of the code to upload.")
+        out["working_dir"] = str(path.resolve())
+    return out or None
+
+
+# ---------------------------------------------------------------- the connection
+
+def needs_tunnel(cfg: Config) -> bool:
+    """A dashboard on a remote head's loopback is reached only through SSH; any other address directly."""
+    head = cfg["head"]
+    return head["dashboard_host"] in cfgmod.LOOPBACK_NAMES and not cfgmod.is_this_machine(head["host"])
+
+
+def direct_url(cfg: Config) -> str:
+    head = cfg["head"]
+    if cfgmod.is_this_machine(head["host"]):
+        return f"http://{dashboard.local_target(cfg)}:{head['dashboard_port']}"
+    return node_logic().dashboard_url(head["dashboard_host"], head["host"], head["dashboard_port"])
+
+
+def free_port() -> int:
+    """A local port nothing listens on, for the tunnel (the head's own port may be taken here, e.g. on the rig)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def connect(cfg: Config) -> Iterator[Any]:
+    """A JobSubmissionClient on the head's dashboard, through a tunnel for as long as the block runs if needed."""
+    from ray.job_submission import JobSubmissionClient  # slow to import: only `sage job` pays for it
+
+    tunnel = None
+    head = cfg["head"]["host"]
+    try:
+        if needs_tunnel(cfg):
+            port = free_port()
+            try:
+                tunnel = dashboard.open_tunnel(cfg, port)
+            except dashboard.TunnelFailed as exc:
+                raise JobError(str(exc)) from None
+            url = f"http://127.0.0.1:{port}"
+        else:
+            url = direct_url(cfg)
+        headers = {"Authorization": f"Bearer {security.read_token()}"} if security.token_enabled(cfg) else None
+        try:
+            client = JobSubmissionClient(url, headers=headers)
+        except (ConnectionError, RuntimeError) as exc:
+            raise JobError(f"no Ray dashboard answers on the head {head} ({url}{' through SSH' if tunnel else ''}): "
+                           f"{_first_line(exc)}. Fix: `sage cluster start`, then `sage cluster status`.") from None
+        yield client
+    finally:
+        if tunnel is not None:
+            dashboard.close(tunnel)
+
+
+def call(what: str, job_id: str, fn: Callable[[], Any]) -> Any:
+    """One request about a job; a job Ray does not know, or a refused request, is a JobError."""
+    try:
+        return fn()
+    except RuntimeError as exc:
+        if any(word in str(exc) for word in NOT_FOUND):
+            raise JobError(f"no job {job_id} on this cluster. Fix: `sage job list` shows the jobs.") from None
+        raise JobError(f"cannot {what} job {job_id}: {_first_line(exc)}") from None
+    except (ConnectionError, OSError) as exc:
+        raise JobError(f"lost the connection to the head's dashboard while trying to {what} job {job_id}: "
+                       f"{_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# ---------------------------------------------------------------- what the commands do
+
+def as_json(details: Any) -> dict[str, Any]:
+    """One job as `--json` prints it (Ray's own field names)."""
+    data = details.model_dump(mode="json") if hasattr(details, "model_dump") else dict(details.__dict__)
+    data["status"] = str(getattr(details.status, "value", details.status))
+    return data
+
+
+def status_of(details: Any) -> str:
+    return str(getattr(details.status, "value", details.status))
+
+
+def submitted(client: Any) -> list[Any]:
+    """The jobs submitted through the Jobs API (not the drivers of `ray.init` sessions), oldest first."""
+    jobs = [j for j in client.list_jobs() if j.submission_id]
+    return sorted(jobs, key=lambda j: j.start_time or 0)
+
+
+def follow(client: Any, job_id: str, write: Callable[[str], None]) -> Any:
+    """Stream the job's output from its start until it ends; return its final details."""
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            write(chunk)
+
+    try:
+        asyncio.run(tail())
+    except RuntimeError as exc:
+        if any(word in str(exc) for word in NOT_FOUND):
+            raise JobError(f"no job {job_id} on this cluster. Fix: `sage job list` shows the jobs.") from None
+        # The stream broke (Ray closes it abnormally when a driver vanishes): the status below says how it ended.
+    return ended(client, job_id)  # the stream can close a moment before the status turns final
+
+
+def ended(client: Any, job_id: str, timeout: float | None = None) -> Any:
+    """The job's details once it has ended; a JobError if it has not within `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        details = call("read", job_id, lambda: client.get_job_info(job_id))
+        if status_of(details) in TERMINAL:
+            return details
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobError(f"job {job_id} is still {status_of(details)} {timeout:.0f} s after the stop request. "
+                           f"Fix: try again; `sage job status {job_id}` shows it.")
+        time.sleep(0.5)
+
+
+def stop(client: Any, job_id: str, timeout: float = 60) -> Any:
+    """Ask Ray to stop the job and wait until it has ended (Ray sends SIGTERM, then SIGKILL); its final details."""
+    call("stop", job_id, lambda: client.stop_job(job_id))
+    return ended(client, job_id, timeout)
+
+
+def last_lines(client: Any, job_id: str, n: int = LAST_LINES) -> list[str]:
+    return call("read the logs of", job_id, lambda: client.get_job_logs(job_id)).splitlines()[-n:]
+
+
+def how_to_follow(job_id: str) -> str:
+    return f"Follow it: sage job logs {job_id} --follow; stop it: sage job stop {job_id}"
+
+
+# ---------------------------------------------------------------- the stale-deploy check
+
+def stale_check(cfg: Config) -> tuple[threading.Thread, list[str]] | None:
+    """Start status.yml in the background (it runs while the job is submitted); the list fills with the nodes whose
+    deploy record is not this machine's source. None when no node gets deploys (a one-machine cluster)."""
+    if not cfg.workers and cfgmod.is_this_machine(cfg["head"]["host"]):
+        return None
+    from sage_cluster import operations as ops
+
+    stale: list[str] = []
+
+    def run() -> None:
+        try:
+            result = ops.run(cfg, ops.Options(json=True), "status.yml", "status")
+        except Exception:  # noqa: BLE001: a warning that cannot be computed is no reason to fail the job
+            return
+        stale.extend(sorted(n for n, h in result.hosts.items() if (h.data.get("deploy") or {}).get("stale")))
+
+    thread = threading.Thread(target=run, name="sage-stale-check", daemon=True)
+    thread.start()
+    return thread, stale
+
+
+def stale_warning(check: tuple[threading.Thread, list[str]] | None, timeout: float = 60) -> str | None:
+    if check is None:
+        return None
+    thread, stale = check
+    thread.join(timeout)
+    if not stale:
+        return None
+    return (f"{', '.join(stale)} run{'s' if len(stale) == 1 else ''} an older deploy than this machine's source "
+            "(stale): the job may run old code there. Fix: `sage cluster deploy`.")
+
+
+def write_stdout(chunk: str) -> None:
+    sys.stdout.write(chunk)
+    sys.stdout.flush()
