@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shlex
 import socket
 import sys
@@ -29,9 +30,10 @@ from sage_cluster import dashboard, node_logic, security
 from sage_cluster.config import Config, ConfigError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+POLL = 0.5  # seconds between two looks at a job's status while it runs
 LAST_LINES = 10
-# Ray's wording when a job id is unknown (status 404 from /api/jobs/<id>).
-NOT_FOUND = ("does not exist", "404")
+# How Ray's client words an unknown job id (its RuntimeError for an HTTP 404 from /api/jobs/<id>).
+NOT_FOUND = ("status code 404",)
 
 
 class JobError(Exception):
@@ -141,6 +143,8 @@ def connect(cfg: Config) -> Iterator[Any]:
     """A JobSubmissionClient on the head's dashboard, through a tunnel for as long as the block runs if needed."""
     from ray.job_submission import JobSubmissionClient  # slow to import: only `sage job` pays for it
 
+    # Ray's client logs each closed log stream at INFO on stderr: not news to the person watching.
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
     tunnel = None
     head = cfg["head"]["host"]
     try:
@@ -165,16 +169,17 @@ def connect(cfg: Config) -> Iterator[Any]:
             dashboard.close(tunnel)
 
 
-def call(what: str, job_id: str, fn: Callable[[], Any]) -> Any:
-    """One request about a job; a job Ray does not know, or a refused request, is a JobError."""
+def call(what: str, job_id: str | None, fn: Callable[[], Any]) -> Any:
+    """One request about a job (None: about the jobs); a job Ray does not know, or a refused request, is a JobError."""
+    job = f"job {job_id}" if job_id else "jobs"
     try:
         return fn()
     except RuntimeError as exc:
-        if any(word in str(exc) for word in NOT_FOUND):
+        if job_id and any(word in str(exc) for word in NOT_FOUND):
             raise JobError(f"no job {job_id} on this cluster. Fix: `sage job list` shows the jobs.") from None
-        raise JobError(f"cannot {what} job {job_id}: {_first_line(exc)}") from None
+        raise JobError(f"cannot {what} {job}: {_first_line(exc)}") from None
     except (ConnectionError, OSError) as exc:
-        raise JobError(f"lost the connection to the head's dashboard while trying to {what} job {job_id}: "
+        raise JobError(f"lost the connection to the head's dashboard while trying to {what} {job}: "
                        f"{_first_line(exc)}") from None
 
 
@@ -203,18 +208,36 @@ def submitted(client: Any) -> list[Any]:
 
 
 def follow(client: Any, job_id: str, write: Callable[[str], None]) -> Any:
-    """Stream the job's output from its start until it ends; return its final details."""
-    async def tail() -> None:
-        async for chunk in client.tail_job_logs(job_id):
-            write(chunk)
+    """Print the job's output from its start until it ends; return its final details.
 
-    try:
-        asyncio.run(tail())
-    except RuntimeError as exc:
-        if any(word in str(exc) for word in NOT_FOUND):
-            raise JobError(f"no job {job_id} on this cluster. Fix: `sage job list` shows the jobs.") from None
-        # The stream broke (Ray closes it abnormally when a driver vanishes): the status below says how it ended.
-    return ended(client, job_id)  # the stream can close a moment before the status turns final
+    Ray's log stream (tail_job_logs) closes some 5 s after the job ended (measured on the rig), so the status is
+    polled beside it: once the job has ended, the stream is dropped and what it had not yet delivered is printed
+    from the job's full log."""
+    printed = 0
+
+    async def tail() -> None:
+        nonlocal printed
+        try:
+            async for chunk in client.tail_job_logs(job_id):
+                write(chunk)
+                printed += len(chunk)
+        except Exception:  # noqa: BLE001: a broken stream (a vanished driver, a dropped tunnel) is not retried:
+            return         # the status says how the job ended, and the full log gives the rest
+
+    async def until_ended() -> Any:
+        stream = asyncio.ensure_future(tail())
+        try:
+            while True:
+                details = await asyncio.to_thread(call, "read", job_id, lambda: client.get_job_info(job_id))
+                if status_of(details) in TERMINAL:
+                    return details
+                await (asyncio.sleep(POLL) if stream.done() else asyncio.wait({stream}, timeout=POLL))
+        finally:
+            stream.cancel()
+
+    details = asyncio.run(until_ended())
+    write(call("read the logs of", job_id, lambda: client.get_job_logs(job_id))[printed:])
+    return details
 
 
 def ended(client: Any, job_id: str, timeout: float | None = None) -> Any:
@@ -227,7 +250,7 @@ def ended(client: Any, job_id: str, timeout: float | None = None) -> Any:
         if deadline is not None and time.monotonic() > deadline:
             raise JobError(f"job {job_id} is still {status_of(details)} {timeout:.0f} s after the stop request. "
                            f"Fix: try again; `sage job status {job_id}` shows it.")
-        time.sleep(0.5)
+        time.sleep(POLL)
 
 
 def stop(client: Any, job_id: str, timeout: float = 60) -> Any:
@@ -246,36 +269,28 @@ def how_to_follow(job_id: str) -> str:
 
 # ---------------------------------------------------------------- the stale-deploy check
 
-def stale_check(cfg: Config) -> tuple[threading.Thread, list[str]] | None:
-    """Start status.yml in the background (it runs while the job is submitted); the list fills with the nodes whose
-    deploy record is not this machine's source. None when no node gets deploys (a one-machine cluster)."""
+STALE_WAIT = 60  # seconds a finished job waits for the stale check's answer before exiting
+
+def stale_check(cfg: Config, warn: Callable[[str], None]) -> threading.Thread | None:
+    """Run status.yml in the background, beside the job (2.5-8 s on the rig's loaded cores, no faster than
+    the job's own start), and warn(one line) if it flags a node stale. Join the thread before exiting so the
+    warning is not lost. None when no node gets deploys (a one-machine cluster)."""
     if not cfg.workers and cfgmod.is_this_machine(cfg["head"]["host"]):
         return None
     from sage_cluster import operations as ops
-
-    stale: list[str] = []
 
     def run() -> None:
         try:
             result = ops.run(cfg, ops.Options(json=True), "status.yml", "status")
         except Exception:  # noqa: BLE001: a warning that cannot be computed is no reason to fail the job
             return
-        stale.extend(sorted(n for n, h in result.hosts.items() if (h.data.get("deploy") or {}).get("stale")))
+        if stale := sorted(n for n, h in result.hosts.items() if (h.data.get("deploy") or {}).get("stale")):
+            warn(f"{', '.join(stale)} run{'s' if len(stale) == 1 else ''} an older deploy than this machine's "
+                 "source (stale): the job may run old code there. Fix: `sage cluster deploy`.")
 
     thread = threading.Thread(target=run, name="sage-stale-check", daemon=True)
     thread.start()
-    return thread, stale
-
-
-def stale_warning(check: tuple[threading.Thread, list[str]] | None, timeout: float = 60) -> str | None:
-    if check is None:
-        return None
-    thread, stale = check
-    thread.join(timeout)
-    if not stale:
-        return None
-    return (f"{', '.join(stale)} run{'s' if len(stale) == 1 else ''} an older deploy than this machine's source "
-            "(stale): the job may run old code there. Fix: `sage cluster deploy`.")
+    return thread
 
 
 def write_stdout(chunk: str) -> None:

@@ -73,20 +73,22 @@ def submit(opts: ops.Options, command: tuple[str, ...], no_wait: bool, submissio
     cfg = ops.load(opts)
     entrypoint = jobs.entrypoint(list(command), None if working_dir else jobs.project_dir(cfg))
     with jobs.connect(cfg) as client:
-        check = jobs.stale_check(cfg)  # once the cluster answers; it runs while the job is submitted
-        job_id = jobs.call("submit", submission_id or "", lambda: client.submit_job(
+        # Once the cluster answers; its warning comes while the job runs (the job is not held back for it).
+        check = jobs.stale_check(cfg, report.warn)
+        job_id = jobs.call("submit", submission_id, lambda: client.submit_job(
             entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env,
             entrypoint_num_cpus=entrypoint_num_cpus, entrypoint_num_gpus=entrypoint_num_gpus,
             entrypoint_resources=resources))
         try:
             report.note(f"Job {job_id} submitted to the head {cfg['head']['host']}.")
-            if warning := jobs.stale_warning(check):
-                report.warn(warning)
             if no_wait:
                 click.echo(job_id)
                 report.note(jobs.how_to_follow(job_id))
-                return
-            outcome(client, job_id, jobs.follow(client, job_id, jobs.write_stdout))
+            details = None if no_wait else jobs.follow(client, job_id, jobs.write_stdout)
+            if check:
+                check.join(jobs.STALE_WAIT)  # its warning is not lost to an early exit
+            if details is not None:
+                outcome(client, job_id, details)
         except KeyboardInterrupt:
             report.note(f"\nInterrupted: job {job_id} keeps running on the cluster. {jobs.how_to_follow(job_id)}")
             sys.exit(EXIT_INTERRUPTED)
@@ -119,7 +121,7 @@ def list_jobs(opts: ops.Options) -> None:
     """
     cfg = ops.load(opts)
     with jobs.connect(cfg) as client:
-        found = jobs.call("list", "", lambda: jobs.submitted(client))
+        found = jobs.call("list", None, lambda: jobs.submitted(client))
     if opts.json:
         report.emit_json([jobs.as_json(j) for j in found])
         return
