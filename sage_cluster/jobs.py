@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import shlex
+import signal
 import socket
 import sys
 import threading
@@ -141,40 +142,51 @@ def free_port() -> int:
 @contextmanager
 def connect(cfg: Config) -> Iterator[Any]:
     """A JobSubmissionClient on the head's dashboard, through a tunnel for as long as the block runs if needed."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient  # slow to import: only `sage job` pays for it
 
     # Ray's client logs each closed log stream at INFO on stderr: not news to the person watching.
     logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
-    tunnel = None
-    head = cfg["head"]["host"]
+    head = cfg["head"]
+    where = f"the head {head['host']}'s dashboard (port {head['dashboard_port']}"
+    tunnel, previous = None, None
     try:
         if needs_tunnel(cfg):
+            # SIGTERM, like Ctrl-C, closes the tunnel: ssh runs in a session of its own and would outlive us.
+            previous = signal.signal(signal.SIGTERM, dashboard.interrupt)
             port = free_port()
             try:
                 tunnel = dashboard.open_tunnel(cfg, port)
             except dashboard.TunnelFailed as exc:
                 raise JobError(str(exc)) from None
-            url = f"http://127.0.0.1:{port}"
+            url, where = f"http://127.0.0.1:{port}", where + ", through SSH"
         else:
             url = direct_url(cfg)
         headers = {"Authorization": f"Bearer {security.read_token()}"} if security.token_enabled(cfg) else None
         try:
             client = JobSubmissionClient(url, headers=headers)
+        except AuthenticationError:
+            raise JobError(f"{where}) refused this machine's Ray token. Fix: `sage cluster restart` starts "
+                           "every node with it.") from None
         except (ConnectionError, RuntimeError) as exc:
-            raise JobError(f"no Ray dashboard answers on the head {head} ({url}{' through SSH' if tunnel else ''}): "
-                           f"{_first_line(exc)}. Fix: `sage cluster start`, then `sage cluster status`.") from None
+            raise JobError(f"nothing answers on {where}): {_first_line(exc)}. Fix: `sage cluster start`, "
+                           "then `sage cluster status`.") from None
         yield client
     finally:
         if tunnel is not None:
             dashboard.close(tunnel)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def call(what: str, job_id: str | None, fn: Callable[[], Any]) -> Any:
     """One request about a job (None: about the jobs); a job Ray does not know, or a refused request, is a JobError."""
+    from ray.exceptions import RayError
+
     job = f"job {job_id}" if job_id else "jobs"
     try:
         return fn()
-    except RuntimeError as exc:
+    except (RuntimeError, RayError) as exc:  # RayError: e.g. a refused token
         if job_id and any(word in str(exc) for word in NOT_FOUND):
             raise JobError(f"no job {job_id} on this cluster. Fix: `sage job list` shows the jobs.") from None
         raise JobError(f"cannot {what} {job}: {_first_line(exc)}") from None
@@ -190,15 +202,13 @@ def _first_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------- what the commands do
 
-def as_json(details: Any) -> dict[str, Any]:
-    """One job as `--json` prints it (Ray's own field names)."""
-    data = details.model_dump(mode="json") if hasattr(details, "model_dump") else dict(details.__dict__)
-    data["status"] = str(getattr(details.status, "value", details.status))
-    return data
-
-
 def status_of(details: Any) -> str:
     return str(getattr(details.status, "value", details.status))
+
+
+def as_json(details: Any) -> dict[str, Any]:
+    """One job as `--json` prints it (Ray's own field names)."""
+    return {**details.model_dump(mode="json"), "status": status_of(details)}
 
 
 def submitted(client: Any) -> list[Any]:

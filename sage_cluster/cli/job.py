@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -100,7 +101,8 @@ def outcome(client: Any, job_id: str, details: Any) -> None:
     if status == "SUCCEEDED":
         report.note(f"Job {job_id} succeeded.")
         sys.exit(0)
-    reason = (details.message or "").splitlines()[0] if details.message else ""
+    # Ray's message is its reason, then (for a failed entrypoint) a copy of the log: the reason is enough here.
+    reason = (details.message or "").partition("\n")[0].partition(", last available logs")[0].rstrip(":")
     click.echo(click.style("error: ", fg="red") + f"job {job_id} {status.lower()}"
                + (f": {reason}" if reason else "") + ". Its last lines:", err=True)
     for line in jobs.last_lines(client, job_id):
@@ -133,7 +135,6 @@ def list_jobs(opts: ops.Options) -> None:
 
 
 def report_time(millis: int | None) -> str:
-    import time
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(millis / 1000)) if millis else "-"
 
 

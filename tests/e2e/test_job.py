@@ -18,31 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Sage
-from tests.rig import DEFAULT_ENV
+from tests.rig.config import sage_config
 
 pytestmark = pytest.mark.rig
 
 HEAD, WORKERS = "sage-head", ["sage-w1", "sage-w2"]
 ALL = [HEAD, *WORKERS]
 PROJ = "/home/sage/proj"
-
-CONFIG = """\
-head:
-  host: "sage-head"
-  dashboard_host: "127.0.0.1"
-workers_ssh_hosts: "sage-w1:22,sage-w2:22"
-ssh:
-  user: "sage"
-  key_path: "{key}"
-remote:
-  sage_home: "{proj}"
-  python_path: "{env}/bin/python"
-  ray_command: "{env}/bin/ray"
-  conda_env: "sage"
-deploy:
-  source: "{project}"
-  install: none
-"""
 
 # The project: a package, a script that imports it in a task on every alive node, and one that fails.
 EVERY_NODE = textwrap.dedent("""
@@ -77,7 +59,9 @@ def cluster(rig, tmp_path_factory):
     project = tmp_path_factory.mktemp("project")
     write_project(project, "v1")
     config = home / "cluster.yaml"
-    config.write_text(CONFIG.format(key=rig.key_path, project=project, proj=PROJ, env=DEFAULT_ENV))
+    # The dashboard on the head's 127.0.0.1: sage must reach it through its own SSH tunnel.
+    config.write_text(sage_config(rig, HEAD, WORKERS, head_port=6379, dashboard_port=8265, comment="sage job tests",
+                                  remote={"sage_home": PROJ}, deploy={"source": str(project), "install": "none"}))
     s = Sage(home=home, config=config, cwd=project)
     s("cluster", "deploy", check=True)
     s("cluster", "start", check=True)
@@ -185,7 +169,10 @@ def test_ctrl_c_leaves_the_job_running_and_stop_ends_it(cluster):
     proc = subprocess.Popen([sys.executable, "-m", "sage_cluster", "job", "submit", "--submission-id", "sleeper",
                              "--", "python", "-c", code, "$HOME", "a b", "it's"],
                             env=s.env(), cwd=s.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = next(ln for ln in proc.stdout if ln.startswith("args:"))  # after Ray's own lines
+    watchdog = threading.Timer(240, proc.kill)  # a job that never prints must not hang the module
+    watchdog.start()
+    first = next((ln for ln in proc.stdout if ln.startswith("args:")), "(no output)")  # after Ray's own lines
+    watchdog.cancel()
     assert first.strip() == "args: ['$HOME', 'a b', \"it's\"]", first
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
