@@ -26,7 +26,8 @@ HEAD, WORKERS = "sage-head", ["sage-w1", "sage-w2"]
 ALL = [HEAD, *WORKERS]
 PROJ = "/home/sage/proj"
 
-# The project: a package, a script that imports it in a task on every alive node, and one that fails.
+# The project: a package, a script that imports it in a task on every alive node, and one that fails;
+# and a slow script that is not part of it.
 EVERY_NODE = textwrap.dedent("""
     import json, socket, ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -42,7 +43,12 @@ EVERY_NODE = textwrap.dedent("""
     print("EVERY NODE", json.dumps(sorted(ray.get(refs, timeout=120))))
 """)
 FAIL = "import sys\nprint('about to fail', flush=True)\nsys.exit(3)\n"
-SLOW = "import time\nprint('slow start', flush=True)\ntime.sleep(4)\nprint('slow end', flush=True)\n"
+SLOW = textwrap.dedent("""
+    import os, time
+    print('slow start', os.environ['GREETING'], flush=True)
+    time.sleep(4)
+    print('slow end', flush=True)
+""")
 
 
 def write_project(root: Path, version: str) -> None:
@@ -50,7 +56,6 @@ def write_project(root: Path, version: str) -> None:
     (root / "sagedemo" / "__init__.py").write_text(f"VERSION = {version!r}\n")
     (root / "every_node.py").write_text(EVERY_NODE)
     (root / "fail.py").write_text(FAIL)
-    (root / "slow.py").write_text(SLOW)
 
 
 @pytest.fixture(scope="module")
@@ -151,14 +156,17 @@ def test_list_shows_both_jobs(cluster):
     assert "every-node" in s("job", "list", check=True).stdout
 
 
-def test_logs_follow_ends_when_the_job_ends(cluster):
+def test_logs_follow_ends_when_the_job_ends(cluster, tmp_path):
     s, _, _ = cluster
-    run = s("job", "submit", "--no-wait", "--", "python", "slow.py", check=True)
+    # Code that was not deployed, uploaded by Ray (--working-dir), with a variable of its own (--env).
+    (tmp_path / "slow.py").write_text(SLOW)
+    run = s("job", "submit", "--no-wait", "--working-dir", str(tmp_path), "--env", "GREETING=hi there", "--",
+            "python", "slow.py", check=True)
     job_id = run.stdout.strip()
     assert job_id.startswith("raysubmit_"), run.stdout
     followed = s("job", "logs", job_id, "--follow", timeout=120)
     assert followed.returncode == 0, followed.stderr
-    assert "slow start" in followed.stdout and "slow end" in followed.stdout
+    assert "slow start hi there" in followed.stdout and "slow end" in followed.stdout
     assert job_json(s, job_id)["status"] == "SUCCEEDED"
 
 
