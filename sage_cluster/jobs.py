@@ -34,7 +34,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 POLL = 0.5  # seconds between two looks at a job's status while it runs
 LAST_LINES = 10
 # How Ray's client words an unknown job id (its RuntimeError for an HTTP 404 from /api/jobs/<id>).
-NOT_FOUND = ("status code 404",)
+NOT_FOUND = "status code 404"
 
 
 class JobError(Exception):
@@ -53,14 +53,12 @@ def project_dir(cfg: Config) -> str:
 
 def entrypoint(argv: list[str], directory: str | None) -> str:
     """The shell line Ray runs: each word quoted, in `directory` (None: where Ray puts the job, its working_dir)."""
-    if not argv:
-        raise ConfigError("no command to run. Fix: put it after --, e.g. `sage job submit -- python script.py`.")
     command = " ".join(shlex.quote(word) for word in argv)
     return f"cd {shlex.quote(directory)} && {command}" if directory else command
 
 
 def pairs(values: tuple[str, ...] | list[str], option: str, example: str) -> dict[str, str]:
-    """KEY=VALUE options (each may also be K=V,K=V for resources) -> a dict; a bad one is a one-line ConfigError."""
+    """KEY=VALUE options -> a dict (a value may hold "="); a bad one is a one-line ConfigError."""
     out = {}
     for text in values:
         key, sep, value = text.partition("=")
@@ -85,10 +83,10 @@ def resources(text: str | None) -> dict[str, float] | None:
     out = {}
     for name, amount in parsed.items():
         try:
-            out[name] = float(amount)
+            out[name] = float(amount) if not isinstance(amount, bool) else -1.0
         except (TypeError, ValueError):
-            out[name] = -1.0
-        if isinstance(amount, bool) or out[name] < 0:
+            out[name] = -1.0  # refused below, with the others
+        if out[name] < 0:
             raise ConfigError(f"argument {option}: {name}={amount!r} is not an amount (a number >= 0). "
                               f"Fix: e.g. {option} {example}.")
     return out
@@ -187,7 +185,7 @@ def call(what: str, job_id: str | None, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except (RuntimeError, RayError) as exc:  # RayError: e.g. a refused token
-        if job_id and any(word in str(exc) for word in NOT_FOUND):
+        if job_id and NOT_FOUND in str(exc):
             raise JobError(f"no job {job_id} on this cluster. Fix: `sage job list` shows the jobs.") from None
         raise JobError(f"cannot {what} {job}: {_first_line(exc)}") from None
     except (ConnectionError, OSError) as exc:
@@ -280,6 +278,7 @@ def how_to_follow(job_id: str) -> str:
 # ---------------------------------------------------------------- the stale-deploy check
 
 STALE_WAIT = 60  # seconds a finished job waits for the stale check's answer before exiting
+
 
 def stale_check(cfg: Config, warn: Callable[[str], None]) -> threading.Thread | None:
     """Run status.yml in the background, beside the job (2.5-8 s on the rig's loaded cores, no faster than

@@ -37,11 +37,6 @@ def test_without_a_directory_the_job_runs_where_ray_puts_it() -> None:
     assert jobs.entrypoint(["python", "x.py"], None) == "python x.py"
 
 
-def test_no_command_is_a_usage_error() -> None:
-    with pytest.raises(ConfigError, match="no command to run"):
-        jobs.entrypoint([], "/home/sage")
-
-
 def test_the_project_is_sage_home_on_a_remote_head_and_the_source_on_this_machine(tmp_path: Path) -> None:
     assert jobs.project_dir(cfg()) == "/home/sage"
     local = cfg(GUIDE_CONFIG.replace('"base-sage"', '"localhost"') + f'deploy:\n  source: "{tmp_path}"\n')
