@@ -12,6 +12,7 @@ from sage_cluster.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from sage_cluster.cli.config import config
 from sage_cluster.cli.head import head
 from sage_cluster.cli.inventory import inventory
+from sage_cluster.cli.job import job
 from sage_cluster.cli.worker import worker
 from sage_cluster.config import ConfigError
 from sage_cluster.lock import LockBusy
@@ -32,10 +33,11 @@ def cli() -> None:
       sage cluster deploy
       sage cluster start
       sage cluster status
+      sage job submit -- python script.py
     """
 
 
-for group in (cluster, head, worker, config, inventory):
+for group in (cluster, head, worker, job, config, inventory):
     cli.add_command(group)
 
 

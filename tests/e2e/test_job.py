@@ -1,0 +1,226 @@
+"""`sage job` on the rig: a deployed project run through Ray's Jobs API, the dashboard bound to the head's
+127.0.0.1 so sage must open its SSH tunnel, the token never on a command line. 1 head + 2 workers.
+
+The tests run in file order and share one cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Sage
+from tests.rig.config import sage_config
+
+pytestmark = pytest.mark.rig
+
+HEAD, WORKERS = "sage-head", ["sage-w1", "sage-w2"]
+ALL = [HEAD, *WORKERS]
+PROJ = "/home/sage/proj"
+
+# The project: a package, a script that imports it in a task on every alive node, and one that fails;
+# and a slow script that is not part of it.
+EVERY_NODE = textwrap.dedent("""
+    import json, socket, ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    ray.init(log_to_driver=False)
+
+    @ray.remote
+    def where():
+        import sagedemo  # from the deployed project on that node
+        return socket.gethostname(), sagedemo.VERSION
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    refs = [where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote() for n in nodes]
+    print("EVERY NODE", json.dumps(sorted(ray.get(refs, timeout=120))))
+""")
+FAIL = "import sys\nprint('about to fail', flush=True)\nsys.exit(3)\n"
+SLOW = textwrap.dedent("""
+    import os, time
+    print('slow start', os.environ['GREETING'], flush=True)
+    time.sleep(4)
+    print('slow end', flush=True)
+""")
+
+
+def write_project(root: Path, version: str) -> None:
+    (root / "sagedemo").mkdir(exist_ok=True)
+    (root / "sagedemo" / "__init__.py").write_text(f"VERSION = {version!r}\n")
+    (root / "every_node.py").write_text(EVERY_NODE)
+    (root / "fail.py").write_text(FAIL)
+
+
+@pytest.fixture(scope="module")
+def cluster(rig, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    project = tmp_path_factory.mktemp("project")
+    write_project(project, "v1")
+    config = home / "cluster.yaml"
+    # The dashboard on the head's 127.0.0.1: sage must reach it through its own SSH tunnel.
+    config.write_text(sage_config(rig, HEAD, WORKERS, head_port=6379, dashboard_port=8265, comment="sage job tests",
+                                  remote={"sage_home": PROJ}, deploy={"source": str(project), "install": "none"}))
+    s = Sage(home=home, config=config, cwd=project)
+    s("cluster", "deploy", check=True)
+    s("cluster", "start", check=True)
+    yield s, project, rig
+    s("cluster", "stop", timeout=300)
+
+
+class ProcessSampler(threading.Thread):
+    """Reads every process's command line every 50 ms: whether the token appears, and which ssh tunnels ran."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(daemon=True)
+        self.token = token.encode()
+        self.done = threading.Event()
+        self.samples = 0
+        self.token_seen: list[str] = []
+        self.tunnels: set[str] = set()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for pid in os.listdir("/proc"):
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if self.token in argv:
+                    self.token_seen.append(argv.decode(errors="replace"))
+                words = argv.split(b"\0")
+                if words[0] == b"ssh" and b"-L" in words:
+                    self.tunnels.add(words[words.index(b"-L") + 1].decode())
+            self.samples += 1
+            time.sleep(0.05)
+
+    def __enter__(self) -> ProcessSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.join()
+
+
+def job_json(s: Sage, job_id: str) -> dict:
+    code, data = s.json("job", "status", job_id)
+    assert code == 0, data
+    return data
+
+
+def wait_status(s: Sage, job_id: str, want: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while (data := job_json(s, job_id))["status"] != want:
+        assert time.monotonic() < deadline, f"{job_id} is {data['status']}, not {want}"
+        time.sleep(0.5)
+    return data
+
+
+def test_submit_runs_the_deployed_project_on_every_node_through_the_tunnel(cluster):
+    s, _, _ = cluster
+    token = (s.home / ".sage" / "ray_auth_token").read_text().strip()
+    with ProcessSampler(token) as sampler:
+        started = time.monotonic()
+        run = s("job", "submit", "--submission-id", "every-node", "--", "python", "every_node.py", timeout=300)
+        print(f"\nsubmit of every_node.py: {time.monotonic() - started:.1f}s", file=sys.stderr)
+    assert run.returncode == 0, run.stderr
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("EVERY NODE"))
+    assert json.loads(line.split(" ", 2)[2]) == [[n, "v1"] for n in ALL]
+    assert "every-node" in run.stderr and "stale" not in run.stderr
+    # sage opened its own tunnel to the head's loopback dashboard, and the token was never an argument.
+    assert sampler.samples > 10 and any(t.endswith(":127.0.0.1:8265") for t in sampler.tunnels), sampler.tunnels
+    assert sampler.token_seen == []
+    assert token not in run.stdout + run.stderr
+
+
+def test_a_failing_script_fails_the_submit_with_its_output(cluster):
+    s, _, _ = cluster
+    run = s("job", "submit", "--submission-id", "fails", "--", "python", "fail.py", timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "about to fail" in run.stdout
+    assert "fails failed" in run.stderr and "about to fail" in run.stderr  # the id and the last lines
+
+
+def test_list_shows_both_jobs(cluster):
+    s, _, _ = cluster
+    code, jobs = s.json("job", "list")
+    assert code == 0, jobs
+    assert {j["submission_id"]: j["status"] for j in jobs} == {"every-node": "SUCCEEDED", "fails": "FAILED"}
+    assert "every-node" in s("job", "list", check=True).stdout
+
+
+def test_logs_follow_ends_when_the_job_ends(cluster, tmp_path):
+    s, _, _ = cluster
+    # Code that was not deployed, uploaded by Ray (--working-dir), with a variable of its own (--env).
+    (tmp_path / "slow.py").write_text(SLOW)
+    run = s("job", "submit", "--no-wait", "--working-dir", str(tmp_path), "--env", "GREETING=hi there", "--",
+            "python", "slow.py", check=True)
+    job_id = run.stdout.strip()
+    assert job_id.startswith("raysubmit_"), run.stdout
+    followed = s("job", "logs", job_id, "--follow", timeout=120)
+    assert followed.returncode == 0, followed.stderr
+    assert "slow start hi there" in followed.stdout and "slow end" in followed.stdout
+    assert job_json(s, job_id)["status"] == "SUCCEEDED"
+
+
+def test_ctrl_c_leaves_the_job_running_and_stop_ends_it(cluster):
+    s, _, rig = cluster
+    # Every word arrives as it was typed: no shell on the way expands or splits it.
+    code = "import sys, time; print('args:', sys.argv[1:], flush=True); time.sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-m", "sage_cluster", "job", "submit", "--submission-id", "sleeper",
+                             "--", "python", "-c", code, "$HOME", "a b", "it's"],
+                            env=s.env(), cwd=s.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(240, proc.kill)  # a job that never prints must not hang the module
+    watchdog.start()
+    first = next((ln for ln in proc.stdout if ln.startswith("args:")), "(no output)")  # after Ray's own lines
+    watchdog.cancel()
+    assert first.strip() == "args: ['$HOME', 'a b', \"it's\"]", first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "sage job stop sleeper" in err
+    assert job_json(s, "sleeper")["status"] == "RUNNING"
+
+    stopped = s("job", "stop", "sleeper", timeout=120)
+    assert stopped.returncode == 0 and "STOPPED" in stopped.stdout, stopped.stderr
+    assert job_json(s, "sleeper")["status"] == "STOPPED"
+    left = rig.ssh(HEAD, ["pgrep", "-u", "sage", "-f", "time.sleep.600"], check=False).stdout
+    assert left.strip() == ""
+
+
+def test_a_stale_deploy_warns_and_the_job_still_runs(cluster):
+    s, project, _ = cluster
+    (project / "sagedemo" / "__init__.py").write_text("VERSION = 'v2'\n")  # not deployed
+    started = time.monotonic()
+    run = s("job", "submit", "--", "python", "-c", "import sagedemo; print('VERSION', sagedemo.VERSION)",
+            timeout=300)
+    print(f"\nsubmit with a stale warning: {time.monotonic() - started:.1f}s", file=sys.stderr)
+    assert run.returncode == 0, run.stderr
+    warning = [ln for ln in run.stderr.splitlines() if "stale" in ln]
+    assert len(warning) == 1 and all(n in warning[0] for n in ALL), run.stderr
+    assert "VERSION v1" in run.stdout  # the old code ran, as the warning said
+
+
+def test_a_job_id_that_does_not_exist_is_one_line_and_exit_1(cluster):
+    s, _, _ = cluster
+    for args in (["status", "nope"], ["logs", "nope"], ["logs", "nope", "--follow"], ["stop", "nope"]):
+        run = s("job", *args)
+        lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+        assert run.returncode == 1 and len(lines) == 1 and "no job nope" in lines[0], (args, run.stderr)
+
+
+def test_no_cluster_running_is_one_line_naming_the_head(cluster):
+    s, _, _ = cluster
+    s("cluster", "stop", check=True)
+    for args in (["list"], ["submit", "--", "true"]):
+        run = s("job", *args, timeout=120)
+        assert run.returncode == 1, run.stderr
+        lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "sage-head" in lines[0] and "sage cluster start" in lines[0], run.stderr
