@@ -50,7 +50,7 @@ def dashboard_warning(cfg: Config) -> str | None:
 
 
 def run(cfg: Config, opts: Options, playbook: str, action: str, *, limit: str | None = None,
-        extra: dict[str, Any] | None = None) -> RunResult:
+        extra: dict[str, Any] | None = None, passwords: dict[str, str] | None = None) -> RunResult:
     """Run one playbook; Ctrl-C cancels it cleanly and the result says which hosts had finished."""
     cancel = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
@@ -64,7 +64,8 @@ def run(cfg: Config, opts: Options, playbook: str, action: str, *, limit: str | 
         signal.signal(signal.SIGINT, on_interrupt)
     try:
         return run_playbook(cfg, playbook, {"sage_action": action, **(extra or {})}, limit=limit, check=opts.check,
-                            verbosity=opts.verbose, on_event=report.Progress(enabled=not opts.json), cancel=cancel)
+                            verbosity=opts.verbose, on_event=report.Progress(enabled=not opts.json), cancel=cancel,
+                            passwords=passwords)
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,61 @@
+"""`sage cluster setup-ssh` and `sage cluster provision`: bare machines become cluster nodes (attached in cluster.py)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sage_cluster import operations as ops
+from sage_cluster import report, sshsetup
+from sage_cluster.cli.common import HostPort, exit_code, options
+from sage_cluster.config import Endpoint
+from sage_cluster.runner import RunResult
+
+
+def _ask(hosts: list[str]) -> str:
+    return click.prompt(f"SSH password for {', '.join(hosts)} (key login fails there)", hide_input=True, err=True)
+
+
+@click.command(name="setup-ssh")
+@click.argument("endpoints", nargs=-1, metavar="[HOST:PORT]...", type=HostPort())
+@click.option("--password-file", metavar="PATH", help="Read the password from the first line of this file.")
+@options(check=True, json=True)
+def setup_ssh(opts: ops.Options, endpoints: tuple[Endpoint, ...], password_file: str | None) -> None:
+    """Key login to every remote node (or those named): where ssh.key_path is not yet taken, log in once with the
+    password and add its public key to the node's ~/.ssh/authorized_keys (0700 dir, 0600 file, never the same key
+    twice), then prove key login. The key is made when missing (ed25519); host keys are learned under
+    ssh.strict_host_key_checking into ssh.known_hosts. Nodes that already take the key are left alone.
+
+    The password: $SAGE_SSH_PASSWORD, --password-file, or a hidden prompt on a terminal; never an argument of
+    any process, never in output, logs or run files. Exit 1 when a node failed.
+
+    \b
+    Example:
+      sage cluster setup-ssh
+      SAGE_SSH_PASSWORD=... sage cluster setup-ssh sage5:22
+      sage cluster setup-ssh --password-file ~/.sage/node-password
+    """
+    password = sshsetup.password_from(password_file)
+    ask = _ask if password is None and sys.stdin.isatty() and not opts.json else None
+    _, result = sshsetup.setup(opts, list(endpoints), password, ask)
+    _finish(result, "setup-ssh", "SSH", "ssh", opts)
+
+
+def _finish(result: RunResult, title: str, column: str, key: str, opts: ops.Options) -> None:
+    """The per-host lines: the result, what was done there (the role's `sage` dict) or the error."""
+    if opts.json:
+        report.emit_json(report.run_json(result))
+    else:
+        rows = [[name, h.state, h.error or _text(h.data.get(key))] for name, h in sorted(result.hosts.items())]
+        verdict = "interrupted" if result.interrupted else ("done" if result.ok else "FAILED on some hosts")
+        click.echo(f"{title}: {verdict} in {result.seconds:.1f}s")
+        click.echo(report.table(rows or [["(no hosts)", "", ""]], ["HOST", "RESULT", column]))
+        if opts.check:
+            click.echo("(check mode: nothing was changed)")
+    sys.exit(exit_code(result))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value.get("summary", ""))
+    return str(value or "")
