@@ -59,10 +59,12 @@ def read_password_file(path: str) -> str:
 
 
 def password_from(password_file: str | None) -> str | None:
-    """The password given without a prompt (--password-file, else $SAGE_SSH_PASSWORD), or None."""
+    """The password given without a prompt (--password-file, else $SAGE_SSH_PASSWORD), or None. The variable
+    leaves this process's environment: ansible-playbook, ssh and the rest inherit it otherwise."""
+    from_env = os.environ.pop(PASSWORD_ENV, None)
     if password_file:
         return read_password_file(password_file)
-    return os.environ.get(PASSWORD_ENV) or None
+    return from_env or None
 
 
 def setup(opts: ops.Options, endpoints: list[Endpoint], password: str | None,

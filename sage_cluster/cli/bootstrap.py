@@ -6,6 +6,7 @@ import sys
 import click
 
 from sage_cluster import operations as ops
+from sage_cluster import provision as prov
 from sage_cluster import report, sshsetup
 from sage_cluster.cli.common import HostPort, exit_code, options
 from sage_cluster.config import Endpoint
@@ -39,6 +40,32 @@ def setup_ssh(opts: ops.Options, endpoints: tuple[Endpoint, ...], password_file:
     ask = _ask if password is None and sys.stdin.isatty() and not opts.json else None
     _, result = sshsetup.setup(opts, list(endpoints), password, ask)
     _finish(result, "setup-ssh", "SSH", "ssh", opts)
+
+
+@click.command()
+@click.argument("endpoints", nargs=-1, metavar="[HOST:PORT]...", type=HostPort())
+@click.option("--wheelhouse", is_flag=True,
+              help="Install from wheels built on this machine and sent with rsync, not from the nodes' index.")
+@options(check=True, json=True)
+def provision(opts: ops.Options, endpoints: tuple[Endpoint, ...], wheelhouse: bool) -> None:
+    """Give every node (or those named; this machine too when it is one) this machine's Ray, as
+    ray[default]==VERSION in the env of remote.python_path: installed, upgraded or downgraded there; where that
+    env does not exist, a venv is made at its place from a Python of this machine's major.minor found on the node.
+    A node whose pip cannot get the release from its index gets wheels built here (once per Ray release, Python
+    and platform, cached under ~/.sage/wheels), sent with rsync and installed with --no-index; --wheelhouse does
+    that for every node. deploy.pip_args carry your own index. Nodes sharing an env take turns; an env already
+    right is left alone. Says when the nodes' Python patch releases differ. --check says per node what would change.
+
+    \b
+    Example:
+      sage cluster provision --check
+      sage cluster provision
+      sage cluster provision sage5:22 --wheelhouse
+    """
+    _, result = prov.provision(opts, list(endpoints), wheelhouse)
+    if not opts.json:
+        prov.summary_note(result)
+    _finish(result, "provision", "ENV", "provision", opts)
 
 
 def _finish(result: RunResult, title: str, column: str, key: str, opts: ops.Options) -> None:

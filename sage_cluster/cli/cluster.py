@@ -10,7 +10,7 @@ from sage_cluster import operations as ops
 from sage_cluster import config as cfgmod
 from sage_cluster import node_logic, report, security
 from sage_cluster.config import ConfigError
-from sage_cluster.cli.bootstrap import setup_ssh
+from sage_cluster.cli.bootstrap import provision, setup_ssh
 from sage_cluster.cli.common import EXIT_FAILED, exit_code, options
 from sage_cluster.cli.nodes import add_deploy_command, add_node_commands, scale_command
 
@@ -28,6 +28,7 @@ def cluster() -> None:
 add_node_commands(cluster, "cluster")
 add_deploy_command(cluster, "cluster")
 cluster.add_command(setup_ssh)
+cluster.add_command(provision)
 
 
 @cluster.command()

@@ -476,6 +476,21 @@ def ensure_env(path: str = DEFAULT_ENV, ray_version: str | None = None) -> str:
     return path
 
 
+WHEELS_ROOT = "/var/tmp/sage-rig-wheels"
+
+
+def ensure_wheels(ray_version: str | None = None) -> Path:
+    """The wheels of ray[default]==the controller's release for the rig's hosts (their Python, glibc and machine are
+    this machine's /usr/bin/python3's), built by sage's own wheelhouse code once and kept: the source of a package
+    index a test serves to the hosts, which cannot reach one inside a network namespace of their own."""
+    from sage_cluster.provision import build_wheelhouse
+
+    probe = "import os, platform, sys; print('%d.%d' % sys.version_info[:2], os.confstr('CS_GNU_LIBC_VERSION').split()[1], platform.machine())"
+    python, glibc, machine = subprocess.run([HOST_PYTHON, "-c", probe], capture_output=True, text=True,
+                                            check=True).stdout.split()
+    return build_wheelhouse(ray_version or controller_ray_version(), python, glibc, machine, root=Path(WHEELS_ROOT))
+
+
 # ---- helpers ---------------------------------------------------------------------------------------
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
