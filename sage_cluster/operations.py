@@ -141,11 +141,12 @@ def _number(text: str) -> Any:
         return text  # check_ray_value says what is wrong with it
 
 
-def scale(opts: Options, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None
-          ) -> tuple[Config, RunResult]:
+def scale(opts: Options, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None,
+          provision: bool = False) -> tuple[Config, RunResult]:
     """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
 
     settings: the new worker's own resources (from node_settings()): written as its mapping in the file.
+    provision: first give the new worker this machine's Ray (playbooks/provision.yml), for a bare machine.
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
     cfg = load(opts)
@@ -158,6 +159,9 @@ def scale(opts: Options, op: str, endpoint: Endpoint, settings: dict[str, Any] |
             check_source(updated)  # the new worker gets a deploy: refuse a bad source before the file changes
             if not opts.check:
                 updated = config_edit.edit_workers(cfg.path, add=endpoint, settings=settings)
+            if provision and not (provisioned := run(updated, opts, "provision.yml", "provision",
+                                                     limit=endpoint.host)).ok:
+                return updated, provisioned
             return updated, run(updated, opts, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
         config_edit.edit_workers(cfg.path, remove=endpoint, dry_run=opts.check)

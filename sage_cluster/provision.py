@@ -117,6 +117,20 @@ def python_note(result: RunResult) -> str | None:
             f"{MATCH_LEVEL_ENV}=minor is set for every node's ray start and for drivers.")
 
 
+def next_steps(cfg: Config, result: RunResult) -> list[str]:
+    """For hosts a run failed on because the machine is still bare: which command makes it a node."""
+    ports = {ep.host: ep.port for ep in [cfg.head_endpoint, *cfg.workers]}
+    lines = []
+    for name in sshsetup.failed_logins(result):
+        lines.append(f"{name}: key login fails: `sage cluster setup-ssh {name}:{ports.get(name, 22)}` sets it up "
+                     "with the password once")
+    for name, h in sorted(result.hosts.items()):
+        if h.failed and "cannot run the remote Python" in h.error:
+            lines.append(f"{name}: no env at remote.python_path: `sage cluster provision {name}:{ports.get(name, 22)}` "
+                         "makes one with this machine's Ray")
+    return lines
+
+
 def rows(result: RunResult) -> list[dict[str, Any]]:
     """Per host: result, the env's python and ray, and what was (or would be) done or the error."""
     out = []

@@ -9,7 +9,7 @@ from sage_cluster import operations as ops
 from sage_cluster import provision as prov
 from sage_cluster import report, sshsetup
 from sage_cluster.cli.common import HostPort, exit_code, options
-from sage_cluster.config import Endpoint
+from sage_cluster.config import Config, Endpoint
 from sage_cluster.runner import RunResult
 
 
@@ -66,6 +66,14 @@ def provision(opts: ops.Options, endpoints: tuple[Endpoint, ...], wheelhouse: bo
     if not opts.json:
         prov.summary_note(result)
     _finish(result, "provision", "ENV", "provision", opts)
+
+
+def say_next_steps(cfg: Config, result: RunResult, opts: ops.Options, then: str = "") -> None:
+    """After a run that failed on machines still bare: the command each one needs (start, scale add), and then."""
+    lines = prov.next_steps(cfg, result)
+    if lines and not opts.json:
+        for line in lines + ([then] if then else []):
+            report.note(line)
 
 
 def _finish(result: RunResult, title: str, column: str, key: str, opts: ops.Options) -> None:

@@ -23,6 +23,7 @@ import click
 from sage_cluster import operations as ops
 from sage_cluster import report
 from sage_cluster.config import Endpoint
+from sage_cluster.cli.bootstrap import say_next_steps
 from sage_cluster.cli.common import EXIT_FAILED, HostPort, exit_code, finish, options
 
 WHAT = {"cluster": "the whole cluster", "head": "the Ray head", "worker": "all Ray workers"}
@@ -73,7 +74,8 @@ def add_node_commands(group: click.Group, scope: str) -> None:
 
 def _action_command(scope: str, action: str):
     def command(opts: ops.Options) -> None:
-        _, result = ops.node_action(opts, scope, action)
+        cfg, result = ops.node_action(opts, scope, action)
+        say_next_steps(cfg, result, opts)
         finish(result, f"{scope} {action}", opts)
     command.__name__ = f"{scope}_{action}"
     return command
@@ -118,16 +120,23 @@ def scale_command(op: str, example: str) -> click.Command:
     """`add`/`remove` one worker: edits workers_ssh_hosts (comments kept), then starts or stops Ray there."""
     doc = {"add": "Add a worker: list HOST:PORT in the config, deploy the project there, start Ray, and wait "
                   "until the head lists it alive. With resource options the worker is written as a mapping "
-                  "holding them (that worker only; the rest of the file stays as it is).",
+                  "holding them (that worker only; the rest of the file stays as it is). A bare machine: "
+                  "--provision first gives it this machine's Ray in remote.python_path's env; when its key login "
+                  "fails, `sage cluster setup-ssh HOST:PORT` is named.",
            "remove": "Remove a worker: take HOST:PORT out of the config and stop Ray on it."}[op]
     if op == "add":
-        example += f"\n  {example.rsplit(' ', 1)[0]} gpu5:22 --num-gpus 4 --resources accel=1 --label zone=a"
+        example += (f"\n  {example.rsplit(' ', 1)[0]} gpu5:22 --num-gpus 4 --resources accel=1 --label zone=a"
+                    f"\n  {example.rsplit(' ', 1)[0]} new1:22 --provision")
 
     @options(check=True, json=True)
-    def command(opts: ops.Options, endpoint: Endpoint, **resources: Any) -> None:
-        _, result = ops.scale(opts, op, endpoint, ops.node_settings(resources) if resources else None)
+    def command(opts: ops.Options, endpoint: Endpoint, provision: bool = False, **resources: Any) -> None:
+        cfg, result = ops.scale(opts, op, endpoint, ops.node_settings(resources) if resources else None, provision)
+        say_next_steps(cfg, result, opts, then=f"{endpoint.host} stays in the config: then `sage cluster deploy` and "
+                       "`sage cluster start` make it a node" if op == "add" and not opts.check else "")
         finish(result, f"scale {op} {endpoint}", opts)
     if op == "add":  # values are checked by the config's own rules (one line, exit 2), so they are taken as text
+        command = click.option("--provision", is_flag=True, help="First give the new worker this machine's Ray "
+                               "(`sage cluster provision`): for a bare machine.")(command)
         for name, help_text in reversed(RESOURCE_OPTIONS):
             multiple = name in ("resources", "labels")
             flag = "--label" if name == "labels" else f"--{name.replace('_', '-')}"

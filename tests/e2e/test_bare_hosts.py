@@ -28,8 +28,8 @@ from tests.rig.config import sage_config
 
 pytestmark = pytest.mark.rig
 
-HEAD, OFFLINE = "b-head", "b-w2"
-ALL = [HEAD, "b-w1", OFFLINE]
+HEAD, OFFLINE, NEW = "b-head", "b-w2", "b-w3"
+ALL = [HEAD, "b-w1", OFFLINE]  # the config's nodes; NEW, as bare as b-w1, joins through scale add
 USER = "sagebare"
 ENV = f"/home/{USER}/envs/ray"
 PASSWORD = "bare-Pw-4711-secret"
@@ -83,11 +83,11 @@ def bare(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     wheels = ensure_wheels()  # downloads once (outside a network namespace), then kept
-    with Rig(ALL, root="/var/tmp/sage-rig-bare-hosts", user=USER, first_ip=80) as rig:
+    with Rig([*ALL, NEW], root="/var/tmp/sage-rig-bare-hosts", user=USER, first_ip=80) as rig:
         server = serve_index(wheels, tmp_path_factory.mktemp("index"))
         index = f"http://127.0.0.1:{server.server_address[1]}/simple/"
-        for name in ALL:
-            rig.allow_password(name, PASSWORD, keys=name != "b-w1")
+        for name in [*ALL, NEW]:
+            rig.allow_password(name, PASSWORD, keys=name not in ("b-w1", NEW))
             if name == OFFLINE:
                 rig.cut_off_index(name)
             else:
@@ -249,6 +249,24 @@ def test_a_noop_provision_costs_what_a_noop_deploy_does(bare):
     assert timed["provision"] <= 1.5 * timed["deploy"] + 1, timed
 
 
+def test_scale_add_of_a_bare_machine(bare):
+    s, rig = bare
+    proc = s("cluster", "scale", "add", f"{NEW}:22", timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{NEW}: key login fails: `sage cluster setup-ssh {NEW}:22`" in proc.stderr
+    assert f"{NEW} stays in the config" in proc.stderr
+    code, result, sampler = setup_ssh(s, f"{NEW}:22")
+    assert code == 0 and states(result) == {NEW: "changed"} and not sampler.seen, result
+    proc = s("cluster", "scale", "remove", f"{NEW}:22", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Without its env: --provision gives it this machine's Ray first, then deploy, start, and Ray counts it.
+    proc = s("cluster", "scale", "add", f"{NEW}:22", "--provision", timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert installed_ray_version(str(rig.host(NEW).home / "envs" / "ray")) == controller_ray_version()
+    code, status = s.json("cluster", "status")
+    assert code == 0 and status["cluster"]["alive"] == 4, status
+
+
 def test_a_node_with_another_ray_is_brought_to_the_controllers(bare):
     s, rig = bare
     s("cluster", "stop", check=True, timeout=300)
@@ -260,6 +278,3 @@ def test_a_node_with_another_ray_is_brought_to_the_controllers(bare):
     assert states(result) == {HEAD: "ok", "b-w1": "ok", OFFLINE: "changed"}, result
     assert result["hosts"][OFFLINE]["provision"]["summary"].startswith(f"upgrade ray 2.58.0 -> {controller_ray_version()}")
     assert installed_ray_version(str(rig.host(OFFLINE).home / "envs" / "ray")) == controller_ray_version()
-    s("cluster", "start", check=True, timeout=600)
-    code, status = s.json("cluster", "status")
-    assert code == 0 and status["cluster"]["alive"] == 3, status

@@ -39,7 +39,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = controller_release(self._task.args)
-        if args.get("stage") == "prepare" and str(args.get("python_path", "")).startswith("/"):
+        if args.get("stage", "prepare") == "prepare" and str(args.get("python_path", "")).startswith("/"):
             logic = _logic()
             out = self._low_level_execute_command(logic.PROBE_COMMAND, in_data=(args["python_path"] + "\n").encode())
             try:

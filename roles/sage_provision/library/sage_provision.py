@@ -21,7 +21,7 @@ options:
     description: prepare (look, make the venv) or install (Ray).
     type: str
     choices: [prepare, install]
-    required: true
+    default: prepare
   python_path:
     description: The env's Python (absolute). Its env is the directory above its bin/.
     type: str
@@ -240,7 +240,7 @@ def last(text):
 
 def main():
     module = AnsibleModule(argument_spec=dict(
-        stage=dict(type="str", choices=["prepare", "install"], required=True),
+        stage=dict(type="str", choices=["prepare", "install"], default="prepare"),
         python_path=dict(type="str", required=True),
         conda_env=dict(type="str", default=""),
         ray_version=dict(type="str", required=True),
