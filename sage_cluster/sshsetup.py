@@ -95,5 +95,7 @@ def _run(cfg: Config, opts: ops.Options, names: list[str], password: str | None)
 
 
 def failed_logins(result: RunResult) -> list[str]:
-    """Hosts a run could not log in to with the key (ssh's "Permission denied"): setup-ssh's to fix."""
-    return sorted(n for n, h in result.hosts.items() if h.unreachable and "Permission denied" in h.error)
+    """Hosts a run could not log in to with the key (ssh's "Permission denied (publickey...)", from Ansible's
+    connection or deploy's rsync): setup-ssh's to fix."""
+    return sorted(n for n, h in result.hosts.items()
+                  if (h.unreachable or h.failed) and "Permission denied (publickey" in h.error)
