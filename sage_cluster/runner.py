@@ -80,7 +80,8 @@ def failure_reason(res: dict[str, Any]) -> str:
     text = str(text)
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
         return _host_key_changed(text)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("@")]
+    # ssh's note on learning a new host key comes first and is never the reason.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("@") and "Permanently added" not in ln]
     return lines[0][:300] if lines else "failed (no message)"
 
 

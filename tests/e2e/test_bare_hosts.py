@@ -253,7 +253,7 @@ def test_scale_add_of_a_bare_machine(bare):
     s, rig = bare
     proc = s("cluster", "scale", "add", f"{NEW}:22", timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"{NEW}: key login fails: `sage cluster setup-ssh {NEW}:22`" in proc.stderr
+    assert f"{NEW}: key login fails: `sage cluster setup-ssh {NEW}:22`" in proc.stderr, proc.stdout + proc.stderr
     assert f"{NEW} stays in the config" in proc.stderr
     code, result, sampler = setup_ssh(s, f"{NEW}:22")
     assert code == 0 and states(result) == {NEW: "changed"} and not sampler.seen, result

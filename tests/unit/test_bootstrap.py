@@ -112,6 +112,13 @@ def test_the_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch
         sshsetup.password_from(str(tmp_path / "empty"))
 
 
+def test_a_failure_is_not_ssh_learning_the_host_key():
+    from sage_cluster.runner import failure_reason
+    text = ("rsync to /home/s failed (exit 255): Warning: Permanently added 'w1' (ED25519) to the list of known "
+            "hosts.\ns@w1: Permission denied (publickey,password).\nrsync: connection unexpectedly closed")
+    assert failure_reason({"msg": text}) == "s@w1: Permission denied (publickey,password)."
+
+
 def test_next_steps_name_the_command_a_bare_machine_needs(tmp_path):
     c = cfg(tmp_path)
     run_result = result(
