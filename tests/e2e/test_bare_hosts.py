@@ -257,8 +257,10 @@ def test_scale_add_of_a_bare_machine(bare):
     assert f"{NEW} stays in the config" in proc.stderr
     code, result, sampler = setup_ssh(s, f"{NEW}:22")
     assert code == 0 and states(result) == {NEW: "changed"} and not sampler.seen, result
+    # Out of the config again; stopping Ray there fails, for want of an env, and says what would give it one.
     proc = s("cluster", "scale", "remove", f"{NEW}:22", timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and NEW not in s.config.read_text(), proc.stdout + proc.stderr
+    assert f"{NEW}: no env at remote.python_path: `sage cluster provision {NEW}:22`" in proc.stderr
     # Without its env: --provision gives it this machine's Ray first, then deploy, start, and Ray counts it.
     proc = s("cluster", "scale", "add", f"{NEW}:22", "--provision", timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
