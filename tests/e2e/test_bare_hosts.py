@@ -277,6 +277,6 @@ def test_a_node_with_another_ray_is_brought_to_the_controllers(bare):
     assert installed_ray_version(str(rig.host(OFFLINE).home / "envs" / "ray")) == "2.58.0"
     code, result = s.json("cluster", "provision", timeout=900)
     assert code == 0, result
-    assert states(result) == {HEAD: "ok", "b-w1": "ok", OFFLINE: "changed"}, result
+    assert states(result) == {HEAD: "ok", "b-w1": "ok", OFFLINE: "changed", NEW: "ok"}, result
     assert result["hosts"][OFFLINE]["provision"]["summary"].startswith(f"upgrade ray 2.58.0 -> {controller_ray_version()}")
     assert installed_ray_version(str(rig.host(OFFLINE).home / "envs" / "ray")) == controller_ray_version()
