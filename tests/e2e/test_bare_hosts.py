@@ -137,13 +137,13 @@ def setup_ssh(s: BareSage, *args: str, password: str = PASSWORD) -> tuple[int, d
     import subprocess
     import sys
 
-    proc_box: list = []
-    sampler = Sampler(password.encode(), lambda: proc_box[0].pid if proc_box else None)
-    sampler.start()
     env = {**s.env(), "SAGE_SSH_PASSWORD": password}
     proc = subprocess.Popen([sys.executable, "-m", "sage_cluster", "cluster", "setup-ssh", "--json", *args],
                             env=env, cwd=s.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc_box.append(proc)
+    # sage's own environment keeps the variable it was given (/proc shows a process's first environment); its
+    # children do not get it.
+    sampler = Sampler(password.encode(), lambda: proc.pid)
+    sampler.start()
     out, err = proc.communicate(timeout=300)
     sampler.stop.set()
     sampler.join()
