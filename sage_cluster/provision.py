@@ -6,6 +6,10 @@ The wheels are built here once per (Ray release, Python, node platform) with `pi
 node's platform and Python (this machine's pip and its index), cached under ~/.sage/wheels/, sent with rsync and
 installed there with --no-index. Measured for ray[default]==2.60.0, cp311, glibc 2.36 x86_64: 57 wheels, 108 MB,
 about 25 s from PyPI.
+
+The installer is the env's own pip. Measured here, those 57 wheels into a fresh venv, offline: pip 17.6 s, uv 4.7 s;
+uv would be a 37 MB binary per platform sent to every node, for 13 s once per node and Ray release (a provision
+with nothing to do runs no installer at all).
 """
 from __future__ import annotations
 
