@@ -303,6 +303,9 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         assert logic.deployed(record, "abc123") == {"revision": "abc123", "install_ok": False, "stale": False}
         assert logic.deployed(record, "def456")["stale"] is True
         assert logic.deployed({}, "def456") == {"revision": None, "install_ok": None, "stale": True}
+        # Ansible's ssh runs a probe without stdin on a pty: the same output with \r\n line ends reads the same.
+        assert logic.parse_probe(out.replace("\n", "\r\n"))[1] == record == {"revision": "abc123",
+                                                                             "install": {"ok": False}}
     finally:
         proc.kill()
         proc.wait()

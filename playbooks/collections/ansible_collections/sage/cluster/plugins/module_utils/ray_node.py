@@ -219,6 +219,8 @@ def probe_command(record_path, quote, python_path=None):
 def parse_probe(stdout):
     """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the state API's answer)."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
+    # Without stdin (a worker's probe) Ansible's ssh runs it on a pty (-tt), which ends every line with \r\n.
+    stdout = stdout.replace("\r\n", "\n")
     procs_text, _, rest = ("\n" + stdout).partition(f"\n{PROBE_SEPARATOR}\n")
     record_text, _, nodes_text = rest.partition(f"\n{NODES_SEPARATOR}\n")
     table = {}
