@@ -9,7 +9,8 @@ itself, from the dashboard. One fixed shell command reads them (ray_node.probe_c
 module started on the node: about 0.35 s less CPU per node, which on clusters whose nodes share cores is what
 status costs. The result is the module's `sage` dict (RETURN in library/sage_ray_node.py), built by the function
 the module builds it with (node_report). When the probe fails, or a running head's dashboard gives no table, the
-module runs instead. Every other state and query runs the module.
+module runs instead, and so it does for a node whose python_path or ray_command is `auto` (the module finds them,
+module_utils/detect_env.py). Every other state and query runs the module.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import shlex
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
+from ansible_collections.sage.cluster.plugins.module_utils import detect_env
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
 
 
@@ -27,7 +29,9 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         _, checked = self.validate_argument_spec(argument_spec=logic.ARGUMENT_SPEC, **logic.ARGUMENT_RULES)
-        if checked.get("query") == "status":
+        # Detected paths (`auto`) are found by the module, which reports them: no probe then.
+        if checked.get("query") == "status" and detect_env.AUTO not in (checked.get("python_path"),
+                                                                         checked.get("ray_command")):
             # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
             params = dict(checked, **{k: v for k, v in self._task.args.items()
                                       if logic.ARGUMENT_SPEC[k]["type"] == "path"})

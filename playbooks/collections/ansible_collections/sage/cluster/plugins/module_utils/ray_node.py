@@ -146,6 +146,8 @@ def node_report(params, state, record=None, **extra):
     params: the module's options; state: node_state(); record: the deploy record read, or None when not asked for;
     extra: what the query adds (log, doctor, cluster)."""
     report = dict(state, node_type=params["node_type"], declared=declared(params))
+    # The paths the node uses: with `auto`, what the module found there (still `auto` when nothing was).
+    report.update({k: params[k] for k in ("python_path", "ray_command") if params.get(k)})
     if params.get("log_dir"):
         report["log_file"] = log_file(params["log_dir"], params["node_type"])
     if record is not None:
