@@ -9,8 +9,9 @@ itself, from the dashboard. One fixed shell command reads them (ray_node.probe_c
 module started on the node: about 0.35 s less CPU per node, which on clusters whose nodes share cores is what
 status costs. The result is the module's `sage` dict (RETURN in library/sage_ray_node.py), built by the function
 the module builds it with (node_report). When the probe fails, or a running head's dashboard gives no table, the
-module runs instead, and so it does for a node whose python_path or ray_command is `auto` (the module finds them,
-module_utils/detect_env.py). Every other state and query runs the module.
+module runs instead. With python_path or ray_command `auto`, the probe reads what the module found on the node
+(module_utils/detect_env.py's cache, while its Python exists) and a head's snippet runs with that Python; without
+such a finding the module runs (and finds them). Every other state and query runs the module.
 """
 from __future__ import annotations
 
@@ -29,9 +30,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         _, checked = self.validate_argument_spec(argument_spec=logic.ARGUMENT_SPEC, **logic.ARGUMENT_RULES)
-        # Detected paths (`auto`) are found by the module, which reports them: no probe then.
-        if checked.get("query") == "status" and detect_env.AUTO not in (checked.get("python_path"),
-                                                                         checked.get("ray_command")):
+        if checked.get("query") == "status":
             # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
             params = dict(checked, **{k: v for k, v in self._task.args.items()
                                       if logic.ARGUMENT_SPEC[k]["type"] == "path"})
@@ -45,15 +44,23 @@ class ActionModule(ActionBase):
         """A node's `sage` dict from the status probe, or None for the module to answer instead."""
         record_path = params.get("deploy_record")
         head_view = params["cluster_view"]
+        auto = detect_env.AUTO in (params.get("python_path"), params.get("ray_command"))
         command = logic.probe_command(record_path or "/dev/null", shlex.quote,
-                                      params["python_path"] if head_view else None)
+                                      params["python_path"] if head_view else None, detected=auto)
         ask = (to_bytes(logic.state_api_input(params["dashboard_host"], params["dashboard_port"],
                                               params.get("auth_token")))
                if head_view else None)
         probe = self._low_level_execute_command(command, in_data=ask)
         if probe["rc"] != 0:
             return None
-        procs, record, nodes_text = logic.parse_probe(probe["stdout"])
+        procs, record, nodes_text, cached = logic.parse_probe(probe["stdout"])
+        if auto:
+            # What the module found here, while it still exists; else the module finds it again.
+            if "python_path" not in cached or cached.get("asked") != params.get("conda_env"):
+                return None
+            found = detect_env.resolve(params["python_path"], params["ray_command"], params.get("conda_env"),
+                                       lambda: cached)
+            params = dict(params, python_path=found["python_path"], ray_command=found["ray_command"])
         report = logic.node_report(params, logic.node_state(procs), record if record_path else None)
         if head_view and report["running"]:
             nodes = logic.state_api_nodes(nodes_text)

@@ -155,8 +155,10 @@ notes:
     this user's processes from /proc (the module's own rule decides which are Ray) and prints the deploy record;
     on a head with O(cluster_view) it also runs O(python_path) with a standard-library snippet that asks the
     dashboard's state API. Only paths are put into that command, quoted; the dashboard's URL and O(auth_token) go
-    on its stdin. When a running head's dashboard gives no table, the module runs instead and asks Ray's GCS; so it
-    does when O(python_path) or O(ray_command) is V(auto).
+    on its stdin. When a running head's dashboard gives no table, the module runs instead and asks Ray's GCS.
+  - With O(python_path) or O(ray_command) V(auto), the probe prints what this module found and kept on the node
+    (C(~/.sage/env.json)), while its Python exists, and a head's snippet runs with that Python; without such a
+    finding (the first time, or after the env moved) the module runs instead and finds them.
   - Every other state and query runs this module. Right after a stop, processes may linger as zombies for a
     moment; a zombie is not counted as a running Ray.
 """
