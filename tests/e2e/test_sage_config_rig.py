@@ -21,6 +21,19 @@ pytestmark = pytest.mark.rig
 HEAD, SPARE = "sage-head", "sage-w1"  # SPARE runs sshd and is listed nowhere: nothing may start there
 OTHER = "sage-w2"  # with SPARE, the workers of the last test's config
 
+# SAGE's own services' sections, which sage-cluster leaves alone.
+SAGE_SECTIONS = f"""\
+daemon:
+  host: "{HEAD}"
+  port: 19001
+jobmanager:
+  port: 19001
+output:
+  format: "table"
+monitor:
+  refresh_interval: 5
+"""
+
 CONFIG = f"""\
 # SAGE Cluster Configuration (the shape of SAGE's config/cluster.yaml): no workers listed
 head:
@@ -44,16 +57,7 @@ remote:
   python_path: "/nonexistent/env/bin/python"  # the workers' (there are none): the head must not use it
   ray_command: "/nonexistent/env/bin/ray"
   conda_env: "other"
-daemon:
-  host: "{HEAD}"
-  port: 19001
-jobmanager:
-  port: 19001
-output:
-  format: "table"
-monitor:
-  refresh_interval: 5
-"""
+""" + SAGE_SECTIONS
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +146,7 @@ remote:
   python_path: ""
   ray_command: ""
   conda_env: "sage"
-daemon:
-  host: "{HEAD}"
-  port: 19001
-jobmanager:
-  port: 19001
-output:
-  format: "table"
-monitor:
-  refresh_interval: 5
-"""
+""" + SAGE_SECTIONS
 
 
 def test_detected_paths_in_each_nodes_miniconda3(cluster, tmp_path):
