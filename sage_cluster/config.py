@@ -396,13 +396,18 @@ def _line(text: str, mark: Any) -> str:
     return lines[n] if 0 <= n < len(lines) else ""
 
 
+def _mapping(value: Any, what: str, fix: str) -> CommentedMap:
+    """A section of the file as a mapping (absent or empty: an empty one), or a one-line ConfigError."""
+    if value is None:
+        return CommentedMap()
+    if not isinstance(value, CommentedMap):
+        raise ConfigError(f"{what}, not a {_type_name(value)}. {fix}")
+    return value
+
+
 def parse(text: str, path: Path) -> Config:
-    doc = read_yaml(text, path)
-    if doc is None:
-        doc = CommentedMap()
-    if not isinstance(doc, CommentedMap):
-        raise ConfigError(f"{path}:1: the config must be a mapping of sections (head:, worker:, ssh:, ...), "
-                          f"not a {_type_name(doc)}. Fix: start from `sage config init`.")
+    doc = _mapping(read_yaml(text, path), f"{path}:1: the config must be a mapping of sections (head:, worker:, "
+                   "ssh:, ...)", "Fix: start from `sage config init`.")
     warnings: list[str] = []
     values: dict[str, dict[str, Any]] = {}
     lines: dict[str, int] = {}
@@ -414,13 +419,9 @@ def parse(text: str, path: Path) -> Config:
             warnings.append(_unknown(path, key_line(doc, key), str(key), [*SECTIONS, WORKERS_KEY]))
     for section in SECTIONS:
         keys = [k for k in SCHEMA if k.section == section]
-        raw = doc.get(section)
         line = key_line(doc, section)
-        if raw is None:
-            raw = CommentedMap()
-        if not isinstance(raw, CommentedMap):
-            raise ConfigError(f"{path}:{line}: '{section}' must be a mapping of keys, not a {_type_name(raw)}. "
-                              f"Fix: indent its keys under '{section}:'.")
+        raw = _mapping(doc.get(section), f"{path}:{line}: '{section}' must be a mapping of keys",
+                       f"Fix: indent its keys under '{section}:'.")
         known = [k.name for k in keys] + (["workers"] if section == "ssh" else [])
         for name in raw:
             if name not in known:

@@ -55,7 +55,7 @@ def dashboard_warning(cfg: Config) -> str | None:
 
 
 def run(cfg: Config, invocation: Invocation, playbook: str, action: str, *, limit: str | None = None,
-        extra: dict[str, Any] | None = None) -> RunResult:
+        extra: dict[str, Any] | None = None, passwords: dict[str, str] | None = None) -> RunResult:
     """Run one playbook; Ctrl-C cancels it cleanly and the result says which hosts had finished."""
     cancel = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
@@ -70,7 +70,8 @@ def run(cfg: Config, invocation: Invocation, playbook: str, action: str, *, limi
     try:
         return run_playbook(cfg, playbook, {"sage_action": action, **(extra or {})}, limit=limit,
                             check=invocation.check, verbosity=invocation.verbose,
-                            on_event=report.Progress(enabled=not invocation.json), cancel=cancel)
+                            on_event=report.Progress(enabled=not invocation.json), cancel=cancel,
+                            passwords=passwords)
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
@@ -158,11 +159,12 @@ def _number(text: str) -> Any:
         return text  # check_ray_value says what is wrong with it
 
 
-def scale(invocation: Invocation, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None
-          ) -> tuple[Config, RunResult]:
+def scale(invocation: Invocation, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None,
+          provision: bool = False) -> tuple[Config, RunResult]:
     """Edit workers_ssh_hosts in the file (comments kept), then deploy + start, or stop, on that host.
 
     settings: the new worker's own resources (from node_settings()): written as its mapping in the file.
+    provision: first give the new worker this machine's Ray (playbooks/provision.yml), for a bare machine.
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
     cfg = load(invocation)
@@ -175,6 +177,9 @@ def scale(invocation: Invocation, op: str, endpoint: Endpoint, settings: dict[st
             check_source(updated)  # the new worker gets a deploy: refuse a bad source before the file changes
             if not invocation.check:
                 updated = config_edit.edit_workers(cfg.path, add=endpoint, settings=settings)
+            if provision and not (provisioned := run(updated, invocation, "provision.yml", "provision",
+                                                     limit=endpoint.host)).ok:
+                return updated, provisioned
             return updated, run(updated, invocation, "scale.yml", "add", extra={"sage_scale_host": endpoint.host})
         before = cfgmod.load(cfg.path)
         config_edit.edit_workers(cfg.path, remove=endpoint, dry_run=invocation.check)

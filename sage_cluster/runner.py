@@ -80,7 +80,8 @@ def failure_reason(res: dict[str, Any]) -> str:
     text = str(text)
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
         return _host_key_changed(text)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("@")]
+    # ssh's note on learning a new host key comes first and is never the reason.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("@") and "Permanently added" not in ln]
     return lines[0][:300] if lines else "failed (no message)"
 
 
@@ -169,8 +170,12 @@ def _close_without_delay() -> None:
 def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit: str | None = None,
                  check: bool = False, verbosity: int = 0,
                  on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None,
-                 cancel: threading.Event | None = None) -> RunResult:
-    """Run playbooks/<playbook> against the config's inventory; on_event(host, state, task, res) per result."""
+                 cancel: threading.Event | None = None, passwords: dict[str, str] | None = None) -> RunResult:
+    """Run playbooks/<playbook> against the config's inventory; on_event(host, state, task, res) per result.
+
+    passwords: prompt pattern -> answer, typed into ansible-playbook's terminal (a vars_prompt): a secret that so
+    stays out of every argument, file and event (extravars land on the command line, and in env/ without
+    suppress_env_files)."""
     import ansible_runner  # slow to import: only commands that run a playbook pay for it
 
     _close_without_delay()
@@ -222,6 +227,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
         event_handler=events,
         status_handler=on_status,
         cancel_callback=(lambda: cancel.is_set()) if cancel else None,
+        passwords=passwords,
     )
     Path(runner.config.artifact_dir, "command").unlink(missing_ok=True)
     return RunResult(playbook=playbook, hosts=events.hosts_in(runner.stats), status=runner.status,

@@ -25,6 +25,7 @@ import click
 from sage_cluster import operations
 from sage_cluster import report
 from sage_cluster.config import Endpoint
+from sage_cluster.cli.bootstrap import say_next_steps
 from sage_cluster.cli.common import EXIT_FAILED, HostPort, common_options, exit_code, finish
 from sage_cluster.operations import Invocation
 
@@ -35,7 +36,8 @@ def scope() -> str:
 
 
 def _act(invocation: Invocation, action: str) -> None:
-    _, result = operations.node_action(invocation, scope(), action)
+    cfg, result = operations.node_action(invocation, scope(), action)
+    say_next_steps(cfg, result, invocation)
     finish(result, f"{scope()} {action}", invocation)
 
 
@@ -173,19 +175,25 @@ def resource_options(command: Any) -> Any:
 
 @click.command()
 @click.argument("endpoint", metavar="HOST:PORT", type=HostPort())
+@click.option("--provision", is_flag=True,
+              help="First give the new worker this machine's Ray (`sage cluster provision`): for a bare machine.")
 @resource_options
 @common_options(check=True, json=True)
-def add(invocation: Invocation, endpoint: Endpoint, **resources: Any) -> None:
+def add(invocation: Invocation, endpoint: Endpoint, provision: bool, **resources: Any) -> None:
     """Add a worker: list HOST:PORT in the config (comments kept), deploy the project there, start Ray, and wait
     until the head lists it alive. With resource options the worker is written as a mapping holding them (that
-    worker only; the rest of the file stays as it is).
+    worker only; the rest of the file stays as it is). A bare machine: --provision first gives it this machine's
+    Ray in remote.python_path's env; when its key login fails, `sage cluster setup-ssh HOST:PORT` is named.
 
     \b
     Example:
       sage cluster scale add sage5:22
       sage worker add gpu5:22 --num-gpus 4 --resources accel=1 --label zone=a
+      sage cluster scale add new1:22 --provision
     """
-    _, result = operations.scale(invocation, "add", endpoint, operations.node_settings(resources))
+    cfg, result = operations.scale(invocation, "add", endpoint, operations.node_settings(resources), provision)
+    say_next_steps(cfg, result, invocation, then="" if invocation.check else (
+        f"{endpoint.host} stays in the config: then `sage cluster deploy` and `sage cluster start` make it a node"))
     finish(result, f"scale add {endpoint}", invocation)
 
 
@@ -200,5 +208,6 @@ def remove(invocation: Invocation, endpoint: Endpoint) -> None:
       sage cluster scale remove sage5:22
       sage worker remove sage5:22
     """
-    _, result = operations.scale(invocation, "remove", endpoint)
+    cfg, result = operations.scale(invocation, "remove", endpoint)
+    say_next_steps(cfg, result, invocation)
     finish(result, f"scale remove {endpoint}", invocation)

@@ -255,6 +255,24 @@ def test_a_dead_worker_is_reported_and_start_heals_only_it(running):
     assert alive(s) == 4
 
 
+def test_a_head_whose_gcs_died_is_reported_at_once_and_start_builds_the_cluster_again(running):
+    s, _, rig = running
+    rig.ssh(HEAD, ["pkill", "-9", "-u", "sage", "-x", "gcs_server"], check=True)
+    began = time.monotonic()
+    code, status = s.json("cluster", "status")
+    took = time.monotonic() - began
+    print(f"status with the head's GCS killed: {took:.1f} s")  # it was 53 s (Ray's client timeouts), exit 0
+    assert code == 1, status
+    head = status["hosts"][HEAD]
+    assert head["result"] == "failed" and "Ray's GCS (gcs_server) is not running on this head" in head["error"]
+    assert took < 30  # a bound far from Ray's ~50 s client timeouts, with room for a loaded rig
+
+    code, result = s.json("cluster", "start")
+    assert code == 0, result
+    assert result["hosts"][HEAD]["result"] == "changed"
+    assert wait_alive(s, 4) == 4
+
+
 def test_logs_and_restarts(running):
     s, _, _ = running
     logs = s("head", "logs", "--lines", "7", check=True).stdout.splitlines()

@@ -259,6 +259,32 @@ class Rig:
             self.write_known_hosts()
         self._start([name])
 
+    def allow_password(self, name: str, password: str, keys: bool = True) -> None:
+        """A machine before key setup: the host's sshd takes the user's password too (keys=False: only the
+        password, the user has no authorized key there). The password is the user's own (in /etc/shadow, which
+        every rig host shares: give such a rig a user of its own), set through chpasswd's stdin, never an argument."""
+        h = self.host(name)
+        subprocess.run(["chpasswd"], input=f"{self.user}:{password}\n", text=True, check=True, capture_output=True)
+        if not keys:
+            (h.home / ".ssh" / "authorized_keys").unlink(missing_ok=True)
+        self._stop([name])
+        self._write_sshd_config(h, password=True)
+        self._start([name])
+
+    def cut_off_index(self, name: str) -> None:
+        """The host's pip reaches no package index: its own ~/.config/pip/pip.conf names a closed port (the other
+        hosts keep theirs)."""
+        self.write_pip_conf(name, "[global]\nindex-url = http://127.0.0.1:9/simple\nfind-links =\nextra-index-url =\n")
+
+    def write_pip_conf(self, name: str, text: str) -> None:
+        """The user's ~/.config/pip/pip.conf on one host."""
+        pw = pwd.getpwnam(self.user)
+        conf = self.host(name).home / ".config" / "pip"
+        conf.mkdir(parents=True, exist_ok=True)
+        _write(conf / "pip.conf", text, 0o644)
+        for path in (conf.parent, conf, conf / "pip.conf"):
+            os.lchown(path, pw.pw_uid, pw.pw_gid)
+
     def write_known_hosts(self) -> None:
         lines = []
         for h in self.hosts:
@@ -289,11 +315,14 @@ class Rig:
         os.chmod(h.tmp, 0o1777)
         for path in [h.home, h.tmp, *h.home.rglob("*")]:
             os.lchown(path, pw.pw_uid, pw.pw_gid)
+        self._write_sshd_config(h, password=False)
+
+    def _write_sshd_config(self, h: Host, password: bool) -> None:
         _write(h.dir / "sshd_config", "\n".join([
             f"ListenAddress {h.ip}:{h.port}",
             f"HostKey {h.host_key}",
             "PidFile none",
-            "PasswordAuthentication no",
+            f"PasswordAuthentication {'yes' if password else 'no'}",
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
             "AuthorizedKeysFile .ssh/authorized_keys",
@@ -445,6 +474,21 @@ def ensure_env(path: str = DEFAULT_ENV, ray_version: str | None = None) -> str:
     finally:
         os.close(lock)
     return path
+
+
+WHEELS_ROOT = "/var/tmp/sage-rig-wheels"
+
+
+def ensure_wheels(ray_version: str | None = None) -> Path:
+    """The wheels of ray[default]==the controller's release for the rig's hosts (their Python, glibc and machine are
+    this machine's /usr/bin/python3's), built by sage's own wheelhouse code once and kept: the source of a package
+    index a test serves to the hosts, which cannot reach one inside a network namespace of their own."""
+    from sage_cluster.provision import build_wheelhouse
+
+    probe = "import os, platform, sys; print('%d.%d' % sys.version_info[:2], os.confstr('CS_GNU_LIBC_VERSION').split()[1], platform.machine())"
+    python, glibc, machine = subprocess.run([HOST_PYTHON, "-c", probe], capture_output=True, text=True,
+                                            check=True).stdout.split()
+    return build_wheelhouse(ray_version or controller_ray_version(), python, glibc, machine, root=Path(WHEELS_ROOT))
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

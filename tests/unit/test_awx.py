@@ -278,11 +278,14 @@ def test_collections_requirements_cover_the_collections_in_use():
 
 
 def test_one_job_template_per_action():
-    got = {(t["playbook"], (t.get("extra_vars") or {}).get("sage_action")) for t in load_awx()["sage_awx_job_templates"]}
-    want = {("playbooks/deploy.yml", "deploy"), ("playbooks/status.yml", "status"),
-            ("playbooks/doctor.yml", "doctor"), ("playbooks/scale.yml", "add"), ("playbooks/scale.yml", "remove")}
-    want |= {("playbooks/cluster.yml", a) for a in ("start", "stop", "restart")}
-    want |= {(f"playbooks/{p}.yml", a) for p in ("head", "worker") for a in ("start", "stop", "restart", "status", "logs")}
+    got = {(t["playbook"], (t.get("extra_vars") or {}).get("sage_action"), t.get("limit"))
+           for t in load_awx()["sage_awx_job_templates"]}
+    want = {("playbooks/deploy.yml", "deploy", None), ("playbooks/doctor.yml", "doctor", None),
+            ("playbooks/scale.yml", "add", None), ("playbooks/scale.yml", "remove", None)}
+    # One status path for every door: status.yml, limited to a group for the head's and the workers'.
+    want |= {("playbooks/status.yml", "status", limit) for limit in (None, "sage_head", "sage_workers")}
+    want |= {("playbooks/cluster.yml", a, None) for a in ("start", "stop", "restart")}
+    want |= {(f"playbooks/{p}.yml", a, None) for p in ("head", "worker") for a in ("start", "stop", "restart", "logs")}
     assert got == want
     names = [t["name"] for t in load_awx()["sage_awx_job_templates"]]
     assert len(names) == len(set(names)), names

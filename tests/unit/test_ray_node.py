@@ -185,6 +185,14 @@ def test_node_state() -> None:
     assert leftover == {"running": False, "node_ip": None, "gcs_address": None, "gcs_port": None, "pids": [104]}
 
 
+def test_a_head_whose_gcs_is_gone_is_down_and_a_worker_is_not_judged_by_it() -> None:
+    assert logic.head_without_gcs("head", logic.node_state({101: RAYLET, 102: GCS})) is None
+    why = logic.head_without_gcs("head", logic.node_state({101: RAYLET}))  # after `pkill -9 gcs_server`
+    assert why.startswith("Ray's GCS (gcs_server) is not running on this head") and "sage cluster start" in why
+    assert logic.head_without_gcs("head", logic.node_state({})) is None  # stopped: that is "not running" already
+    assert logic.head_without_gcs("worker", logic.node_state({101: RAYLET})) is None  # a worker runs no GCS
+
+
 # ---------------------------------------------------------------- the start command
 
 def test_start_argv() -> None:

@@ -37,6 +37,8 @@ class ActionModule(ActionBase):
             report = self._probe(logic, params)
             if report is not None:
                 result.update(changed=False, sage=report)
+                if why := logic.head_without_gcs(params["node_type"], report):
+                    result.update(failed=True, msg=why)
                 return result
         return merge_hash(result, self._execute_module(task_vars=task_vars))
 
@@ -62,7 +64,7 @@ class ActionModule(ActionBase):
                                        lambda: cached)
             params = dict(params, python_path=found["python_path"], ray_command=found["ray_command"])
         report = logic.node_report(params, logic.node_state(procs), record if record_path else None)
-        if head_view and report["running"]:
+        if head_view and report["running"] and not logic.head_without_gcs(params["node_type"], report):
             nodes = logic.state_api_nodes(nodes_text)
             if nodes is None:
                 return None

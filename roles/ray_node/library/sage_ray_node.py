@@ -297,9 +297,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
-from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (ARGUMENT_RULES, ARGUMENT_SPEC, cluster_summary, node_report, node_state,
-                                           ray_processes, read_record, resource_args, start_argv, state_api_argv,
-                                           state_api_input, state_api_nodes, telling_line, terminate, log_file)
+from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
+    ARGUMENT_RULES, ARGUMENT_SPEC, cluster_summary, head_without_gcs, log_file, node_report, node_state, ray_processes,
+    read_record, resource_args, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -597,6 +597,8 @@ def main():
             _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
         started, state = node.start(state)
         changed = changed or started or token_changed
+    if query == "status" and (why := head_without_gcs(p["node_type"], state)):
+        node.fail(why)
     extra = {}
     if query == "logs":
         extra["log"] = node.tail(p["log_lines"])

@@ -88,8 +88,6 @@ sage:
       type: dict
 """
 
-import errno
-import fcntl
 import json
 import os
 import signal
@@ -100,6 +98,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env_lock import EnvLock
 from ansible_collections.sage.cluster.plugins.module_utils.sage_install_plan import plan, valid_install
 
 
@@ -133,39 +132,6 @@ def last_line(log_path):
         if any(w in line for w in ("ERROR", "Error", "error:", "failed", "not found", "No such")):
             return line[:300]
     return lines[-1][:300] if lines else "no output"
-
-
-class EnvLock:
-    """flock on a file in the env, so nodes sharing the env (NFS) install one at a time; no lock when the env
-    is not writable (the install then fails on its own, with pip's reason). A holder is an install bounded by
-    its own timeout, and the lock dies with its process: wait for a few of them, then give up."""
-
-    TURNS = 4
-
-    def __init__(self, module, prefix, timeout):
-        self.module, self.timeout, self.fd = module, timeout, None
-        self.path = os.path.join(prefix, ".sage-install.lock")
-
-    def __enter__(self):
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
-        except OSError:
-            return self
-        deadline = time.monotonic() + self.TURNS * self.timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    self.module.fail_json(msg=f"waited {self.TURNS * self.timeout} s for other installs into the "
-                                              f"same env to finish ({self.path}); try again, or raise "
-                                              "deploy.install_timeout", sage={"deploy": {"install": "failed"}})
-                time.sleep(0.2)
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)
 
 
 def main():
@@ -202,7 +168,7 @@ def main():
     write_record(p["record"], record)  # a crash from here on leaves "not ok": the next deploy installs again
     prefix = os.path.dirname(os.path.dirname(p["python_path"]))
     marker = os.path.join(prefix, ".sage-installed-" + key)
-    with EnvLock(module, prefix, p["timeout"]):
+    with EnvLock(module, prefix, p["timeout"], "deploy.install_timeout", sage={"deploy": {"install": "failed"}}):
         shared = install == "auto" and os.path.exists(marker)  # another node installed the same into this env
         rc = 0 if shared else run(module, argv, p, log_path)
         if rc == 0 and install == "auto" and not shared:

@@ -275,6 +275,17 @@ def node_state(procs):
     }
 
 
+def head_without_gcs(node_type, state):
+    """Why a head whose raylet runs is down all the same (its gcs_server is gone: killed, crashed, OOM), or None.
+
+    Said from the process table at once: asked over the network instead, a GCS that is gone costs Ray's client
+    timeouts (about 50 s) before anything answers."""
+    if node_type == "head" and state["running"] and state["gcs_port"] is None:
+        return ("Ray's GCS (gcs_server) is not running on this head, though its raylet is: the cluster is down and "
+                "its workers give up on it. Fix: `sage cluster start` starts the head again")
+    return None
+
+
 # The `ray start` options a node's resources are set with, in their flag order.
 RESOURCE_OPTIONS = ("num_cpus", "num_gpus", "memory", "object_store_memory", "resources", "labels")
 

@@ -1,0 +1,168 @@
+"""setup-ssh and provision: the controller's logic (platform tags, verdicts, targets, the password's sources, the
+notes after a run) and the node-side shell text that adds the key, run here against a temporary home."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sage_cluster import provision, sshsetup
+from ansible_collections.sage.cluster.plugins.module_utils import sage_provision as logic  # found through sage_cluster
+from sage_cluster.config import ConfigError, Endpoint, parse
+from sage_cluster.runner import HostResult, RunResult
+from tests.unit.helpers import PY_SAGE, run
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "sage_provision"
+CONFIG = """\
+head: {host: h1}
+workers_ssh_hosts: "w1:22,w2:2222"
+"""
+
+
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+
+
+def cfg(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG)
+    return parse(CONFIG, path)
+
+
+def result(**hosts: HostResult) -> RunResult:
+    return RunResult(playbook="x.yml", hosts=hosts, status="failed", seconds=1.0, artifact_dir="/tmp/x")
+
+
+def test_platforms_name_every_manylinux_the_node_takes():
+    tags = provision.platforms("2.36", "x86_64")
+    assert tags[0] == "manylinux_2_36_x86_64" and "manylinux_2_17_x86_64" in tags
+    assert tags[-3:] == ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    assert provision.platforms("2.31", "aarch64")[-1] == "manylinux2014_aarch64"
+    with pytest.raises(provision.WheelhouseError):
+        provision.platforms("musl", "x86_64")
+    assert provision.wheelhouse_key("2.60.0", "3.11", "2.36", "x86_64") == "ray-2.60.0-cp311-glibc2.36-x86_64"
+    with pytest.raises(provision.WheelhouseError, match="glibc"):
+        provision.build_wheelhouse("2.60.0", "3.11", None, "x86_64")
+
+
+@pytest.mark.parametrize("found, needed, summary", [
+    (None, True, "create a venv, install ray[default]==2.60.0"),
+    ({"python": "3.11.2", "ray": None}, True, "install ray[default]==2.60.0"),
+    ({"python": "3.11.2", "ray": "2.58.0"}, True, "upgrade ray 2.58.0 -> 2.60.0"),
+    ({"python": "3.11.2", "ray": "2.61.1"}, True, "downgrade ray 2.61.1 -> 2.60.0"),
+    ({"python": "3.11.2", "ray": "2.60.0"}, False, "ray 2.60.0, python 3.11.2"),
+])
+def test_what_an_env_needs(found, needed, summary):
+    assert logic.verdict(found, "2.60.0", "3.11") == (needed, summary, None)
+
+
+def test_an_env_of_another_python_is_not_touched():
+    needed, _, error = logic.verdict({"python": "3.10.12", "ray": "2.60.0"}, "2.60.0", "3.11")
+    assert not needed and "3.10.12" in error and "Python 3.11" in error
+
+
+def test_the_probe_command_reads_the_python_from_stdin():
+    out = subprocess.run(["sh", "-c", logic.PROBE_COMMAND], input=sys.executable + "\n", capture_output=True,
+                         text=True, check=True).stdout
+    assert '"python": "%d.%d.%d"' % sys.version_info[:3] in out
+    missing = subprocess.run(["sh", "-c", logic.PROBE_COMMAND], input="/no/such/python\n", capture_output=True,
+                             text=True)
+    assert missing.returncode == 0 and missing.stdout == ""
+
+
+def test_python_note_says_when_patch_releases_differ():
+    def host(name, version):
+        return HostResult(name, data={"provision": {"python": version}})
+    same = result(a=host("a", "3.11.2"), b=host("b", "3.11.2"))
+    assert "a Ray driver started here needs RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in provision.python_note(same)
+    differ = result(a=host("a", "3.11.2"), b=host("b", "3.11.9"))
+    note = provision.python_note(differ)
+    assert "3.11.2 on a; 3.11.9 on b" in note and "every node's ray start" in note
+
+
+def test_targets_are_the_named_remote_nodes(tmp_path):
+    c = cfg(tmp_path)
+    assert sshsetup.targets(c, []) == ["h1", "w1", "w2"]
+    assert sshsetup.targets(c, [Endpoint("W2", 2222)]) == ["w2"]
+    with pytest.raises(ConfigError, match="w2:22 is not a remote node"):
+        sshsetup.targets(c, [Endpoint("w2", 22)])
+
+
+def test_the_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    secret = tmp_path / "pw"
+    secret.write_text("p4ss word\nignored\n")
+    monkeypatch.setenv(sshsetup.PASSWORD_ENV, "from-env")
+    assert sshsetup.password_from(str(secret)) == "p4ss word"
+    assert sshsetup.PASSWORD_ENV not in os.environ  # children (ansible-playbook, ssh) do not inherit it
+    monkeypatch.setenv(sshsetup.PASSWORD_ENV, "from-env")
+    assert sshsetup.password_from(None) == "from-env"
+    assert sshsetup.password_from(None) is None
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        sshsetup.password_from(str(tmp_path / "empty"))
+
+
+def test_a_failure_is_not_ssh_learning_the_host_key():
+    from sage_cluster.runner import failure_reason
+    text = ("rsync to /home/s failed (exit 255): Warning: Permanently added 'w1' (ED25519) to the list of known "
+            "hosts.\ns@w1: Permission denied (publickey,password).\nrsync: connection unexpectedly closed")
+    assert failure_reason({"msg": text}) == "s@w1: Permission denied (publickey,password)."
+
+
+def test_next_steps_name_the_command_a_bare_machine_needs(tmp_path):
+    c = cfg(tmp_path)
+    run_result = result(
+        w1=HostResult("w1", unreachable=True, error="Failed to connect: sage@w1: Permission denied (publickey)."),
+        w2=HostResult("w2", failed=True, error="cannot run the remote Python (not found): fix remote.python_path"),
+        h1=HostResult("h1", ok=1))
+    steps = provision.next_steps(c, run_result)
+    assert steps == ["w1: key login fails: `sage cluster setup-ssh w1:22` sets it up with the password once",
+                     "w2: no env at remote.python_path: `sage cluster provision w2:2222` makes one with this "
+                     "machine's Ray"]
+
+
+def add_key(home: Path, key: str) -> str:
+    plugin = load(ROLE / "action_plugins" / "sage_key_login.py", "sage_key_login")
+    return subprocess.run(["sh", "-c", plugin.ADD_KEY], input=key + "\n", capture_output=True, text=True,
+                          env={"HOME": str(home), "PATH": os.environ["PATH"]}, check=True).stdout.strip()
+
+
+def test_the_key_is_added_once_with_private_modes(tmp_path):
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEbAnHgq0mBGkPZIYZcqTltCWZsOTKDrdnula+HeYgUA sage-cluster"
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir(mode=0o755)
+    (ssh / "authorized_keys").write_text("ssh-rsa AAAAother someone")  # no final newline
+    assert add_key(tmp_path, key) == "added"
+    assert (ssh / "authorized_keys").read_text() == f"ssh-rsa AAAAother someone\n{key}\n"
+    assert stat.S_IMODE(ssh.stat().st_mode) == 0o700
+    assert stat.S_IMODE((ssh / "authorized_keys").stat().st_mode) == 0o600
+    # The same key material with options or another comment is the same key: never added twice.
+    (ssh / "authorized_keys").write_text(f'from="10.0.0.0/8" {key.rsplit(" ", 1)[0]} old-comment\n')
+    assert add_key(tmp_path, key) == "present"
+    assert len((ssh / "authorized_keys").read_text().splitlines()) == 1
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert add_key(fresh, key) == "added" and (fresh / ".ssh" / "authorized_keys").read_text() == key + "\n"
+
+
+def test_commands_refuse_unknown_nodes_in_one_line(tmp_path):
+    (tmp_path / ".sage").mkdir()
+    (tmp_path / ".sage" / "config.yaml").write_text(CONFIG)
+    for command in (["setup-ssh", "nope:22"], ["provision", "nope:22", "--check"]):
+        proc = run([*PY_SAGE, "cluster", *command], tmp_path)
+        assert proc.returncode == 2 and "nope:22 is not a remote node" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    proc = run([*PY_SAGE, "cluster", "setup-ssh", "--password-file", str(empty)], tmp_path)
+    assert proc.returncode == 2 and "the file is empty" in proc.stderr
