@@ -151,6 +151,10 @@ def test_the_status_probe_reads_the_cache_while_its_python_exists(tmp_path: Path
                              env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
         return ray_node.parse_probe(out.stdout)
 
+    out = subprocess.run(["dash", "-c", ray_node.probe_command("/dev/null", shlex.quote, detected=True)],
+                         capture_output=True, text=True, check=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+    # A worker's probe, as Ansible's ssh with a tty gives it back: \r\n line ends.
+    assert ray_node.parse_probe(out.stdout.replace("\n", "\r\n"))[3] == ray_node.parse_probe(out.stdout)[3] != {}
     _, _, nodes, cached = probe()
     assert dict(cached, asked=None) == dict(found, asked=None) and cached["asked"] == "sage"
     assert ran.read_text().startswith("-I -S -c")  # the head's snippet ran with the cached Python

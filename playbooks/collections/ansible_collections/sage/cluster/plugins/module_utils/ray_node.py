@@ -242,7 +242,8 @@ def parse_probe(stdout):
     """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the state API's answer,
     the cached finding of detected paths ({} when none, or its Python is gone))."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
-    procs_text, _, rest = ("\n" + stdout).partition(f"\n{PROBE_SEPARATOR}\n")
+    # Run without stdin (a worker's), the command gets a tty from Ansible's ssh (-tt): lines end in \r\n then.
+    procs_text, _, rest = ("\n" + stdout.replace("\r\n", "\n")).partition(f"\n{PROBE_SEPARATOR}\n")
     rest, _, nodes_text = rest.partition(f"\n{NODES_SEPARATOR}\n")
     record_text, _, env_text = rest.partition(f"\n{ENV_SEPARATOR}\n")
     table = {}
