@@ -291,7 +291,7 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
         out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(home)},
                              check=True).stdout
-        procs, record, nodes = logic.parse_probe(out)
+        procs, record, nodes, _ = logic.parse_probe(out)
         assert nodes == ""  # a worker's probe does not ask the dashboard
         # One Ray detector: the probe's view of this process is the module's own, read from /proc.
         assert procs[proc.pid] == logic.ray_processes()[proc.pid] == [str(raylet), "-c", "import time; time.sleep(60)",
@@ -358,7 +358,7 @@ def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_st
 def test_a_zombie_or_another_process_is_not_ray_for_the_probe_either() -> None:
     out = ("101 " + "\x1f".join(RAYLET) + "\x1f\n106 \n105 /usr/bin/python3\x1fserver.py\x1f\n"
            f"{logic.PROBE_SEPARATOR}\n")
-    procs, record, nodes = logic.parse_probe(out)
+    procs, record, nodes, _ = logic.parse_probe(out)
     assert procs == {101: RAYLET} and record == {} and nodes == ""
 
 

@@ -9,7 +9,9 @@ itself, from the dashboard. One fixed shell command reads them (ray_node.probe_c
 module started on the node: about 0.35 s less CPU per node, which on clusters whose nodes share cores is what
 status costs. The result is the module's `sage` dict (RETURN in library/sage_ray_node.py), built by the function
 the module builds it with (node_report). When the probe fails, or a running head's dashboard gives no table, the
-module runs instead. Every other state and query runs the module.
+module runs instead. With python_path or ray_command `auto`, the probe reads what the module found on the node
+(module_utils/detect_env.py's cache, while its Python exists) and a head's snippet runs with that Python; without
+such a finding the module runs (and finds them). Every other state and query runs the module.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import shlex
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
+from ansible_collections.sage.cluster.plugins.module_utils import detect_env
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
 
 
@@ -43,15 +46,23 @@ class ActionModule(ActionBase):
         """A node's `sage` dict from the status probe, or None for the module to answer instead."""
         record_path = params.get("deploy_record")
         head_view = params["cluster_view"]
+        auto = detect_env.AUTO in (params.get("python_path"), params.get("ray_command"))
         command = logic.probe_command(record_path or "/dev/null", shlex.quote,
-                                      params["python_path"] if head_view else None)
+                                      params["python_path"] if head_view else None, detected=auto)
         ask = (to_bytes(logic.state_api_input(params["dashboard_host"], params["dashboard_port"],
                                               params.get("auth_token")))
                if head_view else None)
         probe = self._low_level_execute_command(command, in_data=ask)
         if probe["rc"] != 0:
             return None
-        procs, record, nodes_text = logic.parse_probe(probe["stdout"])
+        procs, record, nodes_text, cached = logic.parse_probe(probe["stdout"])
+        if auto:
+            # What the module found here, while it still exists; else the module finds it again.
+            if "python_path" not in cached or cached.get("asked") != params.get("conda_env"):
+                return None
+            found = detect_env.resolve(params["python_path"], params["ray_command"], params.get("conda_env"),
+                                       lambda: cached)
+            params = dict(params, python_path=found["python_path"], ray_command=found["ray_command"])
         report = logic.node_report(params, logic.node_state(procs), record if record_path else None)
         if head_view and report["running"] and not logic.head_without_gcs(params["node_type"], report):
             nodes = logic.state_api_nodes(nodes_text)

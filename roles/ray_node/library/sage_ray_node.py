@@ -60,15 +60,26 @@ options:
     required: true
     choices: [head, worker]
   ray_command:
-    description: The ray executable on the node.
+    description:
+      - The ray executable on the node. V(auto) is the C(ray) beside O(python_path) (the detected one, when that
+        is V(auto) too).
     type: path
   python_path:
     description:
       - The Python of the env Ray runs in. Its directory goes first on PATH; it runs the node-table and version
         queries.
+      - V(auto) finds it on the node (module_utils/detect_env.py), as the conda env O(conda_env) (V(base) is a base
+        itself) in conda's own base (C(CONDA_EXE), or C(conda) on the login PATH), then in C(~/miniconda3),
+        C(~/anaconda3), C(~/miniforge3), C(~/mambaforge), C(/opt/conda), C(/opt/miniconda3), C(/opt/anaconda3);
+        without one, the first C(python3) on the login PATH that imports Ray (no conda variables then).
+      - What was found is kept in C(~/.sage/env.json) until that Python stops existing, and reported as
+        C(sage.python_path) and C(sage.ray_command). When nothing is found, starting and waiting fail with one
+        line naming where it looked; V(doctor) reports it; V(stop) does not need it.
     type: path
   conda_env:
-    description: Conda env name for CONDA_DEFAULT_ENV (CONDA_PREFIX is the env of O(python_path)); unset or empty for none.
+    description:
+      - Conda env name for CONDA_DEFAULT_ENV (CONDA_PREFIX is the env of O(python_path)); unset or empty for none.
+      - With O(python_path=auto), the env looked for.
     type: str
   node_ip:
     description: This node's address for Ray (--node-ip-address), an IP or a name resolved on the node.
@@ -145,6 +156,9 @@ notes:
     on a head with O(cluster_view) it also runs O(python_path) with a standard-library snippet that asks the
     dashboard's state API. Only paths are put into that command, quoted; the dashboard's URL and O(auth_token) go
     on its stdin. When a running head's dashboard gives no table, the module runs instead and asks Ray's GCS.
+  - With O(python_path) or O(ray_command) V(auto), the probe prints what this module found and kept on the node
+    (C(~/.sage/env.json)), while its Python exists, and a head's snippet runs with that Python; without such a
+    finding (the first time, or after the env moved) the module runs instead and finds them.
   - Every other state and query runs this module. Right after a stop, processes may linger as zombies for a
     moment; a zombie is not counted as a running Ray.
 """
@@ -244,6 +258,15 @@ sage:
           each head port as C({ok, detail}) (free, or held by this cluster's Ray).
       type: dict
       returned: O(query=doctor)
+    python_path:
+      description: The Python the node uses; with O(python_path=auto) the one found (still V(auto) when none was).
+      type: str
+      returned: when O(python_path) is set
+      sample: /home/sage/miniconda3/envs/sage/bin/python
+    ray_command:
+      description: The ray executable the node uses; with O(ray_command=auto) the one found.
+      type: str
+      returned: when O(ray_command) is set
     declared:
       description: The resources and labels this node was started with (O(num_cpus) ... O(labels) that are set).
       type: dict
@@ -273,6 +296,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     ARGUMENT_RULES, ARGUMENT_SPEC, cluster_summary, head_without_gcs, log_file, node_report, node_state, ray_processes,
     read_record, resource_args, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
@@ -310,6 +334,22 @@ class Node:
     def __init__(self, module):
         self.m = module
         self.p = module.params
+        self.asked = {k: self.p[k] for k in ("python_path", "ray_command")}
+        self.not_found = self.find_paths()
+
+    def find_paths(self):
+        """Put the paths this node has in place of `auto` ones; the line saying why when nothing was found."""
+        p = self.p
+        try:
+            found = resolve_here(p["python_path"], p["ray_command"], p["conda_env"])
+        except NotFound as exc:
+            return str(exc)
+        p.update(python_path=found["python_path"], ray_command=found["ray_command"], conda_env=found["conda_env"])
+        return None
+
+    def need_paths(self):
+        if self.not_found:
+            self.fail(self.not_found)
 
     def fail(self, msg, **extra):
         # The same report as on success, so plays that read the results never meet a missing key.
@@ -406,7 +446,9 @@ class Node:
         checks = {"time": time.time()}
         for key in ("python_path", "ray_command"):
             path = p[key]
-            checks[key] = {"ok": os.path.isfile(path) and os.access(path, os.X_OK), "detail": path}
+            ok = not self.not_found and os.path.isfile(path) and os.access(path, os.X_OK)
+            detail = self.not_found or path
+            checks[key] = {"ok": ok, "detail": f"auto: {detail}" if self.asked[key] == AUTO else detail}
         if checks["python_path"]["ok"]:
             out, err = self.run_python("-c", VERSIONS_SNIPPET)
             checks["versions"] = json.loads(out) if err is None else {"error": err}
@@ -478,6 +520,7 @@ class Node:
             return []
 
     def start(self, state):
+        self.need_paths()
         if self.joined(state):
             return False, state
         if self.m.check_mode:
@@ -562,8 +605,10 @@ def main():
     if query == "doctor":
         extra["doctor"] = node.doctor(state)
     if query == "wait":
+        node.need_paths()
         extra["cluster"] = node.wait(state)
     elif p["cluster_view"] and state["running"]:
+        node.need_paths()
         nodes, err = node.cluster_nodes(state)
         extra["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
     record = read_record(p["deploy_record"]) if query in ("status", "doctor") and p["deploy_record"] else None

@@ -2,7 +2,8 @@
 
 The node's deploy record is read with one `cat`; when sage_install_plan (the module's own decision, shared
 through the collection sage.cluster) finds nothing to install, that is the result, and a changed record (new
-code, same packaging) is written with one fixed shell command, the record on stdin. Otherwise, and in check mode, the module runs. A
+code, same packaging) is written with one fixed shell command, the record on stdin. Otherwise, in check mode, and
+with python_path `auto` (found by the module on the node), the module runs. A
 deploy of code changes, or of none, so saves a Python start per node (about 0.35 s of CPU each).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
-from ansible_collections.sage.cluster.plugins.module_utils import sage_install_plan
+from ansible_collections.sage.cluster.plugins.module_utils import detect_env, sage_install_plan
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
 
 # Every parameter the decision reads; the role always passes them all.
@@ -26,7 +27,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
-        if (not self._task.check_mode and all(k in args for k in PLANNED)
+        # A detected Python (`auto`) is the module's to find: it decides then.
+        if (not self._task.check_mode and all(k in args for k in PLANNED) and args["python_path"] != detect_env.AUTO
                 and sage_install_plan.valid_install(args["install"])):
             path = shell_path(args["record"])
             out = self._low_level_execute_command(f"cat -- {path} 2>/dev/null; exit 0")

@@ -9,7 +9,7 @@ description:
   - Runs after the copy. Decides from the node's deploy record whether the install must run, runs it as an
     argument list (never through a shell) with the env Ray uses, and records the outcome.
   - C(install=auto) runs C(python_path -m pip install [pip_args] -e dest) when the source is a pip project
-    (C(packaged)). Editable, so that a deploy that changes only code needs no new install: the env points at
+    (C(packaged)). Editable, so that a deploy that changes only code needs no new install; the env points at
     C(dest), which the copy keeps current. It runs again when C(packaging_revision) (pyproject.toml, setup.py,
     setup.cfg, requirements.txt) changed.
   - A command list runs in C(dest) and runs again whenever C(revision) (any deployed file) changed.
@@ -31,7 +31,13 @@ options:
     elements: str
     default: []
   python_path:
-    description: The env's Python; its directory starts PATH.
+    description:
+      - The env's Python; its directory starts PATH.
+      - V(auto) finds it on the node (module_utils/detect_env.py), as the conda env O(conda_env) in conda's own base
+        or a usual one (C(~/miniconda3), C(~/anaconda3), C(~/miniforge3), C(~/mambaforge), C(/opt/conda),
+        C(/opt/miniconda3), C(/opt/anaconda3)), else the first C(python3) on the login PATH that imports Ray;
+        kept in C(~/.sage/env.json) until that Python stops existing. Nothing found fails the node when the
+        install needs a Python.
     type: path
     required: true
   conda_env:
@@ -90,6 +96,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env_lock import EnvLock
 from ansible_collections.sage.cluster.plugins.module_utils.sage_install_plan import plan, valid_install
@@ -143,6 +150,13 @@ def main():
     p = module.params
     if not valid_install(p["install"]):
         module.fail_json(msg=f"install must be auto, none or a command list, not {p['install']!r}")
+    if p["python_path"] == AUTO:
+        try:
+            found = resolve_here(AUTO, None, p["conda_env"])
+            p.update(python_path=found["python_path"], conda_env=found["conda_env"])
+        except NotFound as exc:
+            if p["install"] != "none" and (p["install"] != "auto" or p["packaged"]):
+                module.fail_json(msg=str(exc), sage={"deploy": {"install": "failed"}})
     planned = plan(p, read_record(p["record"]))
     argv, key, needed, record, report = (planned[k] for k in ("argv", "key", "needed", "record", "report"))
     log_path, install, changed = report["log"], p["install"], planned["changed"]

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, CACHE
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
 
 # Bind addresses that mean "every interface": a client on the node reaches such a dashboard on loopback, and
@@ -146,6 +147,8 @@ def node_report(params, state, record=None, **extra):
     params: the module's options; state: node_state(); record: the deploy record read, or None when not asked for;
     extra: what the query adds (log, doctor, cluster)."""
     report = dict(state, node_type=params["node_type"], declared=declared(params))
+    # The paths the node uses: with `auto`, what the module found there (still `auto` when nothing was).
+    report.update({k: params[k] for k in ("python_path", "ray_command") if params.get(k)})
     if params.get("log_dir"):
         report["log_file"] = log_file(params["log_dir"], params["node_type"])
     if record is not None:
@@ -165,7 +168,12 @@ def node_report(params, state, record=None, **extra):
 PROCESS_TABLE = ("for d in /proc/[0-9]*; do [ -O \"$d\" ] && { printf '%s ' \"${d#/proc/}\"; "
                  "tr '\\000\\n' '\\037 ' < \"$d/cmdline\"; echo; }; done 2>/dev/null; ")
 PROBE_SEPARATOR = "--- sage deploy record"
+ENV_SEPARATOR = "--- sage detected env"
 NODES_SEPARATOR = "--- sage ray nodes"
+# With python_path or ray_command `auto`: what the module found on this node (detect_env.CACHE, written with one
+# key a line), printed only while its Python exists; a head's snippet runs with that Python.
+CACHED_PYTHON = ("py=$(sed -n 's/^\"python_path\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' -- " + shell_path(CACHE)
+                 + " 2>/dev/null); ")
 
 # Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray. Reads
 # {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer).
@@ -207,33 +215,43 @@ def state_api_nodes(text):
         return None
 
 
-def probe_command(record_path, quote, python_path=None):
-    """python_path: also ask the dashboard (a head's status), with the snippet's input on stdin."""
+def probe_command(record_path, quote, python_path=None, detected=False):
+    """python_path: also ask the dashboard (a head's status), with the snippet's input on stdin; `auto` runs it
+    with the cached Python. detected: print the cached finding (detect_env.CACHE) while its Python exists."""
     path = shell_path(record_path, quote)
     command = PROCESS_TABLE + f"echo '{PROBE_SEPARATOR}'; cat -- {path} 2>/dev/null; "
+    if detected or python_path == AUTO:
+        command += (CACHED_PYTHON + f"echo; echo '{ENV_SEPARATOR}'; [ -x \"$py\" ] && cat -- {shell_path(CACHE)}; ")
     if python_path:
-        command += f"echo; echo '{NODES_SEPARATOR}'; " + " ".join(map(quote, state_api_argv(python_path))) + "; "
+        argv = " ".join(map(quote, state_api_argv(python_path)))
+        if python_path == AUTO:
+            argv = '[ -x "$py" ] && "$py" ' + argv.partition(" ")[2]
+        command += f"echo; echo '{NODES_SEPARATOR}'; " + argv + "; "
     return command + "exit 0"
 
 
+def _json_dict(text):
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def parse_probe(stdout):
-    """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the state API's answer)."""
+    """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the state API's answer,
+    the cached finding of detected paths ({} when none, or its Python is gone))."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
-    # Without stdin (a worker's probe) Ansible's ssh runs it on a pty (-tt), which ends every line with \r\n.
-    stdout = stdout.replace("\r\n", "\n")
-    procs_text, _, rest = ("\n" + stdout).partition(f"\n{PROBE_SEPARATOR}\n")
-    record_text, _, nodes_text = rest.partition(f"\n{NODES_SEPARATOR}\n")
+    # Run without stdin (a worker's), the command gets a tty from Ansible's ssh (-tt): lines end in \r\n then.
+    procs_text, _, rest = ("\n" + stdout.replace("\r\n", "\n")).partition(f"\n{PROBE_SEPARATOR}\n")
+    rest, _, nodes_text = rest.partition(f"\n{NODES_SEPARATOR}\n")
+    record_text, _, env_text = rest.partition(f"\n{ENV_SEPARATOR}\n")
     table = {}
     for line in procs_text.splitlines():
         pid, _, cmdline = line.partition(" ")
         if pid.isdigit():
             table[int(pid)] = cmdline.rstrip("\x1f").split("\x1f")
-    procs = ray_of(table)
-    try:
-        record = json.loads(record_text) if record_text.strip() else {}
-    except ValueError:
-        record = {}
-    return procs, record if isinstance(record, dict) else {}, nodes_text.strip()
+    return ray_of(table), _json_dict(record_text), nodes_text.strip(), _json_dict(env_text)
 
 
 def options_of(procs, name):
