@@ -18,8 +18,9 @@ from tests.rig import DEFAULT_ENV
 
 pytestmark = pytest.mark.rig
 
-HEAD, SPARE = "sage-head", "sage-w1"  # SPARE runs sshd and is listed nowhere: nothing may start there
-OTHER = "sage-w2"  # with SPARE, the workers of the last test's config
+# Names of its own: the suite's shared rig, up meanwhile, holds the sage-* names.
+HEAD, SPARE = "c-head", "c-w1"  # SPARE runs sshd and is listed nowhere: nothing may start there
+OTHER = "c-w2"  # with SPARE, the workers of the last test's config
 
 # SAGE's own services' sections, which sage-cluster leaves alone.
 SAGE_SECTIONS = f"""\
