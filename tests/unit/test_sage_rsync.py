@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sage_cluster  # noqa: F401  (the collection sage.cluster on sys.path, where the plugin imports from)
+
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location(
     "sage_rsync", REPO / "roles" / "sage_deploy" / "action_plugins" / "sage_rsync.py")

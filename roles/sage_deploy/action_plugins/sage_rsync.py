@@ -15,7 +15,7 @@ import subprocess
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
-from ansible.plugins.action import ActionBase
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 
 ARGS = {"src": dict(type="str", required=True), "dest": dict(type="str", required=True),
         "exclude": dict(type="list", elements="str", default=[])}
@@ -43,13 +43,10 @@ def ssh_argv(conn) -> list[str]:
     return [to_text(a) for a in conn._build_command(conn.get_option("ssh_executable"), "ssh")]
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(CheckedAction):
+    ARGS = ARGS
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGS)
+    def act(self, result, args, task_vars):
         conn = self._connection
         if conn.transport not in ("ssh", "ansible.builtin.ssh"):
             raise AnsibleActionFail(f"sage_rsync needs the ssh connection, not {conn.transport}")

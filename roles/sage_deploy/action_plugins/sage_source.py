@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ansible.plugins.action import ActionBase
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 from ansible_collections.sage.cluster.plugins.module_utils import source
 
 ARGS = {"src": dict(type="str", required=True), "exclude": dict(type="list", elements="str", default=[]),
         "key_path": dict(type="str", default=""), "strict": dict(type="bool", default=True)}
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(CheckedAction):
+    ARGS = ARGS
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGS)
+    def act(self, result, args, task_vars):
         why = source.problem(args["src"], args["key_path"] or None)
         result.update(changed=False, problem=why, revision="", packaging_revision="", packaged=False)
         if why:

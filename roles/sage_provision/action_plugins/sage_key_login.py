@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
-from ansible.plugins.action import ActionBase
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 
 NEEDS_PASSWORD = "needs the password"
 ARGS = {"public_key_file": dict(type="path", required=True)}
@@ -43,13 +43,10 @@ def _reason(exc: Exception) -> str:
     return words.group(0) if words else last
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(CheckedAction):
+    ARGS = ARGS
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGS)
+    def act(self, result, args, task_vars):
         user = self._connection.get_option("remote_user") or "the user"
         failure = self._key_login()
         if failure is None:

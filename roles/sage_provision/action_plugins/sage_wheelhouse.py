@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 
 try:
     from sage_cluster import provision
@@ -26,13 +26,10 @@ SAGE_RSYNC = Path(__file__).resolve().parents[2] / "sage_deploy" / "action_plugi
 REMOTE_DIR = ".sage/wheels"  # under the node's home (rsync's relative paths are)
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(CheckedAction):
+    ARGS = ARGS
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGS)
+    def act(self, result, args, task_vars):
         key = provision.wheelhouse_key(args["ray_version"], args["python_version"], args["glibc"], args["machine"])
         wheel_dir = f"~/{REMOTE_DIR}/{key}"
         if self._task.check_mode:
