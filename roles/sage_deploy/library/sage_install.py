@@ -16,6 +16,8 @@ description:
   - Either way it runs again after a failed or interrupted install, and when the command or env changed.
   - Nodes that share one env (NFS) take turns through a lock file in the env; an auto install that another
     node already made into the same env is not repeated.
+extends_documentation_fragment:
+  - sage.cluster.install_timeout
 options:
   dest:
     description: The project directory on the node (the copy's destination, or the source on the controller).
@@ -60,10 +62,6 @@ options:
     description: The node's deploy record (JSON); the install log is written beside it (.log).
     type: path
     default: ~/.sage/deploy.json
-  timeout:
-    description: Bound on the install, in seconds.
-    type: int
-    default: 1200
 """
 
 EXAMPLES = r"""

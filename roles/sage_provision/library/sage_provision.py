@@ -16,6 +16,8 @@ description:
   - Nodes sharing one env (NFS) take turns through a lock file in the env; an env another node already brought to
     the release is not touched again.
   - Check mode reports what would change.
+extends_documentation_fragment:
+  - sage.cluster.install_timeout
 options:
   stage:
     description: prepare (look, make the venv) or install (Ray).
@@ -51,10 +53,6 @@ options:
     description: pip's output goes here (on the node).
     type: path
     default: ~/.sage/provision.log
-  timeout:
-    description: Bound on the install, in seconds.
-    type: int
-    default: 1200
 """
 
 EXAMPLES = r"""
