@@ -119,7 +119,10 @@ def test_resolve_here_detects_once_then_reads_the_cache(tmp_path: Path, monkeypa
     home.mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a venv's Python reached through a symlink elsewhere is not in its venv any more
+    # (no pyvenv.cfg beside the link), and the test env's Ray may live only in that venv.
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
     (home / ".profile").write_text(f'echo a chatty profile\nPATH="{bin_dir}:$PATH"\n')
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("SHELL", "/bin/sh")
