@@ -39,7 +39,7 @@ def load(invocation: Invocation) -> Config:
     for line in cfg.notes:
         report.note(line)
     if cfg.is_builtin:
-        report.note(f"No config file found: using the built-in single-machine default (this machine as the head, "
+        report.note("No config file found: using the built-in single-machine default (this machine as the head, "
                     "no workers). `sage config init` writes a config to edit; `sage cluster info` says where sage "
                     "looks.")
     return cfg
