@@ -37,15 +37,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tests.conftest import user_env
 from tests.e2e.test_ops_door import ALIVE_NODES
-from tests.rig import Rig, ensure_env, why_not_available
+from tests.rig import Rig, ensure_env, rig_root, why_not_available
 from tests.rig.config import sage_config
 from tests.unit.test_awx import load_awx
 
 pytestmark = pytest.mark.rig
 
 REPO = Path(__file__).resolve().parents[2]
-# Its own rig root beside the checkout's (tests/rig/isolated sets SAGE_RIG_ROOT per checkout).
-ROOT = os.environ.get("SAGE_RIG_ROOT", "/var/tmp/sage-rig") + "-awx"
+ROOT = rig_root("awx")
 FIRST_IP = 70
 HEAD, WORKERS = "awx-head", ["awx-w1"]
 ALL = [HEAD, *WORKERS]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Sage
-from tests.rig import Rig, controller_ray_version, ensure_wheels, installed_ray_version, why_not_available
+from tests.rig import Rig, controller_ray_version, ensure_wheels, installed_ray_version, rig_root, why_not_available
 from tests.rig.config import sage_config
 
 pytestmark = pytest.mark.rig
@@ -83,7 +83,7 @@ def bare(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     wheels = ensure_wheels()  # downloads once (outside a network namespace), then kept
-    with Rig([*ALL, NEW], root="/var/tmp/sage-rig-bare-hosts", user=USER, first_ip=80) as rig:
+    with Rig([*ALL, NEW], root=rig_root("bare-hosts"), user=USER, first_ip=80) as rig:
         server = serve_index(wheels, tmp_path_factory.mktemp("index"))
         index = f"http://127.0.0.1:{server.server_address[1]}/simple/"
         for name in [*ALL, NEW]:

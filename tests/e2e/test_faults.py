@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
+from tests.rig import rig_root
 
 pytestmark = pytest.mark.rig
 
@@ -58,7 +59,7 @@ def q(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def frig():
-    yield from ray_rig(NAMES, root="/var/tmp/sage-rig-faults", first_ip=40)
+    yield from ray_rig(NAMES, root=rig_root("faults"), first_ip=40)
 
 
 @pytest.fixture

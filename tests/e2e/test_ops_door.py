@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig import Rig, ensure_env, why_not_available
+from tests.rig import Rig, ensure_env, rig_root, why_not_available
 from tests.rig.config import sage_config
 
 pytestmark = pytest.mark.rig
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT = "/var/tmp/sage-rig-ops"
+ROOT = rig_root("ops")
 FIRST_IP = 60
 HEAD, WORKERS = "ops-head", ["ops-w1", "ops-w2"]
 ALL = [HEAD, *WORKERS]

@@ -8,13 +8,12 @@ The tests run in file order and share one head.
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 
 from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
-from tests.rig import DEFAULT_ENV
+from tests.rig import DEFAULT_ENV, rig_root
 
 pytestmark = pytest.mark.rig
 
@@ -63,8 +62,7 @@ remote:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    root = os.environ.get("SAGE_RIG_ROOT", "/var/tmp/sage-rig") + "-configs"
-    for rig in ray_rig([HEAD, SPARE, OTHER], root=root, first_ip=80):  # one rig; torn down when the loop ends
+    for rig in ray_rig([HEAD, SPARE, OTHER], root=rig_root("configs"), first_ip=80):  # one rig; torn down when the loop ends
         home = tmp_path_factory.mktemp("home")
         project = home / "SAGE"
         (project / "packages" / "sage-kernel").mkdir(parents=True)

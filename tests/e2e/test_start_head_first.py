@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Sage
 from tests.e2e.test_rig_cluster import PY, TASKS_ON_EVERY_NODE
 from tests.conftest_rig import ray_rig
-from tests.rig import Rig
+from tests.rig import Rig, rig_root
 from tests.rig.config import sage_config
 from tests.rig.rig import DEFAULT_ENV
 
@@ -40,7 +40,7 @@ exit 0
 
 @pytest.fixture(scope="module")
 def orig():
-    yield from ray_rig(ALL, root="/var/tmp/sage-rig-head-first", first_ip=50)
+    yield from ray_rig(ALL, root=rig_root("head-first"), first_ip=50)
 
 
 @pytest.fixture

@@ -33,6 +33,12 @@ DEFAULT_USER = "sage"
 HOST_PYTHON = "/usr/bin/python3"  # the hosts' interpreter: readable by the user, unlike /root/.pyenv
 SSHD = "/usr/sbin/sshd"
 INIT = str(Path(__file__).with_name("hostinit.py"))
+
+
+def rig_root(name: str) -> str:
+    """A test module's own rig root beside the run's (tests/rig/isolated sets SAGE_RIG_ROOT per checkout), so two
+    isolated runs of the same module never share one."""
+    return f"{os.environ.get('SAGE_RIG_ROOT', DEFAULT_ROOT)}-{name}"
 ETC_HOSTS = "/etc/hosts"
 START_TIMEOUT = 20.0
 
