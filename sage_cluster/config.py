@@ -132,6 +132,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("remote", "ray_command", "/opt/conda/envs/sage/bin/ray", "env_path",
         'remote ray executable ("" or auto = the ray beside the detected Python)'),
     Key("remote", "conda_env", "sage", "text", 'conda env to activate ("" = none)'),
+    Key("remote", "python_version_match", "minor", "choice",
+        "how alike the nodes' Pythons must be for Ray: minor (3.11.2 and 3.11.7 form one cluster) | patch (Ray's "
+        "own default: the same patch release everywhere)", ("minor", "patch")),
     Key("deploy", "source", ".", "local_path", "local project directory that deploy copies (default: the current one)"),
     Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones",
         example='["data/", "*.log"]'),

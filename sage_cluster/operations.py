@@ -276,6 +276,8 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
         rows.append({"host": host, "check": check, "ok": ok, "detail": detail, "fix": "" if ok else fix})
 
     user = cfg["ssh"]["user"]
+    install = cfg["deploy"]["install"]
+    installs = isinstance(install, list) or (install == "auto" and source.is_packaged(cfg["deploy"]["source"]))
     for host, h in sorted(result.hosts.items()):
         d = h.data.get("doctor")
         row(host, "ssh", not h.unreachable, h.error if h.unreachable else "reachable",
@@ -293,6 +295,10 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
         detail = versions.get("error") or f"python {versions.get('python')}, ray {versions.get('ray')}"
         row(host, "versions", same, detail,
             f"every node and this machine need python {_minor(mine['python'])}.x and ray {mine['ray']}")
+        if "env_writable" in d:  # a shared env the user cannot write is fine until a deploy must install into it
+            writable, (detail, _, fix) = d["env_writable"]["ok"], d["env_writable"]["detail"].partition(". Fix: ")
+            row(host, "env", writable or not installs, detail if writable or installs else
+                f"{detail.partition(' and ')[0]}, read-only to {user}: fine, deploy.install installs nothing", fix)
         for key in ("temp_dir", "log_dir"):
             row(host, key, d[key]["ok"], d[key]["detail"], f"make it writable for {user}, or change the config")
         for port, state in (d.get("ports") or {}).items():

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.sage.cluster.plugins.module_utils import ray_node
 from sage_cluster import operations
 from sage_cluster import report, sshsetup
 from sage_cluster.config import STATE_DIR, Config, Endpoint, is_this_machine
@@ -103,8 +104,9 @@ def targets(cfg: Config, endpoints: list[Endpoint]) -> list[str]:
     return local + sshsetup.targets(cfg, [])
 
 
-def python_note(result: RunResult) -> str | None:
-    """When the nodes' (and this machine's) Pythons differ at the patch level, what that means for Ray."""
+def python_note(result: RunResult, match: str) -> str | None:
+    """When the nodes' (and this machine's) Pythons differ at the patch level, what that means for Ray, under
+    remote.python_version_match (match)."""
     seen: dict[str, list[str]] = {}
     for name, h in sorted(result.hosts.items()):
         version = (h.data.get("provision") or {}).get("python")
@@ -114,11 +116,16 @@ def python_note(result: RunResult) -> str | None:
     if not seen or (len(seen) == 1 and mine in seen):
         return None
     where = "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in sorted(seen.items()))
+    driver = (f"a Ray driver started here needs {MATCH_LEVEL_ENV}=minor (sage's own commands and `sage job` do "
+              "not start one here)")
     if len(seen) == 1:
-        return (f"Python {where}, {mine} on this machine: a Ray driver started here needs {MATCH_LEVEL_ENV}=minor "
-                "(Ray wants the same Python patch release otherwise).")
-    return (f"Python differs at the patch level: {where} (this machine: {mine}). Ray refuses that unless "
-            f"{MATCH_LEVEL_ENV}=minor is set for every node's ray start and for drivers.")
+        return f"Python {where}, {mine} on this machine: {driver}."
+    if match == "minor":
+        return (f"Python differs at the patch level: {where} (this machine: {mine}). The nodes start with Ray's "
+                f"minor-level matching (remote.python_version_match: minor), so they form one cluster; {driver}.")
+    return (f"Python differs at the patch level: {where} (this machine: {mine}), and remote.python_version_match "
+            "is patch: Ray will refuse the nodes whose release is not the head's. Fix: set it to minor (the "
+            "default), or give every node the same Python.")
 
 
 def next_steps(cfg: Config, result: RunResult) -> list[str]:
@@ -132,6 +139,9 @@ def next_steps(cfg: Config, result: RunResult) -> list[str]:
         if h.failed and "cannot run the remote Python" in h.error:
             lines.append(f"{name}: no env at remote.python_path: `sage cluster provision {name}:{ports.get(name, 22)}` "
                          "makes one with this machine's Ray")
+        elif h.failed and ray_node.RAY_DRIFT in h.error:
+            lines.append(f"{name}: another Ray release: `sage cluster provision {name}:{ports.get(name, 22)}` gives it "
+                         "this machine's")
     return lines
 
 
@@ -145,6 +155,6 @@ def rows(result: RunResult) -> list[dict[str, Any]]:
     return out
 
 
-def summary_note(result: RunResult) -> None:
-    if note := python_note(result):
+def summary_note(cfg: Config, result: RunResult) -> None:
+    if note := python_note(result, cfg["remote"]["python_version_match"]):
         report.note(note)

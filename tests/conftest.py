@@ -33,8 +33,10 @@ class Sage:
     def __call__(self, *args: str, timeout: float = 600, check: bool | None = None,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run `sage ARGS` as this user (env: variables to add, e.g. SAGE_LOCK_WAIT)."""
+        # No terminal (what a script sees), whoever runs the tests: a start on a terminal may ask questions.
         proc = subprocess.run([sys.executable, "-m", "sage_cluster", *args], capture_output=True, text=True,
-                              env=self.env(**(env or {})), cwd=self.cwd or self.home, timeout=timeout)
+                              env=self.env(**(env or {})), cwd=self.cwd or self.home, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
         if check is not None and (proc.returncode == 0) != check:
             raise AssertionError(f"sage {' '.join(args)} exited {proc.returncode}\n"
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")

@@ -62,10 +62,26 @@ def provision(invocation: operations.Invocation, endpoints: tuple[Endpoint, ...]
       sage cluster provision
       sage cluster provision sage5:22 --wheelhouse
     """
-    _, result = prov.provision(invocation, list(endpoints), wheelhouse)
+    cfg, result = prov.provision(invocation, list(endpoints), wheelhouse)
     if not invocation.json:
-        prov.summary_note(result)
+        prov.summary_note(cfg, result)
     _finish(result, "provision", "ENV", "provision", invocation)
+
+
+def offer_setup_ssh(cfg: Config, result: RunResult, invocation: operations.Invocation) -> bool:
+    """On a terminal, after a run that could not log in to some nodes with the key: offer setup-ssh for those (the
+    password once, at a hidden prompt). True when it ran and each of them now takes the key: run again then."""
+    hosts = sshsetup.failed_logins(result)
+    if not hosts or invocation.json or invocation.check or result.interrupted or not sys.stdin.isatty():
+        return False
+    if not click.confirm(f"Key login fails on {', '.join(hosts)}. Set it up now with the password "
+                         "(sage cluster setup-ssh)?", default=True, err=True):
+        return False
+    ports = {ep.host: ep.port for ep in [cfg.head_endpoint, *cfg.workers]}
+    _, fixed = sshsetup.setup(invocation, [Endpoint(h, ports[h]) for h in hosts], sshsetup.password_from(None), _ask)
+    for name, h in sorted(fixed.hosts.items()):
+        report.note(f"{name}: setup-ssh {h.state}{': ' + h.error if h.error else ''}")
+    return fixed.ok
 
 
 def say_next_steps(cfg: Config, result: RunResult, invocation: operations.Invocation, then: str = "") -> None:

@@ -25,7 +25,7 @@ import click
 from sage_cluster import operations
 from sage_cluster import report
 from sage_cluster.config import Endpoint
-from sage_cluster.cli.bootstrap import say_next_steps
+from sage_cluster.cli.bootstrap import offer_setup_ssh, say_next_steps
 from sage_cluster.cli.common import EXIT_FAILED, HostPort, common_options, exit_code, finish
 from sage_cluster.operations import Invocation
 
@@ -37,6 +37,8 @@ def scope() -> str:
 
 def _act(invocation: Invocation, action: str) -> None:
     cfg, result = operations.node_action(invocation, scope(), action)
+    if action == "start" and offer_setup_ssh(cfg, result, invocation):
+        cfg, result = operations.node_action(invocation, scope(), action)
     say_next_steps(cfg, result, invocation)
     finish(result, f"{scope()} {action}", invocation)
 
@@ -48,7 +50,8 @@ def start(invocation: Invocation) -> None:
 
     `sage cluster start`: the head, then all workers in parallel; waits until the head lists every worker alive.
     `sage head start`: the head only. `sage worker start`: all workers in parallel; waits until the head lists
-    each one alive.
+    each one alive. On a terminal, when key login fails on some nodes, offers `sage cluster setup-ssh` for them
+    (the password at a hidden prompt), then starts again; without one it names the hosts and the command.
 
     \b
     Example:

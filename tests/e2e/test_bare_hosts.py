@@ -13,8 +13,11 @@ import html
 import http.server
 import json
 import os
+import pwd
 import re
 import stat
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -134,8 +137,6 @@ class Sampler(threading.Thread):
 
 
 def setup_ssh(s: BareSage, *args: str, password: str = PASSWORD) -> tuple[int, dict, Sampler]:
-    import subprocess
-    import sys
 
     env = {**s.env(), "SAGE_SSH_PASSWORD": password}
     proc = subprocess.Popen([sys.executable, "-m", "sage_cluster", "cluster", "setup-ssh", "--json", *args],
@@ -152,6 +153,18 @@ def setup_ssh(s: BareSage, *args: str, password: str = PASSWORD) -> tuple[int, d
         return proc.returncode, json.loads(out), sampler
     except json.JSONDecodeError:
         raise AssertionError(f"not JSON:\n{out}\n{err}")
+
+
+def raylet_environs() -> list[list[str]]:
+    """The environment of every raylet of the rig's user (the rig's hosts are PID namespaces of this machine)."""
+    uid, out = pwd.getpwnam(USER).pw_uid, []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet" and os.stat(f"/proc/{pid}").st_uid == uid:
+                out.append(Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0"))
+        except OSError:
+            continue
+    return out
 
 
 def states(result: dict) -> dict[str, str]:
@@ -235,6 +248,31 @@ def test_deploy_and_start_make_one_cluster(bare):
                          f"{rig.host(HEAD).ip}:6391"], timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == sorted(ALL)
+    # Ray's minor-level Python matching (remote.python_version_match's default) in every node's Ray, which hands
+    # it to what it starts (job drivers too): nodes whose Pythons differ at the patch level form one cluster.
+    environs = raylet_environs()
+    assert len(environs) == len(ALL) and all("RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in e for e in environs)
+
+
+def test_start_on_a_terminal_offers_setup_ssh_where_key_login_fails(bare):
+    import pexpect
+
+    s, rig = bare
+    (rig.host("b-w1").home / ".ssh" / "authorized_keys").write_text("")
+    for socket in (s.home / ".sage" / "cp").iterdir():  # the last run's SSH connections would still log in
+        socket.unlink()
+    child = pexpect.spawn(sys.executable, ["-m", "sage_cluster", "cluster", "start"], env=s.env(), cwd=str(s.cwd),
+                          timeout=300, encoding="utf-8")
+    child.expect(r"Key login fails on b-w1\. Set it up now with the password \(sage cluster setup-ssh\)\?")
+    child.sendline("y")
+    child.expect("SSH password for b-w1")
+    child.sendline(PASSWORD)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "b-w1: setup-ssh changed" in child.before and PASSWORD not in child.before, child.before
+    public = (s.home / ".ssh" / "id_ed25519.pub").read_text().split()[1]
+    assert sum(public in line for line in authorized(rig, "b-w1")) == 1
 
 
 def test_a_noop_provision_costs_what_a_noop_deploy_does(bare):
@@ -247,6 +285,34 @@ def test_a_noop_provision_costs_what_a_noop_deploy_does(bare):
         assert code == 0 and states(result) == {n: "ok" for n in ALL}, result
     print(f"no-op: deploy {timed['deploy']:.1f}s, provision {timed['provision']:.1f}s")
     assert timed["provision"] <= 1.5 * timed["deploy"] + 1, timed
+
+
+def test_doctor_and_deploy_check_name_an_env_the_user_cannot_write(bare):
+    s, rig = bare
+    env = rig.host("b-w1").home / "envs" / "ray"
+    pyproject = s.cwd / "pyproject.toml"  # a project deploy installs into each node's env
+    pyproject.write_text('[project]\nname = "barejob"\nversion = "0.1"\n')
+    subprocess.run(["chown", "-R", "root:root", str(env)], check=True)  # an admin's shared env
+    try:
+        code, doctor = s.json("cluster", "doctor")
+        rows = {(r["host"], r["check"]): r for r in doctor["checks"]}
+        assert code == 1 and rows[(HEAD, "env")]["ok"] and not rows[("b-w1", "env")]["ok"], doctor
+        assert f"the env {ENV} belongs to root" in rows[("b-w1", "env")]["detail"]
+        assert "`sage cluster provision`" in rows[("b-w1", "env")]["fix"]
+        code, result = s.json("cluster", "deploy", "--check")
+        assert code == 1 and states(result) == {HEAD: "changed", "b-w1": "failed", OFFLINE: "changed"}, result
+        assert f"the env {ENV} belongs to root and {USER} cannot write to it" in result["hosts"]["b-w1"]["error"]
+    finally:
+        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(env)], check=True)
+        pyproject.unlink()
+    # Without a project to install, an env the user cannot write is fine: doctor says so.
+    subprocess.run(["chown", "-R", "root:root", str(env)], check=True)
+    try:
+        code, doctor = s.json("cluster", "doctor")
+        row = next(r for r in doctor["checks"] if (r["host"], r["check"]) == ("b-w1", "env"))
+        assert row["ok"] and "installs nothing" in row["detail"], row
+    finally:
+        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(env)], check=True)
 
 
 def test_scale_add_of_a_bare_machine(bare):
@@ -275,8 +341,20 @@ def test_a_node_with_another_ray_is_brought_to_the_controllers(bare):
     rig.ssh(OFFLINE, [f"{ENV}/bin/python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", OLD_RAY],
             timeout=300)
     assert installed_ray_version(str(rig.host(OFFLINE).home / "envs" / "ray")) == "2.58.0"
+    # A start meets the drift: that node fails at once, naming both releases and the command; the others start.
+    ray = controller_ray_version()
+    proc = s("cluster", "start", timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(OFFLINE))
+    assert "failed" in line and f"another Ray (2.58.0) than the cluster ({ray}" in line, proc.stdout
+    assert f"{OFFLINE}: another Ray release: `sage cluster provision {OFFLINE}:22`" in proc.stderr, proc.stderr
+    code, status = s.json("cluster", "status")
+    assert status["cluster"]["alive"] == 3, status  # the head, b-w1 and the new one
     code, result = s.json("cluster", "provision", timeout=900)
     assert code == 0, result
     assert states(result) == {HEAD: "ok", "b-w1": "ok", OFFLINE: "changed", NEW: "ok"}, result
     assert result["hosts"][OFFLINE]["provision"]["summary"].startswith(f"upgrade ray 2.58.0 -> {controller_ray_version()}")
-    assert installed_ray_version(str(rig.host(OFFLINE).home / "envs" / "ray")) == controller_ray_version()
+    assert installed_ray_version(str(rig.host(OFFLINE).home / "envs" / "ray")) == ray
+    s("cluster", "start", check=True, timeout=600)
+    code, status = s.json("cluster", "status")
+    assert code == 0 and status["cluster"]["alive"] == 4, status

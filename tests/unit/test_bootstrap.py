@@ -84,10 +84,11 @@ def test_python_note_says_when_patch_releases_differ():
     def host(name, version):
         return HostResult(name, data={"provision": {"python": version}})
     same = result(a=host("a", "3.11.2"), b=host("b", "3.11.2"))
-    assert "a Ray driver started here needs RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in provision.python_note(same)
+    assert "a Ray driver started here needs RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in provision.python_note(same, "minor")
     differ = result(a=host("a", "3.11.2"), b=host("b", "3.11.9"))
-    note = provision.python_note(differ)
-    assert "3.11.2 on a; 3.11.9 on b" in note and "every node's ray start" in note
+    note = provision.python_note(differ, "minor")
+    assert "3.11.2 on a; 3.11.9 on b" in note and "they form one cluster" in note
+    assert "Ray will refuse" in provision.python_note(differ, "patch")
 
 
 def test_targets_are_the_named_remote_nodes(tmp_path):

@@ -39,6 +39,7 @@ remote:
   python_path: "{HOSTILE_PYTHON}"
   ray_command: '{HOSTILE_RAY}'
   conda_env: ""
+  python_version_match: patch
 deploy:
   exclude: ["data/", "*.log"]
 """
@@ -103,6 +104,7 @@ def test_every_value_reaches_the_inventory(home: Path) -> None:
     assert v["ray_node_python_path"] == HOSTILE_PYTHON
     assert v["ray_node_ray_command"] == HOSTILE_RAY
     assert v["ray_node_conda_env"] == ""
+    assert v["ray_node_python_version_match"] == "patch"
     assert v["sage_deploy_dest"] == "/srv/sage home"
     assert v["sage_deploy_exclude"][-2:] == ["data/", "*.log"]
     assert groups(inv)["sage_head"]["vars"]["ray_node_temp_dir"] == "/var/tmp/ray head"

@@ -367,3 +367,25 @@ def test_the_telling_line_of_a_failure() -> None:
     assert logic.telling_line(["one", "two  ", ""]) == "two"
     assert logic.telling_line([]) == "no output"
     assert len(logic.telling_line(["x" * 1000])) == 300
+
+
+def test_a_start_refuses_another_ray_release_found_beside_the_python(tmp_path: Path) -> None:
+    from ansible_collections.sage.cluster.plugins.module_utils.sage_env import installed_ray
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    assert installed_ray(str(python)) == []  # nothing found: not checked
+    assert logic.ray_drift("2.60.0", []) is None
+    (tmp_path / "env" / "lib" / "python3.11" / "site-packages" / "ray-2.58.0.dist-info").mkdir(parents=True)
+    found = installed_ray(str(python))
+    assert found == ["2.58.0"]
+    why = logic.ray_drift("2.60.0", found)
+    assert "another Ray (2.58.0) than the cluster (2.60.0" in why and "`sage cluster provision`" in why
+    assert logic.ray_drift("2.58.0", found) is None and logic.ray_drift("", found) is None
+
+
+def test_an_env_that_does_not_exist_yet_is_not_unwritable(tmp_path: Path) -> None:
+    # (A root-owned env, as the SSH user sees it: the rig test test_bare_hosts.)
+    from ansible_collections.sage.cluster.plugins.module_utils.sage_env import unwritable_env
+    (tmp_path / "env" / "bin").mkdir(parents=True)
+    assert unwritable_env(str(tmp_path / "env" / "bin" / "python")) is None
+    assert unwritable_env(str(tmp_path / "missing" / "bin" / "python")) is None  # provision makes that one

@@ -11,10 +11,12 @@ status costs. The result is the module's `sage` dict (RETURN in library/sage_ray
 the module builds it with (node_report). When the probe fails, or a running head's dashboard gives no table, the
 module runs instead. With python_path or ray_command `auto`, the probe reads what the module found on the node
 (module_utils/detect_env.py's cache, while its Python exists) and a head's snippet runs with that Python; without
-such a finding the module runs (and finds them). Every other state and query runs the module.
+such a finding the module runs (and finds them). Every other state and query runs the module; a start or restart
+gets the controller's Ray release as ray_version when none is given.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import shlex
 
 from ansible.module_utils.common.text.converters import to_bytes
@@ -22,6 +24,15 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 from ansible_collections.sage.cluster.plugins.module_utils import detect_env
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
+
+
+def controller_ray():
+    """This machine's Ray release: what a node must have to start (and what provision installs); "" without one
+    (an execution environment without Ray): then no node is checked."""
+    try:
+        return importlib.metadata.version("ray")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 class ActionModule(ActionBase):
@@ -40,7 +51,10 @@ class ActionModule(ActionBase):
                 if why := logic.head_without_gcs(params["node_type"], report):
                     result.update(failed=True, msg=why)
                 return result
-        return merge_hash(result, self._execute_module(task_vars=task_vars))
+        args = self._task.args
+        if checked.get("state") in ("start", "restart") and not args.get("ray_version"):
+            args = dict(args, ray_version=controller_ray())
+        return merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars))
 
     def _probe(self, logic, params):
         """A node's `sage` dict from the status probe, or None for the module to answer instead."""

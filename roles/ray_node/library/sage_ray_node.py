@@ -81,6 +81,20 @@ options:
       - Conda env name for CONDA_DEFAULT_ENV (CONDA_PREFIX is the env of O(python_path)); unset or empty for none.
       - With O(python_path=auto), the env looked for.
     type: str
+  python_version_match:
+    description:
+      - How alike the nodes' Pythons must be, as Ray's C(RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL) in the environment
+        of C(ray start) and so of everything it starts, job drivers included. V(minor) lets 3.11.2 and 3.11.7 form
+        one cluster; V(patch) is Ray's own default (the same patch release everywhere). Unset, Ray's default.
+    type: str
+    choices: [minor, patch]
+  ray_version:
+    description:
+      - The Ray release this node must have to start. A start on a node whose env (the C(ray-*.dist-info) beside
+        O(python_path), read without starting Python) holds another fails at once, naming both and
+        C(sage cluster provision). The action plugin fills in the controller's release when it is unset or empty;
+        a controller without Ray, or an env whose Ray is not found there, is not checked.
+    type: str
   node_ip:
     description: This node's address for Ray (--node-ip-address), an IP or a name resolved on the node.
     type: str
@@ -298,9 +312,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, cluster_summary, head_without_gcs, log_file, node_report, node_state, ray_processes,
-    read_record, resource_args, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
-from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
+    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, cluster_summary, head_without_gcs, log_file, node_report,
+    node_state, ray_drift, ray_processes, read_record, resource_args, start_argv, state_api_argv, state_api_input,
+    state_api_nodes, telling_line, terminate)
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import installed_ray, node_env, unwritable_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
 NODES_SNIPPET = r"""
@@ -369,6 +384,8 @@ class Node:
         else:  # explicit: Ray would turn auth on by itself if it found an old token file
             env["RAY_AUTH_MODE"] = "disabled"
             env.pop("RAY_AUTH_TOKEN", None)
+        if self.p["python_version_match"]:
+            env[PYTHON_MATCH_ENV] = self.p["python_version_match"]
         return env
 
     def run_python(self, *args):
@@ -452,6 +469,8 @@ class Node:
         if checks["python_path"]["ok"]:
             out, err = self.run_python("-c", VERSIONS_SNIPPET)
             checks["versions"] = json.loads(out) if err is None else {"error": err}
+            why = unwritable_env(p["python_path"])
+            checks["env_writable"] = {"ok": why is None, "detail": why or f"{os.path.dirname(os.path.dirname(p['python_path']))} is writable"}
         for key in ("temp_dir", "log_dir"):
             path = p[key]
             probe = path
@@ -526,6 +545,8 @@ class Node:
         if self.m.check_mode:
             return True, state
         self.check_executables()
+        if why := ray_drift(self.p["ray_version"], installed_ray(self.p["python_path"])):
+            self.fail(why)
         if self.p["node_type"] == "worker":
             self.check_head_reachable()
         if state["running"]:  # Ray from another cluster or config: replace it

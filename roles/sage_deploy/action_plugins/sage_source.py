@@ -7,7 +7,6 @@ problem fails the task, so nothing is copied; status and doctor pass strict: fal
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 from ansible_collections.sage.cluster.plugins.module_utils import source
@@ -29,6 +28,5 @@ class ActionModule(CheckedAction):
             return result
         result.update(revision=source.revision(args["src"], args["exclude"]),
                       packaging_revision=source.revision(args["src"], args["exclude"], only=source.PACKAGING),
-                      packaged=any((Path(args["src"]).expanduser() / f).is_file()
-                                   for f in ("pyproject.toml", "setup.py")))
+                      packaged=source.is_packaged(args["src"]))
         return result

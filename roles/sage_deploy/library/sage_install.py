@@ -95,7 +95,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
-from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env, unwritable_env
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env_lock import EnvLock
 from ansible_collections.sage.cluster.plugins.module_utils.sage_install_plan import plan, valid_install
 
@@ -158,6 +158,9 @@ def main():
     planned = plan(p, read_record(p["record"]))
     argv, key, needed, record, report = (planned[k] for k in ("argv", "key", "needed", "record", "report"))
     log_path, install, changed = report["log"], p["install"], planned["changed"]
+    # Before the lock (a file in the env) and before the check's "would run": pip's own Permission denied says less.
+    if needed and (why := unwritable_env(p["python_path"])):
+        module.fail_json(msg=why, sage={"deploy": dict(report, install="failed")})
     if module.check_mode or not needed:
         if changed and not module.check_mode:
             write_record(p["record"], record)

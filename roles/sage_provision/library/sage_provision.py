@@ -82,7 +82,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env, unwritable_env
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env_lock import EnvLock
 from ansible_collections.sage.cluster.plugins.module_utils.sage_provision import PROBE, report
 
@@ -137,7 +137,7 @@ def prepare(module, p, prefix):
     if error:
         module.fail_json(msg=error, sage={"provision": state})
     if found is not None:
-        writable_or_fail(module, prefix, state)
+        writable_or_fail(module, p, state)
         module.exit_json(changed=False, sage={"provision": state})
     base, what = base_python(p["python_version"])
     if base is None:
@@ -167,12 +167,9 @@ def prepare(module, p, prefix):
     module.exit_json(changed=True, sage={"provision": state})
 
 
-def writable_or_fail(module, prefix, state):
-    if state["needed"] and not os.access(prefix, os.W_OK):
-        owner = os.stat(prefix).st_uid
-        module.fail_json(msg=f"the env {prefix} is not writable by this user (its owner's uid is {owner}), so Ray "
-                             "cannot be installed there: make it the user's, point remote.python_path at an env of "
-                             "the user's own, or at a path where provision may make one", sage={"provision": state})
+def writable_or_fail(module, p, state):
+    if state["needed"] and (why := unwritable_env(p["python_path"])):
+        module.fail_json(msg=why, sage={"provision": state})
 
 
 def install(module, p, prefix):
@@ -181,7 +178,7 @@ def install(module, p, prefix):
         module.fail_json(msg=error, sage={"provision": state})
     if not state["needed"]:
         module.exit_json(changed=False, sage={"provision": state})
-    writable_or_fail(module, prefix, state)
+    writable_or_fail(module, p, state)
     if module.check_mode:
         module.exit_json(changed=True, sage={"provision": dict(state, summary="would " + state["summary"])})
     source = "wheels from the controller" if p["wheel_dir"] else "the node's index"

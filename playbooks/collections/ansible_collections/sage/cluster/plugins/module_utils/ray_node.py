@@ -33,6 +33,8 @@ ARGUMENT_SPEC = {
     "ray_command": dict(type="path"),
     "python_path": dict(type="path"),
     "conda_env": dict(type="str"),
+    "ray_version": dict(type="str"),
+    "python_version_match": dict(type="str", choices=["minor", "patch"]),
     "node_ip": dict(type="str"),
     "head_host": dict(type="str"),
     "head_port": dict(type="int"),
@@ -274,6 +276,21 @@ def node_state(procs):
         "gcs_port": int(port) if port.isdigit() else None,
         "pids": sorted(procs),
     }
+
+
+# Ray's own switch (check_version_info): "minor" lets nodes and drivers whose Python differs at the patch level meet.
+PYTHON_MATCH_ENV = "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL"
+# The words of a start refused for a Ray release that is not the cluster's; sage's summary keys on them.
+RAY_DRIFT = "has another Ray"
+
+
+def ray_drift(wanted, installed):
+    """Why a node whose env holds the Ray releases `installed` must not start in a cluster of `wanted`, or None
+    (nothing wanted, or nothing found to compare)."""
+    if not wanted or not installed or wanted in installed:
+        return None
+    return (f"this node {RAY_DRIFT} ({', '.join(installed)}) than the cluster ({wanted}, this machine's and the "
+            "head's): Ray refuses to mix releases. Fix: `sage cluster provision` gives it " + wanted)
 
 
 def head_without_gcs(node_type, state):

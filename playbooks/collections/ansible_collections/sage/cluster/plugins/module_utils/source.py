@@ -19,6 +19,11 @@ PACKAGING = ("pyproject.toml", "setup.py", "setup.cfg", "requirements.txt")
 SECRET_DIRS = ("~/.ssh", "~/.sage", "~/.ray")
 
 
+def is_packaged(src: str | os.PathLike) -> bool:
+    """Whether the source is a pip-installable project (deploy.install auto installs only then)."""
+    return any((Path(src).expanduser() / f).is_file() for f in ("pyproject.toml", "setup.py"))
+
+
 def problem(src: str | os.PathLike, key_path: str | None = None) -> str | None:
     """Why this directory must not be deployed, or None when it may."""
     path = Path(src).expanduser().resolve()
