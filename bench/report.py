@@ -230,10 +230,11 @@ Written by `python -m bench.bench` (see bench/README.md); the block below is rep
 """
 
 
-def write_doc(path: Path, block: str) -> None:
+def write_doc(path: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """The block (its markers begin and end included) in place of the doc's own, or added at its end."""
     text = path.read_text() if path.exists() else DOC_SKELETON
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,9 @@ The tests run in file order and share one cluster.
 """
 from __future__ import annotations
 
-import html
-import http.server
 import json
 import os
 import pwd
-import re
 import stat
 import subprocess
 import sys
@@ -28,6 +25,7 @@ import pytest
 from tests.conftest import Sage
 from tests.rig import Rig, controller_ray_version, ensure_wheels, installed_ray_version, rig_root, why_not_available
 from tests.rig.config import sage_config
+from tests.rig.index import serve_index
 
 pytestmark = pytest.mark.rig
 
@@ -54,22 +52,6 @@ TASK_ON_EVERY_NODE = textwrap.dedent("""
 """)
 
 
-def serve_index(wheels: Path, root: Path) -> http.server.ThreadingHTTPServer:
-    """A PEP 503 index of the wheels on 127.0.0.1 (a lab's mirror, as far as pip can tell)."""
-    (root / "files").symlink_to(wheels)
-    for wheel in sorted(wheels.glob("*.whl")):
-        name = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
-        page = root / "simple" / name
-        page.mkdir(parents=True, exist_ok=True)
-        with open(page / "index.html", "a") as fh:
-            fh.write(f'<a href="/files/{html.escape(wheel.name)}">{html.escape(wheel.name)}</a>\n')
-    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **kw)  # noqa: E731
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 class BareSage(Sage):
     """`sage` whose pip (the wheels it builds) uses this module's index only."""
 
@@ -88,7 +70,7 @@ def bare(tmp_path_factory):
     wheels = ensure_wheels()  # downloads once (outside a network namespace), then kept
     with Rig([*ALL, NEW], root=rig_root("bare-hosts"), user=USER, first_ip=80) as rig:
         server = serve_index(wheels, tmp_path_factory.mktemp("index"))
-        index = f"http://127.0.0.1:{server.server_address[1]}/simple/"
+        index = server.index_url
         for name in [*ALL, NEW]:
             rig.allow_password(name, PASSWORD, keys=name not in ("b-w1", NEW))
             if name == OFFLINE:
