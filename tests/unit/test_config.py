@@ -28,11 +28,13 @@ def test_guide_example_loads_with_the_guides_values(home: Path) -> None:
     # The guide's keys, and Ray's resources left to Ray (the guide sets none).
     no_resources = {"num_cpus": None, "num_gpus": None, "memory": None, "object_store_memory": None,
                     "resources": {}, "labels": {}}
-    # The head's own env keys are null: the head takes remote.*'s.
+    # The head's own env keys are null: the head takes remote.*'s. Fault tolerance is off.
+    no_fault_tolerance = {"fault_tolerance": "none", "gcs_storage_dir": "~/.sage/gcs", "redis_address": None,
+                          "redis_password_file": None, "gcs_reconnect_timeout": 600}
     assert cfg["head"] == {"host": "base-sage", "head_port": 6379, "dashboard_port": 8265,
                            "dashboard_host": "0.0.0.0", "temp_dir": "/tmp/ray_head",
                            "log_dir": "/tmp/sage_head_logs", "conda_env": None, "python_path": None,
-                           "ray_command": None, **no_resources}
+                           "ray_command": None, **no_resources, **no_fault_tolerance}
     assert cfg["worker"] == {"bind_host": "localhost", "temp_dir": "/tmp/ray_worker",
                              "log_dir": "/tmp/sage_worker_logs", **no_resources}
     assert cfg.workers == [Endpoint("sage2", 22), Endpoint("sage4", 22)]
