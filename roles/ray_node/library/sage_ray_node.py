@@ -156,7 +156,8 @@ options:
         Redis at O(redis_address) (needs O(redis_address)). Both need O(gcs_namespace) and O(gcs_reconnect_timeout).
       - On, O(state=start) on a head whose GCS is gone (its raylet or dashboard left, or nothing left) ends what is
         left of its Ray and starts it on the same store; a worker whose raylet still runs on the head's address is
-        left alone while it reconnects. A head's O(state=stop) marks its store to be emptied on the next start.
+        left alone while it reconnects. A head's start writes C(~/.sage/ray_head_started) and its stop removes it:
+        a start without it (a stopped cluster, or the first) empties the store first.
       - On a worker, its raylet waits O(gcs_reconnect_timeout) seconds for a lost head.
       - Unset, V(none).
     type: str
@@ -336,7 +337,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, STOPPED_MARKER, cluster_summary, fault_tolerance_env, head_without_gcs, log_file,
+    ARGUMENT_RULES, ARGUMENT_SPEC, STARTED_MARKER, cluster_summary, fault_tolerance_env, head_without_gcs, log_file,
     node_report, node_state, ray_processes, read_record, redis_args, redis_ping, resource_args, start_argv,
     state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
@@ -601,10 +602,12 @@ class Node:
         self.check_executables()
         if self.p["node_type"] == "worker":
             self.check_head_reachable()
-        else:
-            self.prepare_store()
+            if state["pids"]:
+                self.note = ("its Ray was not part of the cluster (a new head does not know it): restarted, its "
+                             "tasks and actors lost")
+        elif self.prepare_store():
+            self.note = self.lost_head_note()
         if state["pids"]:  # Ray from another cluster or config, or what is left of a lost head: replace it
-            self.note = self.replaced(state)
             self.stop(state)
         # A worker whose head dies meanwhile (the head's own start failed, or it was stopped) gives up within a
         # second, where Ray would retry for a minute or more.
@@ -614,30 +617,33 @@ class Node:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
             reason = telling_line(self.tail(40))
             self.fail(f"ray start failed ({cut or f'exit {rc}'}): {reason} (log: {self.log_file})")
+        if self.p["node_type"] == "head":
+            self.mark_started(True)
         return True, current_state()
 
-    def replaced(self, state):
-        """What a start says of the Ray it found here and ends."""
-        if self.p["node_type"] == "worker":
-            return "its Ray was not part of the cluster (a new head does not know it): restarted, its tasks and actors lost"
-        if self.p["fault_tolerance"] == "none":
-            return "what was left of the head's Ray ended; a new cluster started (fault tolerance off: the workers restart)"
-        return (f"healed: what was left of the head's Ray ended, the head started again on its store "
-                f"({self.p['fault_tolerance']}); the workers reconnect")
+    def lost_head_note(self):
+        """What a start says of a head that was lost, not stopped."""
+        mode = self.p["fault_tolerance"]
+        if mode == "none":
+            return ("the head was lost (not stopped): a new cluster started (fault tolerance off: the workers "
+                    "restart, their tasks and actors lost)")
+        return (f"healed: the head was lost (not stopped); what was left of its Ray ended, it started again on its "
+                f"store ({mode}); the workers reconnect")
 
     def prepare_store(self):
-        """Before a head starts: a stopped cluster's store is emptied (the stop left STOPPED_MARKER), and the local
-        store's directory is there, 0700. A head found dead keeps its store: the heal restarts the GCS on it."""
-        p, marker = self.p, os.path.expanduser(STOPPED_MARKER)
-        if os.path.exists(marker):
-            if p["fault_tolerance"] == "local":
-                shutil.rmtree(p["gcs_storage_dir"], ignore_errors=True)
-            elif p["fault_tolerance"] == "redis":
-                self.clear_redis()
-            os.remove(marker)
+        """Before a head starts: whether it was lost (STARTED_MARKER is there) rather than stopped. A lost head keeps
+        its store, for the heal; a stopped cluster's store is emptied, so it never comes back half remembered. The
+        local store's directory is made 0700."""
+        p = self.p
+        lost = os.path.exists(os.path.expanduser(STARTED_MARKER))
+        if not lost and p["fault_tolerance"] == "local":
+            shutil.rmtree(p["gcs_storage_dir"], ignore_errors=True)
+        elif not lost and p["fault_tolerance"] == "redis":
+            self.clear_redis()
         if p["fault_tolerance"] == "local":
             os.makedirs(p["gcs_storage_dir"], mode=0o700, exist_ok=True)
             os.chmod(p["gcs_storage_dir"], 0o700)
+        return lost
 
     def clear_redis(self):
         p = self.p
@@ -649,13 +655,16 @@ class Node:
             self.fail(f"cannot empty the stopped cluster's store in Redis {p['redis_address']}: "
                       f"{telling_line(proc.stderr.splitlines())}")
 
-    def mark_stopped(self):
-        """A head's stop: its store is emptied on the next start (a stopped cluster never comes back half
-        remembered)."""
-        marker = os.path.expanduser(STOPPED_MARKER)
-        os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
-        with open(marker, "w"):
-            pass
+    @staticmethod
+    def mark_started(started):
+        """A head's start writes STARTED_MARKER, its stop removes it."""
+        marker = os.path.expanduser(STARTED_MARKER)
+        if started:
+            os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+            with open(marker, "w"):
+                pass
+        elif os.path.exists(marker):
+            os.remove(marker)
 
     def stop(self, state):
         if not state["pids"]:
@@ -709,11 +718,13 @@ def main():
     if want in ("stop", "restart"):
         changed, state = node.stop(state)
         if p["node_type"] == "head" and not module.check_mode:
-            node.mark_stopped()
+            node.mark_started(False)
     if want in ("start", "restart"):
         token_changed = node.install_token()
         if token_changed and state["running"] and not module.check_mode:
             _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
+            if p["node_type"] == "head":
+                node.mark_started(False)  # a clean restart, not a heal
         started, state = node.start(state)
         changed = changed or started or token_changed
     if query == "status" and (why := head_without_gcs(p["node_type"], state)):

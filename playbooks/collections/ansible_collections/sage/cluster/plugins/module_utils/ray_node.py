@@ -80,9 +80,10 @@ ARGUMENT_RULES = {
         ["fault_tolerance", "redis", ["redis_address", "gcs_namespace", "gcs_reconnect_timeout"]],
     ],
 }
-# Written by a head's stop, read by its next start: a stopped cluster starts on an empty store, never half
-# remembered. (A head found dead or half dead by a start was not stopped: its store is what the heal needs.)
-STOPPED_MARKER = "~/.sage/gcs_stopped"
+# Written by a head's start, removed by its stop. A head found not running while it is there was lost, not
+# stopped: a start heals it on its store. Without it the store is a stopped cluster's (or none), emptied before
+# the start, so that a stopped cluster never comes back half remembered.
+STARTED_MARKER = "~/.sage/ray_head_started"
 
 
 def is_ray(argv):
