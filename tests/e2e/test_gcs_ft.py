@@ -1,6 +1,6 @@
 """Failure drills of GCS fault tolerance (head.fault_tolerance): the head lost, the workers kept.
 
-One rig (ft-head, ft-w1, ft-w2 on 127.0.0.140-142, Ray on 6395) and one cluster, reused across the drills: each
+One rig (ft-head, ft-w1, ft-w2 on 127.0.0.140-142, Ray on 6397) and one cluster, reused across the drills: each
 drill brings it to the mode it needs (a clean stop and start only when the mode changes; pytest groups the drills
 by the module's `mode`). The Redis is Debian's redis-server, started here on loopback with a password.
 """
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.rig
 
 HEAD, WORKERS = "ft-head", ["ft-w1", "ft-w2"]
 ALL = [HEAD, *WORKERS]
-PORT = 6395
+PORT = 6397
 REDIS_SERVER = "/usr/bin/redis-server"
-REDIS_PORT = 16395
+REDIS_PORT = 16397
 REDIS_PASSWORD = "drill-redis-secret-7c1f"
 # The drill that outlasts the workers' wait sets this one; the others keep the default (600 s): a heal on a rig
 # whose 2 cores other runs share took over 40 s.
@@ -111,7 +111,7 @@ def bring_up(s: Sage, rig, mode: str, redis_address: str | None = None, reconnec
     if s.mode != (mode, reconnect_timeout):
         if s.mode is not None:
             s("cluster", "stop", check=True, timeout=300)
-        s.config.write_text(sage_config(rig, HEAD, WORKERS, head_port=PORT, dashboard_port=8295,
+        s.config.write_text(sage_config(rig, HEAD, WORKERS, head_port=PORT, dashboard_port=8297,
                                         comment=f"GCS fault tolerance drills: {mode}", head=head))
         s.mode = (mode, reconnect_timeout)
     s("cluster", "start", check=True, timeout=600)

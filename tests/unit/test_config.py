@@ -262,6 +262,11 @@ BROKEN = [
     ("head-ray-command-integer", "head:\n  ray_command: 5\n", 2, "head.ray_command"),
     ("head-conda-env-bad", 'head:\n  conda_env: "my env"\n', 2, "head.conda_env"),
     ("python-path-auto-typo", "remote:\n  python_path: autodetect\n", 2, "remote.python_path"),
+    ("fault-tolerance-unknown", "head:\n  fault_tolerance: etcd\n", 2, "head.fault_tolerance"),
+    ("fault-tolerance-redis-without-address", "head:\n  fault_tolerance: redis\n", 2, "head.redis_address"),
+    ("redis-address-without-port", "head:\n  redis_address: redis://r1\n", 2, "head.redis_address"),
+    ("gcs-storage-dir-relative", "head:\n  gcs_storage_dir: gcs\n", 2, "head.gcs_storage_dir"),
+    ("gcs-reconnect-timeout-zero", "head:\n  gcs_reconnect_timeout: 0\n", 2, "head.gcs_reconnect_timeout"),
 ]
 assert len(BROKEN) >= 30 and len({case[0] for case in BROKEN}) == len(BROKEN)
 
@@ -581,3 +586,28 @@ def test_bad_scale_argument_fails_fast(cli: dict, name: str) -> None:
     # SSH timeout (generous bound: all of this module's runs start at once on a possibly busy machine).
     assert not (cli["home"] / ".sage" / "runs").exists()
     assert proc.duration < 30, f"took {proc.duration:.1f}s"
+
+
+# ---------------------------------------------------------------- GCS fault tolerance
+
+
+@pytest.mark.parametrize("address", ["r1:6379", "redis://r1.example.com:6379", "rediss://10.0.0.5:6380",
+                                     "[::1]:6379"])
+def test_redis_addresses_ray_takes_are_taken(address: str) -> None:
+    cfg = config.parse(f"head:\n  fault_tolerance: redis\n  redis_address: \"{address}\"\n", Path("c.yaml"))
+    assert cfg["head"]["redis_address"] == address
+
+
+def test_a_redis_password_file_others_can_read_is_refused(home: Path) -> None:
+    from sage_cluster import security
+    secret = write(home / "redis_password", "s3cret\n")
+    path = write(home / "c.yaml", f"head:\n  fault_tolerance: redis\n  redis_address: r1:6379\n"
+                                  f"  redis_password_file: {secret}\n")
+    cfg = config.load(path)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        security.check_redis_password_file(cfg)
+    check_error_line(str(err.value), path, 4, "head.redis_password_file")
+    assert "chmod 600" in str(err.value) and "s3cret" not in str(err.value)
+    secret.chmod(0o600)
+    security.check_redis_password_file(cfg)

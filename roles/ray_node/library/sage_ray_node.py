@@ -156,7 +156,7 @@ options:
         Redis at O(redis_address) (needs O(redis_address)). Both need O(gcs_namespace) and O(gcs_reconnect_timeout).
       - On, O(state=start) on a head whose GCS is gone (its raylet or dashboard left, or nothing left) ends what is
         left of its Ray and starts it on the same store; a worker whose raylet still runs on the head's address is
-        left alone while it reconnects. A head's start writes C(~/.sage/ray_head_started) and its stop removes it:
+        left alone while it reconnects. A head's start writes C(~/.sage/ray_head_started) and its stop removes it;
         a start without it (a stopped cluster, or the first) empties the store first.
       - On a worker, its raylet waits O(gcs_reconnect_timeout) seconds for a lost head.
       - Unset, V(none).
