@@ -385,7 +385,7 @@ def test_fault_tolerance_off_leaves_rays_env_and_argv_alone() -> None:
 def test_the_head_keeps_its_tables_where_the_mode_says_and_the_workers_wait() -> None:
     local = dict(FT_HEAD, fault_tolerance="local")
     assert logic.fault_tolerance_env(local) == {"RAY_gcs_storage": "rocksdb",
-                                                "RAY_gcs_storage_path": "/home/sage/.sage/gcs",
+                                                "RAY_gcs_storage_path": "/home/sage/.sage/gcs/rocksdb",
                                                 "RAY_external_storage_namespace": "sage-h-6379"}
     assert logic.redis_args(local) == []
     redis = dict(FT_HEAD, fault_tolerance="redis")

@@ -163,7 +163,9 @@ options:
     type: str
     choices: [none, local, redis]
   gcs_storage_dir:
-    description: With O(fault_tolerance=local), the store's directory on the head (RAY_gcs_storage_path), made 0700.
+    description:
+      - With O(fault_tolerance=local), the store's directory on the head, made 0700; Ray's store is its C(rocksdb)
+        directory (RAY_gcs_storage_path), the only thing a start of a stopped cluster empties.
     type: path
   redis_address:
     description: With O(fault_tolerance=redis), the Redis (RAY_REDIS_ADDRESS), C(host:port), C(redis://host:port) or C(rediss://host:port).
@@ -338,8 +340,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     ARGUMENT_RULES, ARGUMENT_SPEC, STARTED_MARKER, cluster_summary, fault_tolerance_env, head_without_gcs, log_file,
-    node_report, node_state, ray_processes, read_record, redis_args, redis_ping, resource_args, start_argv,
-    state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
+    node_report, node_state, ray_processes, read_record, redis_args, redis_ping, resource_args, rocksdb_path,
+    start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -605,7 +607,7 @@ class Node:
             if state["pids"]:
                 self.note = ("its Ray was not part of the cluster (a new head does not know it): restarted, its "
                              "tasks and actors lost")
-        elif self.prepare_store():
+        elif self.prepare_store(state):
             self.note = self.lost_head_note()
         if state["pids"]:  # Ray from another cluster or config, or what is left of a lost head: replace it
             self.stop(state)
@@ -630,18 +632,18 @@ class Node:
         return (f"healed: the head was lost (not stopped); what was left of its Ray ended, it started again on its "
                 f"store ({mode}); the workers reconnect")
 
-    def prepare_store(self):
-        """Before a head starts: whether it was lost (STARTED_MARKER is there) rather than stopped. A lost head keeps
-        its store, for the heal; a stopped cluster's store is emptied, so it never comes back half remembered. The
-        local store's directory is made 0700."""
+    def prepare_store(self, state):
+        """Before a head starts: whether it was lost rather than stopped (STARTED_MARKER is there and no GCS runs; a
+        GCS on another port is another config's). A lost head keeps its store, for the heal; a stopped cluster's
+        store is emptied, so it never comes back half remembered. The local store's directory is made 0700."""
         p = self.p
-        lost = os.path.exists(os.path.expanduser(STARTED_MARKER))
+        lost = os.path.exists(os.path.expanduser(STARTED_MARKER)) and state["gcs_port"] is None
         if not lost and p["fault_tolerance"] == "local":
-            shutil.rmtree(p["gcs_storage_dir"], ignore_errors=True)
+            shutil.rmtree(rocksdb_path(p), ignore_errors=True)
         elif not lost and p["fault_tolerance"] == "redis":
             self.clear_redis()
         if p["fault_tolerance"] == "local":
-            os.makedirs(p["gcs_storage_dir"], mode=0o700, exist_ok=True)
+            os.makedirs(rocksdb_path(p), mode=0o700, exist_ok=True)
             os.chmod(p["gcs_storage_dir"], 0o700)
         return lost
 

@@ -334,10 +334,16 @@ def fault_tolerance_env(params):
         return {"RAY_gcs_rpc_server_reconnect_timeout_s": str(params["gcs_reconnect_timeout"])}
     env = {"RAY_external_storage_namespace": params["gcs_namespace"]}
     if mode == "local":
-        env.update(RAY_gcs_storage="rocksdb", RAY_gcs_storage_path=params["gcs_storage_dir"])
+        env.update(RAY_gcs_storage="rocksdb", RAY_gcs_storage_path=rocksdb_path(params))
     else:
         env["RAY_REDIS_ADDRESS"] = params["redis_address"]
     return env
+
+
+def rocksdb_path(params):
+    """The local store's own directory, inside gcs_storage_dir: the one a clean start empties (never the directory
+    the config names, which may hold other things)."""
+    return os.path.join(params["gcs_storage_dir"], "rocksdb")
 
 
 def fault_tolerance_store(params):
