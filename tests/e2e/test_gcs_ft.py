@@ -6,12 +6,11 @@ by the module's `mode`). The Redis is Debian's redis-server, started here on loo
 """
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -172,6 +171,15 @@ def test_a_killed_gcs_is_healed_and_the_workers_keep_their_actors(user, frig, mo
 def test_a_head_that_lost_every_ray_process_is_healed(user, frig, mode, redis):
     s = bring_up(user, frig, mode, redis)
     heal_keeps_the_workers(s, frig, ["pkill", "-9", "-u", frig.user, "-f", "ray"], "every Ray process killed")
+
+
+def test_doctor_checks_the_store_from_the_head_and_warns_of_drivers_there(user, frig, mode, redis):
+    s = bring_up(user, frig, mode, redis)
+    proc = s("cluster", "doctor", "--json")
+    rows = [r for r in json.loads(proc.stdout)["checks"] if r["check"] == "gcs store"]
+    assert [(r["host"], r["ok"]) for r in rows] == [(HEAD, True)], rows
+    assert ("answers PING" if mode == "redis" else "/.sage/gcs") in rows[0]["detail"]
+    assert "job drivers run on the head" in proc.stderr
 
 
 def test_the_redis_password_stays_out_of_what_sage_shows_and_keeps(user, frig, mode, redis):
