@@ -173,6 +173,15 @@ def test_a_head_that_lost_every_ray_process_is_healed(user, frig, mode, redis):
     heal_keeps_the_workers(s, frig, ["pkill", "-9", "-u", frig.user, "-f", "ray"], "every Ray process killed")
 
 
+def test_a_restarted_cluster_starts_on_an_empty_store(user, frig, mode, redis):
+    s = bring_up(user, frig, mode, redis)
+    s("cluster", "restart", check=True, timeout=600)
+    _, status = s.json("cluster", "status")
+    # A store kept across the stop would bring back the old nodes, dead, beside the new ones.
+    assert sorted(n["node_ip"] for n in status["cluster"]["nodes"]) == sorted(frig.host(n).ip for n in ALL), status
+    assert all(n["alive"] for n in status["cluster"]["nodes"])
+
+
 def test_doctor_checks_the_store_from_the_head_and_warns_of_drivers_there(user, frig, mode, redis):
     s = bring_up(user, frig, mode, redis)
     proc = s("cluster", "doctor", "--json")
