@@ -18,13 +18,13 @@ from sage_cluster import config, inventory, security  # noqa: E402
 def main(argv: list[str]) -> int:
     try:
         cfg = config.load()
+        # ansible-playbook runs this source before it acts: make the token and known_hosts dir the run needs.
+        security.prepare_controller(cfg)
     except config.ConfigError as exc:
         print(f"sage inventory: {exc}", file=sys.stderr)
         return 2
     for line in cfg.warnings:
         print(f"sage inventory: warning: {line}", file=sys.stderr)
-    # ansible-playbook runs this source before it acts: make the token and known_hosts dir the run needs.
-    security.prepare_controller(cfg)
     data = inventory.as_script_json(inventory.build(cfg))
     if len(argv) > 1 and argv[1] == "--host":
         print(json.dumps(data["_meta"]["hostvars"].get(argv[2] if len(argv) > 2 else "", {})))

@@ -34,6 +34,9 @@ SSH_WORKERS_KEY = "ssh.workers"
 AUTO = "auto"
 # Sections of SAGE's own services in its config/cluster.yaml: theirs, not this tool's.
 SAGE_SECTIONS = ("daemon", "jobmanager", "output", "monitor")
+# head.fault_tolerance: where the GCS keeps its tables so that a restarted head takes its cluster back (none: in
+# its memory, lost with it).
+FAULT_TOLERANCE = ("none", "local", "redis")
 
 
 class ConfigError(Exception):
@@ -45,8 +48,8 @@ class Key:
     section: str
     name: str
     default: Any
-    kind: str  # host | bind_host | port | timeout | abs_path | env_path | local_path | text | choice | list | install
-    #            | RAY_KINDS
+    kind: str  # host | bind_host | port | timeout | abs_path | node_path | env_path | local_path | text | choice | list
+    #            | install | redis_address | RAY_KINDS
     help: str
     choices: tuple[str, ...] = ()
     example: str = ""  # shown in the fix of a mistake, where the default is no example
@@ -115,6 +118,19 @@ SCHEMA: tuple[Key, ...] = (
     Key("head", "ray_command", None, "env_path",
         'the head\'s own ray executable (null = remote.ray_command; "" or auto = detect)', inherits="remote"),
     *_ray_keys("head", "the head"),
+    Key("head", "fault_tolerance", "none", "choice",
+        "GCS fault tolerance: none (a lost head ends the cluster) | local (Ray's store on the head's disk, "
+        "gcs_storage_dir) | redis (an external Redis, redis_address); on: `sage cluster start` heals a lost head "
+        "and the workers wait for it", FAULT_TOLERANCE),
+    Key("head", "gcs_storage_dir", "~/.sage/gcs", "node_path",
+        "fault_tolerance local: the GCS store's directory on the head (~ = the SSH user's home there)"),
+    Key("head", "redis_address", None, "redis_address",
+        "fault_tolerance redis: host:port, redis://host:port or rediss://host:port (TLS), as the head reaches it",
+        example="redis.example.com:6379"),
+    Key("head", "redis_password_file", None, "local_path",
+        "fault_tolerance redis: a file on this machine (mode 0600) holding Redis's password (null = none)"),
+    Key("head", "gcs_reconnect_timeout", 600, "timeout",
+        "fault tolerance on: how long workers wait for a lost head, seconds (off: Ray's own 60)"),
     Key("worker", "bind_host", "localhost", "bind_host",
         'IP a worker binds to; "localhost" means: use the worker\'s own host name'),
     Key("worker", "temp_dir", "/tmp/ray_worker", "abs_path", "Ray temp dir on workers"),
@@ -158,6 +174,8 @@ WORKERS_HELP = ("EXAMPLE hosts, replace them (\"\" or no line: no workers). Work
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+# What Ray's RAY_REDIS_ADDRESS takes (ray._private.services.get_address): host:port, with redis:// or rediss://.
+_REDIS_ADDRESS = re.compile(rf"(?:rediss?://)?(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\]):[0-9]{{1,5}}")
 
 
 @dataclass(frozen=True)
@@ -450,6 +468,9 @@ def parse(text: str, path: Path) -> Config:
     cfg = Config(values=values, workers=workers, path=path, warnings=warnings, lines=lines,
                  worker_overrides=overrides, workers_keys=tuple(lists), notes=notes)
     _check_cluster(cfg, wheres, f"Fix: remove it from {cfg.workers_key}, or make it a worker and name another head.")
+    if values["head"]["fault_tolerance"] == "redis" and values["head"]["redis_address"] is None:
+        raise ConfigError(f"{cfg.where('head.fault_tolerance')} = 'redis' needs head.redis_address. Fix: set it, "
+                          f"e.g. redis_address: {KEYS[('head', 'redis_address')].example}.")
     return cfg
 
 
@@ -520,6 +541,8 @@ def check_value(key: Key, value: Any, where: str) -> Any:
         return AUTO  # SAGE's "leave empty to detect": found on each node
     if value is None and key.name == "conda_env":
         return ""  # `conda_env:` with no value: no conda env, like ""
+    if value is None and key.default is None:
+        return None  # an optional value left unset
     if value is None or (isinstance(value, str) and not value.strip() and key.name != "conda_env"):
         raise ConfigError(f"{label} is empty. Fix: set it, or delete the line to use the default "
                           f"({_show(key.default)}).")
@@ -560,6 +583,12 @@ def check_value(key: Key, value: Any, where: str) -> Any:
                           "Fix: use a path without spaces or quotes.")
     elif key.kind == "abs_path" and not value.startswith("/"):
         raise ConfigError(f"{label} = {value!r} must be an absolute path. Fix: start it with /.")
+    elif key.kind == "node_path" and not value.startswith(("/", "~/")):
+        raise ConfigError(f"{label} = {value!r} must be an absolute path or one in the SSH user's home there. "
+                          f"Fix: start it with / or ~/, e.g. {key.default}.")
+    elif key.kind == "redis_address" and not _REDIS_ADDRESS.fullmatch(value):
+        raise ConfigError(f"{label} = {value!r} is not a Redis address. Fix: write host:port, redis://host:port "
+                          f"or rediss://host:port, e.g. {key.example}.")
     elif key.kind == "env_path" and not value.startswith("/"):
         raise ConfigError(f"{label} = {value!r} must be an absolute path or auto. Fix: start it with /, or write "
                           "auto (or \"\") to detect it on each node.")

@@ -16,7 +16,7 @@ import yaml
 from sage_cluster import ansible_root
 from sage_cluster import source
 from sage_cluster.config import AUTO, RAY_KEYS, Config, Endpoint, is_this_machine
-from sage_cluster.security import token_enabled, token_path
+from sage_cluster.security import redis_password_path, token_enabled, token_path
 
 
 def role_vars(cfg: Config) -> dict[str, Any]:
@@ -41,6 +41,12 @@ def role_vars(cfg: Config) -> dict[str, Any]:
         "sage_deploy_conda_env": remote["conda_env"],
         # Named, not made: prepare_controller() makes it before a run (security.py).
         "ray_node_auth_token_file": str(token_path()) if token_enabled(cfg) else "",
+        # Every node's: the head keeps the GCS's tables, the workers wait for a lost head.
+        "ray_node_fault_tolerance": head["fault_tolerance"],
+        "ray_node_gcs_storage_dir": head["gcs_storage_dir"],
+        "ray_node_redis_address": head["redis_address"] or "",
+        "ray_node_redis_password_file": str(redis_password_path(cfg) or ""),
+        "ray_node_gcs_reconnect_timeout": head["gcs_reconnect_timeout"],
     }
 
 

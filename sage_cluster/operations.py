@@ -301,6 +301,10 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
                 f"{detail.partition(' and ')[0]}, read-only to {user}: fine, deploy.install installs nothing", fix)
         for key in ("temp_dir", "log_dir"):
             row(host, key, d[key]["ok"], d[key]["detail"], f"make it writable for {user}, or change the config")
+        if store := d.get("gcs_store"):
+            row(host, "gcs store", store["ok"], store["detail"],
+                "make head.gcs_storage_dir writable for the SSH user" if cfg["head"]["fault_tolerance"] == "local"
+                else "check head.redis_address and head.redis_password_file, and that the head reaches Redis")
         for port, state in (d.get("ports") or {}).items():
             row(host, f"port {port}", state["ok"], state["detail"],
                 f"see what holds it (`ss -ltnp | grep :{port}`) or choose another port in head.*")
@@ -310,4 +314,9 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
         if (deployed := h.data.get("deploy")) is not None:
             row(host, "deploy", not deployed["stale"] and deployed["install_ok"] is not False,
                 report.deployed_text(deployed), "run `sage cluster deploy`; its summary gives each node's reason")
+    if cfg["head"]["fault_tolerance"] != "none":
+        report.warn("fault tolerance keeps the workers' tasks and actors through a lost head, not the head's own: "
+                    "job drivers run on the head by default and die with it (Ray's rule); a job that asks for an "
+                    "entrypoint resource only workers have (worker.resources, `sage job submit "
+                    "--entrypoint-resources K=V`) runs its driver on a worker.")
     return cfg, result, rows

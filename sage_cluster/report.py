@@ -45,7 +45,10 @@ def summary(result: RunResult, title: str) -> str:
         rows.append(["(no hosts)", "", ""])
     verdict = "interrupted" if result.interrupted else ("done" if result.ok else "FAILED on some hosts")
     head = f"{title}: {verdict} in {result.seconds:.1f}s"
-    return head + "\n" + table(rows, ["HOST", "RESULT", *(["INSTALL"] if installs else []), "ERROR"])
+    # What a start found and did beyond starting (a head healed, a worker restarted: what was lost).
+    notes = [f"{name}: {result.hosts[name].data['note']}" for name in sorted(result.hosts)
+             if result.hosts[name].data.get("note")]
+    return "\n".join([head, table(rows, ["HOST", "RESULT", *(["INSTALL"] if installs else []), "ERROR"]), *notes])
 
 
 def node_rows(result: RunResult) -> list[list[str]]:
@@ -60,6 +63,12 @@ def node_rows(result: RunResult) -> list[list[str]]:
         rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", node_resources(d),
                      deployed_text(d.get("deploy")), h.error])
     return rows
+
+
+def fault_tolerance_text(store: dict[str, Any]) -> str:
+    """The head's fault tolerance in words: where the GCS keeps its tables."""
+    return (f"Fault tolerance: {store['mode']}, the GCS's tables in {store['store']} (namespace {store['namespace']}): "
+            "a lost head is healed by `sage cluster start`, the workers wait for it")
 
 
 def deployed_text(deploy: dict[str, Any] | None) -> str:

@@ -118,6 +118,8 @@ def status(invocation: Invocation) -> None:
         for h in result.hosts.values():
             if h.data.get("dashboard_url") and h.data.get("running"):
                 click.echo(f"Dashboard: {h.data['dashboard_url']}")
+            if h.data.get("fault_tolerance"):
+                click.echo(report.fault_tolerance_text(h.data["fault_tolerance"]))
     code = exit_code(result)
     sys.exit(code if code else (0 if health["healthy"] else EXIT_FAILED))
 

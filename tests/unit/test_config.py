@@ -28,11 +28,13 @@ def test_guide_example_loads_with_the_guides_values(home: Path) -> None:
     # The guide's keys, and Ray's resources left to Ray (the guide sets none).
     no_resources = {"num_cpus": None, "num_gpus": None, "memory": None, "object_store_memory": None,
                     "resources": {}, "labels": {}}
-    # The head's own env keys are null: the head takes remote.*'s.
+    # The head's own env keys are null: the head takes remote.*'s. Fault tolerance is off.
+    no_fault_tolerance = {"fault_tolerance": "none", "gcs_storage_dir": "~/.sage/gcs", "redis_address": None,
+                          "redis_password_file": None, "gcs_reconnect_timeout": 600}
     assert cfg["head"] == {"host": "base-sage", "head_port": 6379, "dashboard_port": 8265,
                            "dashboard_host": "0.0.0.0", "temp_dir": "/tmp/ray_head",
                            "log_dir": "/tmp/sage_head_logs", "conda_env": None, "python_path": None,
-                           "ray_command": None, **no_resources}
+                           "ray_command": None, **no_resources, **no_fault_tolerance}
     assert cfg["worker"] == {"bind_host": "localhost", "temp_dir": "/tmp/ray_worker",
                              "log_dir": "/tmp/sage_worker_logs", **no_resources}
     assert cfg.workers == [Endpoint("sage2", 22), Endpoint("sage4", 22)]
@@ -260,6 +262,11 @@ BROKEN = [
     ("head-ray-command-integer", "head:\n  ray_command: 5\n", 2, "head.ray_command"),
     ("head-conda-env-bad", 'head:\n  conda_env: "my env"\n', 2, "head.conda_env"),
     ("python-path-auto-typo", "remote:\n  python_path: autodetect\n", 2, "remote.python_path"),
+    ("fault-tolerance-unknown", "head:\n  fault_tolerance: etcd\n", 2, "head.fault_tolerance"),
+    ("fault-tolerance-redis-without-address", "head:\n  fault_tolerance: redis\n", 2, "head.redis_address"),
+    ("redis-address-without-port", "head:\n  redis_address: redis://r1\n", 2, "head.redis_address"),
+    ("gcs-storage-dir-relative", "head:\n  gcs_storage_dir: gcs\n", 2, "head.gcs_storage_dir"),
+    ("gcs-reconnect-timeout-zero", "head:\n  gcs_reconnect_timeout: 0\n", 2, "head.gcs_reconnect_timeout"),
 ]
 assert len(BROKEN) >= 30 and len({case[0] for case in BROKEN}) == len(BROKEN)
 
@@ -579,3 +586,28 @@ def test_bad_scale_argument_fails_fast(cli: dict, name: str) -> None:
     # SSH timeout (generous bound: all of this module's runs start at once on a possibly busy machine).
     assert not (cli["home"] / ".sage" / "runs").exists()
     assert proc.duration < 30, f"took {proc.duration:.1f}s"
+
+
+# ---------------------------------------------------------------- GCS fault tolerance
+
+
+@pytest.mark.parametrize("address", ["r1:6379", "redis://r1.example.com:6379", "rediss://10.0.0.5:6380",
+                                     "[::1]:6379"])
+def test_redis_addresses_ray_takes_are_taken(address: str) -> None:
+    cfg = config.parse(f"head:\n  fault_tolerance: redis\n  redis_address: \"{address}\"\n", Path("c.yaml"))
+    assert cfg["head"]["redis_address"] == address
+
+
+def test_a_redis_password_file_others_can_read_is_refused(home: Path) -> None:
+    from sage_cluster import security
+    secret = write(home / "redis_password", "s3cret\n")
+    path = write(home / "c.yaml", f"head:\n  fault_tolerance: redis\n  redis_address: r1:6379\n"
+                                  f"  redis_password_file: {secret}\n")
+    cfg = config.load(path)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        security.check_redis_password_file(cfg)
+    check_error_line(str(err.value), path, 4, "head.redis_password_file")
+    assert "chmod 600" in str(err.value) and "s3cret" not in str(err.value)
+    secret.chmod(0o600)
+    security.check_redis_password_file(cfg)

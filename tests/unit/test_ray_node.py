@@ -389,3 +389,65 @@ def test_an_env_that_does_not_exist_yet_is_not_unwritable(tmp_path: Path) -> Non
     (tmp_path / "env" / "bin").mkdir(parents=True)
     assert unwritable_env(str(tmp_path / "env" / "bin" / "python")) is None
     assert unwritable_env(str(tmp_path / "missing" / "bin" / "python")) is None  # provision makes that one
+
+
+# ---------------------------------------------------------------- GCS fault tolerance
+
+FT_HEAD = {"node_type": "head", "gcs_storage_dir": "/home/sage/.sage/gcs", "redis_address": "r1:6379",
+           "redis_password": "pw", "gcs_namespace": "sage-h-6379", "gcs_reconnect_timeout": 600}
+
+
+def test_fault_tolerance_off_leaves_rays_env_and_argv_alone() -> None:
+    for node_type in ("head", "worker"):
+        params = dict(FT_HEAD, node_type=node_type, fault_tolerance="none")
+        assert logic.fault_tolerance_env(params) == {} and logic.redis_args(params) == []
+        assert logic.fault_tolerance_store(params) is None
+
+
+def test_the_head_keeps_its_tables_where_the_mode_says_and_the_workers_wait() -> None:
+    local = dict(FT_HEAD, fault_tolerance="local")
+    assert logic.fault_tolerance_env(local) == {"RAY_gcs_storage": "rocksdb",
+                                                "RAY_gcs_storage_path": "/home/sage/.sage/gcs/rocksdb",
+                                                "RAY_external_storage_namespace": "sage-h-6379"}
+    assert logic.redis_args(local) == []
+    redis = dict(FT_HEAD, fault_tolerance="redis")
+    assert logic.fault_tolerance_env(redis) == {"RAY_REDIS_ADDRESS": "r1:6379",
+                                                "RAY_external_storage_namespace": "sage-h-6379"}
+    assert logic.redis_args(redis) == ["--redis-username=default", "--redis-password=pw"]
+    assert logic.redis_args(dict(redis, redis_password=None)) == []
+    worker = dict(redis, node_type="worker")
+    assert logic.fault_tolerance_env(worker) == {"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}
+    assert logic.redis_args(worker) == []
+
+
+class FakeRedis:
+    """A connection that answers each command with the next reply."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        self.replies, self.sent = replies, []
+
+    def __call__(self, address, timeout):
+        self.address = address
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def recv(self, size: int) -> bytes:
+        return self.replies.pop(0)
+
+
+def test_redis_ping_logs_in_then_pings() -> None:
+    fake = FakeRedis([b"+OK\r\n", b"+PONG\r\n"])
+    assert logic.redis_ping("redis://r1:6380", "pw", connect=fake) is None
+    assert fake.address == ("r1", 6380)
+    assert fake.sent == [b"*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$2\r\npw\r\n", b"*1\r\n$4\r\nPING\r\n"]
+    wrong = FakeRedis([b"-WRONGPASS invalid username-password pair\r\n"])
+    assert logic.redis_ping("r1:6379", "bad", connect=wrong) == "AUTH answered -WRONGPASS invalid username-password pair"
+    assert logic.redis_ping("127.0.0.1:1", None).startswith("cannot reach it")

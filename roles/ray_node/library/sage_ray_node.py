@@ -163,6 +163,38 @@ options:
   labels:
     description: Ray node labels of this node, key -> value (ray start --labels); unset or empty for none.
     type: dict
+  fault_tolerance:
+    description:
+      - Where the head's GCS keeps its tables. V(none), its memory (a lost head ends the cluster); V(local), Ray's
+        embedded store (RocksDB, alpha in Ray) in O(gcs_storage_dir) (needs O(gcs_storage_dir)); V(redis), the
+        Redis at O(redis_address) (needs O(redis_address)). Both need O(gcs_namespace) and O(gcs_reconnect_timeout).
+      - On, O(state=start) on a head whose GCS is gone (its raylet or dashboard left, or nothing left) ends what is
+        left of its Ray and starts it on the same store; a worker whose raylet still runs on the head's address is
+        left alone while it reconnects. A head's start writes C(~/.sage/ray_head_started) and its stop removes it;
+        a start without it (a stopped cluster, or the first) empties the store first.
+      - On a worker, its raylet waits O(gcs_reconnect_timeout) seconds for a lost head.
+      - Unset, V(none).
+    type: str
+    choices: [none, local, redis]
+  gcs_storage_dir:
+    description:
+      - With O(fault_tolerance=local), the store's directory on the head, made 0700; Ray's store is its C(rocksdb)
+        directory (RAY_gcs_storage_path), the only thing a start of a stopped cluster empties.
+    type: path
+  redis_address:
+    description: With O(fault_tolerance=redis), the Redis (RAY_REDIS_ADDRESS), C(host:port), C(redis://host:port) or C(rediss://host:port).
+    type: str
+  redis_password:
+    description:
+      - With O(fault_tolerance=redis), the Redis password (user C(default)); unset for none. Ray itself passes it
+        to C(ray start) and on C(gcs_server)'s command line, where this user and root can read it in /proc.
+    type: str
+  gcs_namespace:
+    description: The cluster's own keys in the store (RAY_external_storage_namespace), so clusters sharing a Redis never mix.
+    type: str
+  gcs_reconnect_timeout:
+    description: With fault tolerance on, the seconds a worker's raylet waits for a lost head (RAY_gcs_rpc_server_reconnect_timeout_s).
+    type: int
 notes:
   - O(query=status) runs without a module on the node when it can. The action plugin (action_plugins/sage_ray_node.py)
     runs one fixed POSIX sh command through the connection's shell (C(/bin/sh -c), Ansible's executable); it lists
@@ -300,10 +332,19 @@ sage:
       type: str
       returned: head only
       sample: http://base-sage:8265
+    fault_tolerance:
+      description: Where the head's GCS keeps its tables, as C({mode, store, namespace}).
+      type: dict
+      returned: head only, with O(fault_tolerance) local or redis
+    note:
+      description: What a start found and did beyond starting, e.g. a head healed on its store, a worker restarted.
+      type: str
+      returned: when a start had something to say
 """
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -312,9 +353,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, cluster_summary, head_without_gcs, log_file, node_report,
-    node_state, ray_drift, ray_processes, read_record, resource_args, start_argv, state_api_argv, state_api_input,
-    state_api_nodes, telling_line, terminate)
+    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, STARTED_MARKER, cluster_summary, fault_tolerance_env,
+    head_without_gcs, log_file, node_report, node_state, ray_drift, ray_processes, read_record, redis_args, redis_ping,
+    resource_args, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import installed_ray, node_env, unwritable_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
@@ -329,6 +370,20 @@ print(json.dumps([{"node_ip": n.node_manager_address, "hostname": n.node_manager
                   for n in nodes]))
 """
 
+
+# Empty a Redis store of this cluster's keys (Ray's own cleanup, as KubeRay's): reads {address, password, namespace}
+# as JSON on stdin, so the password is in no process's arguments.
+REDIS_CLEANUP_SNIPPET = r"""
+import json, sys
+from ray._private.gcs_utils import cleanup_redis_storage
+from ray._private.services import get_address
+ask = json.load(sys.stdin)
+host, port, tls = get_address(ask["address"])
+cleanup_redis_storage(host, int(port), ask["password"], tls, ask["namespace"], username="default")
+"""
+
+# A worker's raylet that outlived its head reconnects to a healed one within seconds; this long it is given.
+RECONNECT_GRACE = 30
 
 # The node's Python and Ray versions, without importing Ray (about 1 s saved per node).
 VERSIONS_SNIPPET = r"""
@@ -349,8 +404,10 @@ class Node:
     def __init__(self, module):
         self.m = module
         self.p = module.params
+        self.p["fault_tolerance"] = self.p["fault_tolerance"] or "none"
         self.asked = {k: self.p[k] for k in ("python_path", "ray_command")}
         self.not_found = self.find_paths()
+        self.note = None  # what a start found and did, for the report
 
     def find_paths(self):
         """Put the paths this node has in place of `auto` ones; the line saying why when nothing was found."""
@@ -379,6 +436,7 @@ class Node:
     def env(self):
         env = node_env(self.p["python_path"], self.p["conda_env"])
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env.update(fault_tolerance_env(self.p))
         if self.p["auth_token"]:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.p["auth_token_path"])
         else:  # explicit: Ray would turn auth on by itself if it found an old token file
@@ -438,9 +496,16 @@ class Node:
             return state["gcs_port"] == self.p["head_port"]
         if state["gcs_address"] != self.head_address():
             return False
-        # A raylet can outlive its head (e.g. after a head restart): ask the head whether it counts this node.
-        nodes, _ = self.cluster_nodes(state)
-        return any(n["alive"] and n["node_ip"] == state["node_ip"] for n in nodes or [])
+        # A raylet can outlive its head (e.g. after a head restart): ask the head whether it counts this node. With
+        # fault tolerance a healed head takes it back: give it the time to reconnect while it still runs.
+        deadline = time.monotonic() + (RECONNECT_GRACE if self.p["fault_tolerance"] != "none" else 0)
+        while True:
+            nodes, _ = self.cluster_nodes(state)
+            if any(n["alive"] and n["node_ip"] == state["node_ip"] for n in nodes or []):
+                return True
+            if time.monotonic() >= deadline or not current_state()["running"]:
+                return False
+            time.sleep(1)
 
     def head_unreachable(self):
         """Why the head's GCS does not accept a connection from here, or None when it does."""
@@ -472,16 +537,26 @@ class Node:
             why = unwritable_env(p["python_path"])
             checks["env_writable"] = {"ok": why is None, "detail": why or f"{os.path.dirname(os.path.dirname(p['python_path']))} is writable"}
         for key in ("temp_dir", "log_dir"):
-            path = p[key]
-            probe = path
-            while not os.path.exists(probe):
-                probe = os.path.dirname(probe)
-            ok = os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
-            checks[key] = {"ok": ok, "detail": path if probe == path else f"{path} (to be created in {probe})"}
+            checks[key] = self.writable(p[key])
         if p["node_type"] == "head":
             checks["ports"] = {str(port): self.port_state(port, state)
                                for port in (p["head_port"], p["dashboard_port"])}
+            if p["fault_tolerance"] == "local":
+                checks["gcs_store"] = self.writable(p["gcs_storage_dir"])
+            elif p["fault_tolerance"] == "redis":
+                why = redis_ping(p["redis_address"], p["redis_password"])
+                checks["gcs_store"] = {"ok": why is None, "detail": f"Redis {p['redis_address']}: "
+                                                                      f"{why or 'answers PING'}"}
         return checks
+
+    @staticmethod
+    def writable(path):
+        """Whether this user can write path, or make it in its nearest existing parent."""
+        probe = path
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        ok = os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
+        return {"ok": ok, "detail": path if probe == path else f"{path} (to be created in {probe})"}
 
     def port_state(self, port, state):
         with socket.socket() as sock:
@@ -501,7 +576,7 @@ class Node:
         if p["node_type"] == "head":
             return start_argv(p["ray_command"], "head", ip, p["temp_dir"], head_port=p["head_port"],
                               dashboard_host=p["dashboard_host"], dashboard_port=p["dashboard_port"],
-                              resources=resource_args(p))
+                              resources=resource_args(p) + redis_args(p))
         return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address(),
                           resources=resource_args(p))
 
@@ -549,7 +624,12 @@ class Node:
             self.fail(why)
         if self.p["node_type"] == "worker":
             self.check_head_reachable()
-        if state["running"]:  # Ray from another cluster or config: replace it
+            if state["pids"]:
+                self.note = ("its Ray was not part of the cluster (a new head does not know it): restarted, its "
+                             "tasks and actors lost")
+        elif self.prepare_store(state):
+            self.note = self.lost_head_note()
+        if state["pids"]:  # Ray from another cluster or config, or what is left of a lost head: replace it
             self.stop(state)
         # A worker whose head dies meanwhile (the head's own start failed, or it was stopped) gives up within a
         # second, where Ray would retry for a minute or more.
@@ -559,7 +639,54 @@ class Node:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
             reason = telling_line(self.tail(40))
             self.fail(f"ray start failed ({cut or f'exit {rc}'}): {reason} (log: {self.log_file})")
+        if self.p["node_type"] == "head":
+            self.mark_started(True)
         return True, current_state()
+
+    def lost_head_note(self):
+        """What a start says of a head that was lost, not stopped."""
+        mode = self.p["fault_tolerance"]
+        if mode == "none":
+            return ("the head was lost (not stopped): a new cluster started (fault tolerance off: the workers "
+                    "restart, their tasks and actors lost)")
+        return (f"healed: the head was lost (not stopped); what was left of its Ray ended, it started again on its "
+                f"store ({mode}); the workers reconnect")
+
+    def prepare_store(self, state):
+        """Before a head starts: whether it was lost rather than stopped (STARTED_MARKER is there and no GCS runs; a
+        GCS on another port is another config's). A lost head keeps its store, for the heal; a stopped cluster's
+        store is emptied, so it never comes back half remembered. The local store's directory is made 0700."""
+        p = self.p
+        lost = os.path.exists(os.path.expanduser(STARTED_MARKER)) and state["gcs_port"] is None
+        if not lost and p["fault_tolerance"] == "local":
+            shutil.rmtree(rocksdb_path(p), ignore_errors=True)
+        elif not lost and p["fault_tolerance"] == "redis":
+            self.clear_redis()
+        if p["fault_tolerance"] == "local":
+            os.makedirs(rocksdb_path(p), mode=0o700, exist_ok=True)
+            os.chmod(p["gcs_storage_dir"], 0o700)
+        return lost
+
+    def clear_redis(self):
+        p = self.p
+        ask = json.dumps({"address": p["redis_address"], "password": p["redis_password"] or "",
+                          "namespace": p["gcs_namespace"]})
+        proc = subprocess.run([p["python_path"], "-c", REDIS_CLEANUP_SNIPPET], input=ask, capture_output=True,
+                              text=True, env=self.env(), timeout=60)
+        if proc.returncode != 0:
+            self.fail(f"cannot empty the stopped cluster's store in Redis {p['redis_address']}: "
+                      f"{telling_line(proc.stderr.splitlines())}")
+
+    @staticmethod
+    def mark_started(started):
+        """A head's start writes STARTED_MARKER, its stop removes it."""
+        marker = os.path.expanduser(STARTED_MARKER)
+        if started:
+            os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+            with open(marker, "w"):
+                pass
+        elif os.path.exists(marker):
+            os.remove(marker)
 
     def stop(self, state):
         if not state["pids"]:
@@ -612,10 +739,14 @@ def main():
     changed = False
     if want in ("stop", "restart"):
         changed, state = node.stop(state)
+        if p["node_type"] == "head" and not module.check_mode:
+            node.mark_started(False)
     if want in ("start", "restart"):
         token_changed = node.install_token()
         if token_changed and state["running"] and not module.check_mode:
             _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
+            if p["node_type"] == "head":
+                node.mark_started(False)  # a clean restart, not a heal
         started, state = node.start(state)
         changed = changed or started or token_changed
     if query == "status" and (why := head_without_gcs(p["node_type"], state)):
@@ -632,6 +763,8 @@ def main():
         node.need_paths()
         nodes, err = node.cluster_nodes(state)
         extra["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
+    if node.note:
+        extra["note"] = node.note
     record = read_record(p["deploy_record"]) if query in ("status", "doctor") and p["deploy_record"] else None
     module.exit_json(changed=changed, sage=node_report(p, state, record, **extra))
 

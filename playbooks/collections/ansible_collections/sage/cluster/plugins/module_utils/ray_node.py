@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import ssl
 import time
 
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, CACHE
@@ -56,6 +58,12 @@ ARGUMENT_SPEC = {
     "object_store_memory": dict(type="int"),
     "resources": dict(type="dict"),
     "labels": dict(type="dict"),
+    "fault_tolerance": dict(type="str", choices=["none", "local", "redis"]),
+    "gcs_storage_dir": dict(type="path"),
+    "redis_address": dict(type="str"),
+    "redis_password": dict(type="str", no_log=True),
+    "gcs_namespace": dict(type="str"),
+    "gcs_reconnect_timeout": dict(type="int"),
 }
 # Each state or query takes only the options it reads; a head always has its addresses (for dashboard_url).
 _START = ["ray_command", "python_path", "node_ip", "head_host", "head_port", "temp_dir", "log_dir", "timeout"]
@@ -70,8 +78,14 @@ ARGUMENT_RULES = {
         ["query", "doctor", ["ray_command", "python_path", "temp_dir", "log_dir"]],
         ["cluster_view", True, ["python_path"]],
         ["node_type", "head", ["head_host", "head_port", "dashboard_host", "dashboard_port"]],
+        ["fault_tolerance", "local", ["gcs_storage_dir", "gcs_namespace", "gcs_reconnect_timeout"]],
+        ["fault_tolerance", "redis", ["redis_address", "gcs_namespace", "gcs_reconnect_timeout"]],
     ],
 }
+# Written by a head's start, removed by its stop. A head found not running while it is there was lost, not
+# stopped: a start heals it on its store. Without it the store is a stopped cluster's (or none), emptied before
+# the start, so that a stopped cluster never comes back half remembered.
+STARTED_MARKER = "~/.sage/ray_head_started"
 
 
 def is_ray(argv):
@@ -158,6 +172,8 @@ def node_report(params, state, record=None, **extra):
     if params["node_type"] == "head":
         report["dashboard_url"] = dashboard_url(params["dashboard_host"], params["head_host"],
                                                 params["dashboard_port"])
+        if store := fault_tolerance_store(params):
+            report["fault_tolerance"] = store
     report.update(extra)
     return report
 
@@ -324,10 +340,78 @@ def resource_args(params):
     return args
 
 
+def fault_tolerance_env(params):
+    """The env of `ray start` for GCS fault tolerance (none: nothing, Ray's defaults). The head's GCS keeps its
+    tables in RocksDB at gcs_storage_dir (local) or in Redis (redis), under the cluster's own namespace; a worker's
+    raylet waits gcs_reconnect_timeout s for a lost head where Ray's default gives up after 60."""
+    mode = params.get("fault_tolerance") or "none"
+    if mode == "none":
+        return {}
+    if params["node_type"] == "worker":
+        return {"RAY_gcs_rpc_server_reconnect_timeout_s": str(params["gcs_reconnect_timeout"])}
+    env = {"RAY_external_storage_namespace": params["gcs_namespace"]}
+    if mode == "local":
+        env.update(RAY_gcs_storage="rocksdb", RAY_gcs_storage_path=rocksdb_path(params))
+    else:
+        env["RAY_REDIS_ADDRESS"] = params["redis_address"]
+    return env
+
+
+def rocksdb_path(params):
+    """The local store's own directory, inside gcs_storage_dir: the one a clean start empties (never the directory
+    the config names, which may hold other things)."""
+    return os.path.join(params["gcs_storage_dir"], "rocksdb")
+
+
+def fault_tolerance_store(params):
+    """Where a head's GCS keeps its tables, in words (status and doctor), or None without fault tolerance."""
+    mode = params.get("fault_tolerance") or "none"
+    if mode == "none" or params["node_type"] != "head":
+        return None
+    where = params["gcs_storage_dir"] if mode == "local" else f"Redis {params['redis_address']}"
+    return {"mode": mode, "store": where, "namespace": params["gcs_namespace"]}
+
+
+def redis_args(params):
+    """`ray start --head`'s hidden Redis login flags, when the head's GCS uses a Redis with a password. Ray puts
+    the password on gcs_server's command line (readable in /proc by this user and root)."""
+    if params.get("fault_tolerance") != "redis" or params["node_type"] != "head" or not params.get("redis_password"):
+        return []
+    return ["--redis-username=default", f"--redis-password={params['redis_password']}"]
+
+
+def resp(*words):
+    """One Redis command in its wire form (RESP)."""
+    return b"".join([f"*{len(words)}\r\n".encode()]
+                    + [f"${len(w.encode())}\r\n".encode() + w.encode() + b"\r\n" for w in words])
+
+
+def redis_ping(address, password, timeout=5, connect=socket.create_connection):
+    """None when the Redis at address (host:port, redis:// or rediss://) answers PING, after AUTH with password
+    when there is one; else why not, in one line. No client library: a socket is all doctor needs."""
+    scheme, _, hostport = address.rpartition("://")
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    try:
+        sock = connect((host, int(port)), timeout)
+        if scheme == "rediss":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        with sock:
+            asks = ([("AUTH", "default", password)] if password else []) + [("PING",)]
+            for ask in asks:
+                sock.sendall(resp(*ask))
+                reply = sock.recv(4096).decode(errors="replace").strip()
+                if not reply.startswith(("+OK", "+PONG")):
+                    return f"{ask[0]} answered {reply[:200] or 'nothing'}"
+    except (OSError, ValueError) as exc:
+        return f"cannot reach it ({exc})"
+    return None
+
+
 def start_argv(ray_command, node_type, node_ip, temp_dir, head_port=None, dashboard_host=None,
                dashboard_port=None, head_address=None, resources=()):
     """`ray start` for a head (head_port, dashboard_*) or a worker (head_address, ip:port); node_ip is an IP;
-    resources: resource_args()."""
+    resources: resource_args() (and redis_args())."""
     argv = [ray_command, "start", f"--node-ip-address={node_ip}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
             *resources]
     if node_type == "head":
