@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -336,10 +337,19 @@ def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_st
 
     server = http.server.HTTPServer(("127.0.0.1", 0), StateApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    command = logic.probe_command("/dev/null", shlex.quote, sys.executable)
+    ask = logic.state_api_input("0.0.0.0", server.server_port, "s3cret-token")
     try:
-        command = logic.probe_command("/dev/null", shlex.quote, sys.executable)
-        ask = logic.state_api_input("0.0.0.0", server.server_port, "s3cret-token")
+        # No GCS of this user runs: the dashboard is not asked (it would answer only at the timeout).
         out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
+        assert seen == {} and logic.state_api_nodes(logic.parse_probe(out)[2]) is None
+        gcs = subprocess.Popen(["bash", "-c", "exec -a /env/bin/gcs_server sleep 60"])  # a head's, for the probe
+        try:
+            while not Path(f"/proc/{gcs.pid}/cmdline").read_bytes().startswith(b"/env/bin/gcs_server"):
+                time.sleep(0.01)
+            out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
+        finally:
+            gcs.kill()
     finally:
         server.shutdown()
     assert "s3cret" not in command

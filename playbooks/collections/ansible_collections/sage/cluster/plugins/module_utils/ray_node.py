@@ -194,10 +194,28 @@ CACHED_PYTHON = ("py=$(sed -n 's/^\"python_path\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p
                  + " 2>/dev/null); ")
 
 # Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray. Reads
-# {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer).
+# {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer). Not asked
+# while no gcs_server of this user runs (the rule of is_gcs): such a dashboard answers only at the timeout, 5 s
+# more for a status that has its verdict already (head_without_gcs).
 STATE_API_SNIPPET = r"""
-import json, sys, urllib.request
+import json, os, sys, urllib.request
 ask = json.load(sys.stdin)
+
+
+def gcs_runs():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat("/proc/" + pid).st_uid == os.getuid():
+                with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                    if os.path.basename(fh.read().split(b"\0")[0]) == b"gcs_server":
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+if not gcs_runs():
+    sys.exit(0)
 request = urllib.request.Request(ask["url"])
 if ask["token"]:
     request.add_header("Authorization", "Bearer " + ask["token"])
