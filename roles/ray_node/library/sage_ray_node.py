@@ -355,7 +355,8 @@ from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUT
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, STARTED_MARKER, cluster_summary, fault_tolerance_env,
     head_without_gcs, log_file, node_report, node_state, ray_drift, ray_processes, read_record, redis_args, redis_ping,
-    resource_args, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line, terminate)
+    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line,
+    terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import installed_ray, node_env, unwritable_env
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
