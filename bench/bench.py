@@ -55,6 +55,7 @@ from bench.floor import Floor  # noqa: E402
 from bench.layout import (CLUSTER, DASHBOARD_PORT, FIRST_IP, HEAD, HEAD_PORT, ROOT, WORKERS,  # noqa: E402
                           change_one_file, make_project, write_config)
 from bench.measure import BenchError, Sage, Sample, children_cpu, expect_results, log, wait_for_quiet  # noqa: E402
+from bench.phases import newest_run, start_phases  # noqa: E402
 from bench.peers import Peer, PeerError, PEERS, ensure_peer_envs, measure  # noqa: E402
 from bench.report import (console_table, machine_info, peers_table, render_block, samples_block, table_rows,  # noqa: E402
                           write_doc)
@@ -120,6 +121,13 @@ class Bench:
         t, data = self.sage.run(cfg, "cluster", "start")
         expect_results("sage cluster start", data, CLUSTER, {"changed"})
         self.record("start", "sage", t, data.get("seconds"))
+        self.record_phases("sage", start_phases(newest_run(self.sage.home, "cluster.yml"), HEAD,
+                                                *self.sage.last_span))
+
+    def record_phases(self, who: str, phases: dict[str, float]) -> None:
+        for key, seconds in phases.items():
+            getattr(self.sample(f"phase_{key}"), who).append(seconds)
+        log(f"    start phases, {who}: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
     def sage_stop(self, cfg: Path) -> None:
         t, data = self.sage.run(cfg, "cluster", "stop")
@@ -145,6 +153,7 @@ class Bench:
             self.sage_start(cfg)
         else:
             self.record("start", "floor", self.floor.start())
+            self.record_phases("floor", self.floor.phases)
         time.sleep(self.args.settle)  # let the fresh nodes' agents finish starting before timing status
         self.status_pair(cfg, order)
         if who == "sage":

@@ -72,6 +72,7 @@ class Sage:
         self.sage_root = sage_root
         self.last_cpu = 0.0
         self.last_rc = 0
+        self.last_span = (0.0, 0.0)  # wall clock (time.time()) at the last command's launch and exit
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
@@ -84,10 +85,11 @@ class Sage:
 
     def run(self, config: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, dict]:
         argv = [sys.executable, "-m", "sage_cluster", *args, "--config", str(config), "--json"]
-        cpu0, t0 = children_cpu(), time.perf_counter()
+        cpu0, t0, launched = children_cpu(), time.perf_counter(), time.time()
         proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=self.home, timeout=900,
                               stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - t0
+        self.last_span = (launched, time.time())
         self.last_cpu = children_cpu() - cpu0
         self.last_rc = proc.returncode
         try:

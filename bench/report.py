@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.layout import ENV, REPO
 from bench.measure import Sample, median
+from bench.phases import FLOOR_PHASES, PHASES
 from tests.rig import installed_ray_version
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -103,6 +104,29 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(f"| {r['what']} | {fmt(r['sage'])} | {fmt(r['floor'])} | {fmt(r['ratio'], '×')} | "
                      f"{fmt(r.get('growth'), '×')} | {r['target'].replace('<=', '≤')} | {r['result']} |")
     return "\n".join(lines)
+
+
+def phases_table(results: dict[str, Sample]) -> str:
+    """sage's start cut into its phases (medians over the rounds) beside the floor's head, workers and wait."""
+    lines = ["| phase of the start | sage (median) | floor (median) | sage − floor |", "|---|---:|---:|---:|"]
+    extra = {}
+    for key, short, detail in PHASES:
+        s = results.get(f"phase_{key}")
+        if not s or not s.sage:
+            continue
+        sm = median(s.sage)
+        fm = median(s.floor) if key in FLOOR_PHASES else None
+        extra[key] = sm - (fm or 0.0)
+        lines.append(f"| {short} ({detail}) | {fmt(sm)} | {fmt(fm)} | {extra[key]:+.2f}s |")
+    start = results.get("start")
+    if not extra or not start or not start.floor:
+        return ""
+    lines.append(f"| the whole start (median of the totals) | {fmt(median(start.sage))} | {fmt(median(start.floor))} "
+                 f"| {median(start.sage) - median(start.floor):+.2f}s |")
+    top = sorted(extra.items(), key=lambda kv: -kv[1])[:3]
+    shorts = {key: short for key, short, _ in PHASES}
+    return ("\n".join(lines) + "\n\nsage's extra seconds, the largest first: "
+            + "; ".join(f"{v:+.2f} s {shorts[k]}" for k, v in top) + ".")
 
 
 def samples_block(results: dict[str, Sample]) -> str:
@@ -200,6 +224,10 @@ def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, 
     peers_md = ("\nPeers on the same rig, once each after the rounds (bench/peers.py; \"alive\" is Ray's own count, from "
                 "the GCS\nnode table on the head, not the tool's; the dead worker is a `pkill -9 raylet`, and status is "
                 "asked once Ray\nitself counts the node dead):\n\n" + peers_table(peers) + "\n\n") if peers else ""
+    phases = phases_table(results)
+    phases_md = ("\nWhere the start's seconds go (bench/phases.py: sage's phases from its run's job_events, each from the "
+                 "end of the one before,\nso they add up to the command; the floor's from its own three steps):\n\n"
+                 + phases + "\n") if phases else ""
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
     return f"""{BEGIN}
 ## Latest run
@@ -208,7 +236,7 @@ def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, 
 {loads[0]} before, {loads[1]} after; Ray auth {auth} for sage and the floor alike.{f" sage from {args.sage_root}." if args.sage_root else ""}
 
 {markdown_table(rows)}
-{peers_md}Machine:
+{phases_md}{peers_md}Machine:
 
 {machine}
 
