@@ -59,6 +59,7 @@ from bench.layout import (CLUSTER, DASHBOARD_PORT, FIRST_IP, HEAD, HEAD_PORT, RO
 from bench.measure import (BenchError, PeakMemory, Sage, Sample, children_cpu, expect_results, log,
                            wait_for_quiet)  # noqa: E402
 from bench.phases import newest_run, start_phases  # noqa: E402
+from bench.plot import plot_scale  # noqa: E402
 from bench.peers import Peer, PeerError, PEERS, ensure_peer_envs, measure  # noqa: E402
 from bench.report import (SCALE_KINDS, console_table, machine_info, peers_table, render_block,  # noqa: E402
                           samples_block, table_rows, write_doc)
@@ -423,9 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({k: vars(v) for k, v in bench.results.items()}, indent=1) + "\n")
     if args.out:
-        write_doc(Path(args.out), render_block(args, rows, bench.results, machine_info(), started, seconds,
-                                               (load_before, load_after), bench.auth, bench.peer_results,
-                                               bench.scale_sizes))
+        out = Path(args.out)
+        plot = out.with_name(f"{out.stem}-scale.png")  # next to the doc, linked from it
+        plotted = plot_scale(bench.results, bench.scale_sizes, plot)
+        write_doc(out, render_block(args, rows, bench.results, machine_info(), started, seconds,
+                                    (load_before, load_after), bench.auth, bench.peer_results,
+                                    bench.scale_sizes, plot.name if plotted else None))
         log(f"wrote {args.out}")
     missed = [r["what"] for r in rows if str(r["result"]).startswith("FAIL")]
     if missed:

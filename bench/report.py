@@ -87,7 +87,8 @@ def table_rows(results: dict[str, Sample], sizes: list[int]) -> list[dict]:
                 # CPU per host falling from 32 hosts on: Ansible's per-host cost does not grow with the fleet.
                 here, there = cpu_per_host(results, kind, n), cpu_per_host(results, kind, CPU_PER_HOST_FROM)
                 falls = here is not None and there is not None and here < there
-                cpu = f"; CPU/host {there:.3f} → {here:.3f} s" if here is not None and there is not None else ""
+                cpu = (f"; CPU/host {there:.3f} → {here:.3f} s" if here is not None and there is not None
+                       else f"; no {CPU_PER_HOST_FROM}-host figure")
                 verdict = (f"{'pass' if ratio <= SCALE_RATIO_TARGET and falls else 'FAIL'} "
                            f"({ratio:.2f}x{cpu})")
             rows.append(dict(key=f"scale_{kind}_{n}", what=f"{label}, {n} sshd-only hosts", sage=sm, floor=fm,
