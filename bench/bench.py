@@ -2,7 +2,7 @@
 
 Run as root from the repository root (the rig needs root: namespaces, /etc/hosts):
 
-    python -m bench.bench                         # 3 rounds, scaling on 4 + 8,16,32,64,128 hosts, writes docs/performance.md
+    python -m bench.bench                         # 3 rounds, scaling on 4 + 8..128 hosts, writes docs/performance.md
     python -m bench.bench --rounds 5 --hosts 8,16,32 --out /tmp/perf.md
     python -m bench.bench --smoke                 # CI smoke: 1 round, no scaling hosts, writes nothing
     python -m bench.bench --sage-root /tmp/scratch --only cluster --out /tmp/scratch.md
@@ -102,6 +102,12 @@ class Bench:
         self.peer_results: list[dict] = []
         self.auth = "?"
         self.scale_sizes: list[int] = []
+        self.busy: list[float] = []  # the machine's busy share as each round started (other users' work included)
+
+    def quiet(self) -> None:
+        busy = wait_for_quiet(self.args.quiet, self.args.quiet_wait)
+        if busy is not None:
+            self.busy.append(busy)
 
     def sample(self, key: str) -> Sample:
         return self.results.setdefault(key, Sample())
@@ -209,10 +215,10 @@ class Bench:
         for r in range(self.args.rounds):
             order = ["sage", "floor"] if r % 2 == 0 else ["floor", "sage"]
             log(f"cluster round {r + 1}/{self.args.rounds} (first: {order[0]})")
-            wait_for_quiet(self.args.quiet, self.args.quiet_wait)
+            self.quiet()
             for i, who in enumerate(order):
                 if i:
-                    wait_for_quiet(self.args.quiet, self.args.quiet_wait)
+                    self.quiet()
                 self.cycle(who, cfg, order)
             self.deploys(cfg, order)
 
@@ -226,7 +232,7 @@ class Bench:
                 for name in peer.nodes:
                     self.rig.ssh(name, ["rm", "-f", f"{self.rig.user_home}/.ray/auth_token"])
             log(f"peers: {peer.name}: start, status, a worker's raylet killed, stop (with Ray's own count)")
-            wait_for_quiet(self.args.quiet, self.args.quiet_wait)
+            self.quiet()
             try:
                 self.peer_results.append(measure(peer, self.rig, settle=self.args.settle, truth=True))
             except (PeerError, BenchError) as e:  # a peer that breaks is a finding, not the end of the run
@@ -261,10 +267,10 @@ class Bench:
             log(f"scale {n} hosts: first deploy (not timed)")
             _, data = self.sage.run(cfg, "cluster", "deploy")
             expect_results("first deploy", data, names, {"changed", "ok"})
-            for r in range(self.args.rounds):
+            self.quiet()  # once per size: 128 hosts take minutes a round
+            for r in range(self.args.scale_rounds):
                 order = ["sage", "floor"] if r % 2 == 0 else ["floor", "sage"]
-                log(f"scale {n} hosts, round {r + 1}/{self.args.rounds} (first: {order[0]})")
-                wait_for_quiet(self.args.quiet, self.args.quiet_wait)
+                log(f"scale {n} hosts, round {r + 1}/{self.args.scale_rounds} (first: {order[0]})")
                 for kind, _ in SCALE_KINDS:
                     for who in order:
                         if who == "sage":
@@ -285,7 +291,7 @@ class Bench:
                 s.floor_mem.append(mem.peak_mib)
                 Floor.cpu = 0.0
                 log(f"    {f'scale_{kind}_{n}':<22} peak memory sage {s.sage_mem[-1]:.0f} MiB ({s.forks[-1]} "
-                    f"forks at once, ANSIBLE_FORKS={mem.forks_setting}), floor {s.floor_mem[-1]:.0f} MiB")
+                    f"forks at once, ANSIBLE_FORKS={s.forks_setting[-1]}), floor {s.floor_mem[-1]:.0f} MiB")
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
@@ -311,6 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every measurement (default 3)")
+    ap.add_argument("--scale-rounds", type=int, help="rounds of the scale rows (default: --rounds; a 128-host "
+                    "round takes about 3.5 min on 2 cores)")
     ap.add_argument("--hosts", default="8,16,32,64,128", help="sshd-only host counts for scaling; 4 is always added "
                     "as the base ('' = none; default %(default)s)")
     ap.add_argument("--out", help="markdown file to write the table into (default docs/performance.md; with "
@@ -344,8 +352,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.peers = not args.smoke and args.only != "scale"
     if args.quiet_wait is None:
         args.quiet_wait = 0 if args.smoke else 60
-    if args.rounds < 1:
-        ap.error("--rounds must be at least 1")
+    if args.scale_rounds is None:
+        args.scale_rounds = args.rounds
+    if min(args.rounds, args.scale_rounds) < 1:
+        ap.error("--rounds and --scale-rounds must be at least 1")
     try:
         args.sizes = sorted({int(x) for x in args.hosts.split(",") if x.strip()})
     except ValueError:
@@ -429,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         plotted = plot_scale(bench.results, bench.scale_sizes, plot)
         write_doc(out, render_block(args, rows, bench.results, machine_info(), started, seconds,
                                     (load_before, load_after), bench.auth, bench.peer_results,
-                                    bench.scale_sizes, plot.name if plotted else None))
+                                    bench.scale_sizes, plot.name if plotted else None, bench.busy))
         log(f"wrote {args.out}")
     missed = [r["what"] for r in rows if str(r["result"]).startswith("FAIL")]
     if missed:

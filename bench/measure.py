@@ -56,10 +56,11 @@ def cpu_busy(seconds: float = 2.0) -> float:
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-def wait_for_quiet(threshold: float, max_wait: float) -> None:
-    """On a shared machine, start a round only when others leave the CPUs mostly idle (bounded wait)."""
+def wait_for_quiet(threshold: float, max_wait: float) -> float | None:
+    """On a shared machine, start a round only when others leave the CPUs mostly idle (bounded wait). Returns the
+    machine's busy share when the round starts (None: not checked)."""
     if threshold >= 1 or max_wait <= 0:
-        return
+        return None
     deadline = time.monotonic() + max_wait
     busy = cpu_busy()
     while busy > threshold and time.monotonic() < deadline:
@@ -67,6 +68,7 @@ def wait_for_quiet(threshold: float, max_wait: float) -> None:
         busy = cpu_busy(5.0)
     if busy > threshold:
         log(f"  (still {busy:.0%} busy after {max_wait:.0f}s; measuring anyway)")
+    return busy
 
 
 def _ppids() -> dict[int, tuple[int, str]]:

@@ -106,7 +106,8 @@ def cpu_per_host(results: dict[str, Sample], kind: str, n: int) -> float | None:
 def scale_table(results: dict[str, Sample], sizes: list[int]) -> str:
     """Per host count and command: wall time, controller CPU (per host too) and peak memory, sage beside the floor."""
     lines = ["| hosts | command | sage | floor | sage / floor | controller CPU sage / floor | CPU per host, sage | "
-             "peak memory sage / floor | Ansible forks seen at once, of ANSIBLE_FORKS |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "peak memory sage / floor | Ansible forks seen at once, of ANSIBLE_FORKS |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
         for kind, _ in SCALE_KINDS:
             s = results.get(f"scale_{kind}_{n}")
@@ -115,9 +116,10 @@ def scale_table(results: dict[str, Sample], sizes: list[int]) -> str:
             sm, fm = median(s.sage), median(s.floor)
             mem = (f"{median(s.sage_mem):.0f} / {median(s.floor_mem):.0f} MiB" if s.sage_mem and s.floor_mem else "-")
             lines.append(f"| {n} | {kind.replace('_', ' ')} | {fmt(sm)} | {fmt(fm)} | "
-                         f"{fmt(sm / fm if fm else None, '×')} | {fmt(median(s.sage_cpu))} / {fmt(median(s.floor_cpu))} | "
+                         f"{fmt(sm / fm if fm else None, '×')} | "
+                         f"{fmt(median(s.sage_cpu))} / {fmt(median(s.floor_cpu))} | "
                          f"{cpu_per_host(results, kind, n):.3f}s | {mem} | "
-                         f"{max(s.forks) if s.forks else '-'} of {s.forks_setting[-1] if s.forks_setting else '?'} |")
+                         (f"{max(s.forks)} of {s.forks_setting[-1] or '?'} |" if s.forks else "- |"))
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -252,7 +254,8 @@ def peers_table(results: list[dict]) -> str:
 
 def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, Sample], info: dict[str, str],
                  started: datetime.datetime, seconds: float, loads: tuple[str, str], auth: str,
-                 peers: list[dict] | None = None, sizes: list[int] | None = None, plot: str | None = None) -> str:
+                 peers: list[dict] | None = None, sizes: list[int] | None = None, plot: str | None = None,
+                 busy: list[float] | None = None) -> str:
     cmd = "python -m bench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     peers_md = ("\nPeers on the same rig, once each after the rounds (bench/peers.py; \"alive\" is Ray's own count, from "
                 "the GCS\nnode table on the head, not the tool's; the dead worker is a `pkill -9 raylet`, and status is "
@@ -266,12 +269,16 @@ def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, 
                 "memory = the summed PSS\nof the command's processes and of sage's SSH control masters, from one more "
                 "run each, sampled every 0.2 s;\nforks = the most Ansible workers seen at once):\n\n" + scale + "\n"
                 + (f"\n![sage / floor and CPU per host against the host count]({plot})\n" if plot else "")) if scale else ""
+    load = (f" The machine's CPUs (2 cores, shared with other users' work) were {100 * median(busy):.0f} % busy (median; "
+            f"{100 * max(busy):.0f} % at most) as each of {len(busy)} rounds (cluster, peers, scale sizes) started, "
+            f"after waiting up to "
+            f"{args.quiet_wait:.0f} s each for at most {100 * args.quiet:.0f} %.") if busy else ""
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
     return f"""{BEGIN}
 ## Latest run
 
-`{cmd.strip()}`: {started:%Y-%m-%d %H:%M %Z}, {args.rounds} round(s), {seconds / 60:.1f} min in all; load average
-{loads[0]} before, {loads[1]} after; Ray auth {auth} for sage and the floor alike.{f" sage from {args.sage_root}." if args.sage_root else ""}
+`{cmd.strip()}`: {started:%Y-%m-%d %H:%M %Z}, {args.rounds} round(s), {args.scale_rounds} of the scale rows,
+{seconds / 60:.1f} min in all; load average {loads[0]} before, {loads[1]} after; Ray auth {auth} for sage and the floor alike.{load}{f" sage from {args.sage_root}." if args.sage_root else ""}
 
 {markdown_table(rows)}
 {phases_md}{scale_md}{peers_md}Machine:
