@@ -9,8 +9,29 @@ from pathlib import Path
 from bench.layout import (CLUSTER, DASHBOARD_PORT, DEST, ENV, HEAD, HEAD_PORT, HEAD_TEMP, REMOTE_HOME, WORKER_TEMP,
                           WORKERS)
 from bench.measure import BenchError, children_cpu
-from sage_cluster.source import EXCLUDES
+from sage_cluster import source
 from tests.rig import Rig
+
+
+# The join, as a careful script waits for it: on the head, poll Ray's node table (the dashboard's state API, the
+# standard library only) every 0.25 s, as sage does, until every node is alive; exit 1 after 60 s.
+WAIT_SNIPPET = r"""
+import json, sys, time, urllib.request
+url, want, token_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+headers = {"Authorization": "Bearer " + open(token_path).read().strip()} if token_path else {}
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
+            rows = json.load(response)["data"]["result"]["result"]
+        if sum(n["state"] == "ALIVE" for n in rows) >= want:
+            break
+    except (OSError, ValueError, KeyError):
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(f"fewer than {want} nodes alive after 60 s")
+    time.sleep(0.25)
+"""
 
 
 class Floor:
@@ -18,6 +39,7 @@ class Floor:
 
     def __init__(self, rig: Rig):
         self.rig = rig
+        self.phases: dict[str, float] = {}
         self.use_token(None)
 
     def use_token(self, token: str | None) -> None:
@@ -25,6 +47,7 @@ class Floor:
         auth = (f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={REMOTE_HOME}/.ray/auth_token" if token
                 else "RAY_AUTH_MODE=disabled")
         self.ray_env = f"env RAY_USAGE_STATS_ENABLED=0 {auth} PATH={ENV}/bin:/usr/bin:/bin"
+        self.token_path = f"{REMOTE_HOME}/.ray/auth_token" if token else ""
         if token:  # one-time setup of the script's nodes, not timed
             cmd = "umask 077 && mkdir -p ~/.ray && cat > ~/.ray/auth_token"
             for name in CLUSTER:
@@ -62,11 +85,16 @@ class Floor:
         return self.ssh(name, f"mkdir -p {temp} && {self.ray_env} {shlex.join(argv)} </dev/null >>/tmp/bench-floor.log 2>&1")
 
     def start(self) -> float:
-        """The head's `ray start`, then every worker's in parallel."""
-        t0 = time.perf_counter()
-        self.parallel([self.ray_start(HEAD, head=True)], what="head ray start")
-        self.parallel([self.ray_start(w, head=False) for w in WORKERS], what="worker ray start")
-        return time.perf_counter() - t0
+        """The head's `ray start`, then every worker's in parallel, then the wait until the head lists all alive
+        (sage's promise: a careful script keeps it too). The phases' seconds are left in self.phases."""
+        url = f"http://127.0.0.1:{DASHBOARD_PORT}/api/v0/nodes?limit=10000"
+        wait = shlex.join([f"{ENV}/bin/python", "-I", "-S", "-c", WAIT_SNIPPET, url, str(len(CLUSTER)),
+                           self.token_path])
+        self.phases = {"head": self.parallel([self.ray_start(HEAD, head=True)], what="head ray start"),
+                       "workers": self.parallel([self.ray_start(w, head=False) for w in WORKERS],
+                                                what="worker ray start"),
+                       "wait": self.parallel([self.ssh(HEAD, wait)], what="wait for the join")}
+        return sum(self.phases.values())
 
     def stop(self) -> float:
         cmd = f"{self.ray_env} {ENV}/bin/ray stop </dev/null >>/tmp/bench-floor.log 2>&1"
@@ -79,7 +107,7 @@ class Floor:
 
     def rsync(self, project: Path, names: list[str]) -> float:
         rsh = shlex.join(["ssh", *self.rig.ssh_options()])
-        argvs = [["rsync", "-az", *[f"--exclude={e}" for e in EXCLUDES], "-e", rsh, f"{project}/",
+        argvs = [["rsync", "-az", *[f"--exclude={e}" for e in source.EXCLUDES], "-e", rsh, f"{project}/",
                   # A directory of its own: a copy behind sage's back would make sage's next deploy a real one.
                   f"{self.rig.user}@{self.rig.host(n).ip}:{DEST}-floor/"] for n in names]
         return self.parallel(argvs, what="rsync")

@@ -5,11 +5,11 @@ import random
 import time
 from pathlib import Path
 
-from tests.rig import DEFAULT_ENV, Rig
+from tests.rig import DEFAULT_ENV, Rig, rig_root
 from tests.rig.config import sage_config
 
 REPO = Path(__file__).resolve().parent.parent
-ROOT = "/var/tmp/sage-rig-bench"
+ROOT = rig_root("bench")  # beside $SAGE_RIG_ROOT (tests/rig/isolated sets it per checkout)
 FIRST_IP = 120
 HEAD, WORKERS = "b-head", ["b-w1", "b-w2", "b-w3"]
 CLUSTER = [HEAD, *WORKERS]

@@ -8,6 +8,7 @@ import stat
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,10 @@ class Sample:
     inner: list[float] = field(default_factory=list)  # sage's own "seconds": the playbook run inside the command
     sage_cpu: list[float] = field(default_factory=list)  # controller CPU seconds (user + sys) of the command
     floor_cpu: list[float] = field(default_factory=list)
+    sage_mem: list[float] = field(default_factory=list)  # controller peak memory (MiB, PSS) of the command
+    floor_mem: list[float] = field(default_factory=list)
+    forks: list[int] = field(default_factory=list)  # most ansible-playbook processes at once, minus the parent
+    forks_setting: list[str] = field(default_factory=list)  # ANSIBLE_FORKS as sage set it
 
 
 def children_cpu() -> float:
@@ -51,10 +56,11 @@ def cpu_busy(seconds: float = 2.0) -> float:
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-def wait_for_quiet(threshold: float, max_wait: float) -> None:
-    """On a shared machine, start a round only when others leave the CPUs mostly idle (bounded wait)."""
+def wait_for_quiet(threshold: float, max_wait: float) -> float | None:
+    """On a shared machine, start a round only when others leave the CPUs mostly idle (bounded wait). Returns the
+    machine's busy share when the round starts (None: not checked)."""
     if threshold >= 1 or max_wait <= 0:
-        return
+        return None
     deadline = time.monotonic() + max_wait
     busy = cpu_busy()
     while busy > threshold and time.monotonic() < deadline:
@@ -62,6 +68,92 @@ def wait_for_quiet(threshold: float, max_wait: float) -> None:
         busy = cpu_busy(5.0)
     if busy > threshold:
         log(f"  (still {busy:.0%} busy after {max_wait:.0f}s; measuring anyway)")
+    return busy
+
+
+def _ppids() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command name) of every process, from /proc/<pid>/stat."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                head, _, rest = Path(entry.path, "stat").read_text().rpartition(")")
+                table[int(entry.name)] = (int(rest.split()[1]), head.partition("(")[2])
+            except (OSError, ValueError, IndexError):
+                pass
+    return table
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if item)
+
+
+class PeakMemory:
+    """The controller memory of one command, sampled every `every` seconds while it runs: the summed PSS (shared
+    pages split among the processes that share them, so Ansible's forked workers are not counted in full each) of
+    this process's children started since entering, their descendants, and the SSH control masters that left the
+    tree (ssh processes whose command line names `marker`, sage's HOME). Only for runs that are not timed: a
+    sample reads /proc for every process on the machine."""
+
+    def __init__(self, marker: str = "", every: float = 0.2):
+        self.marker, self.every = marker, every
+        self.peak_mib, self.forks = 0.0, 0
+        self.forks_setting = ""  # ANSIBLE_FORKS in ansible-playbook's environment, as sage's runner set it
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        me = os.getpid()
+        self._before = {pid for pid, (ppid, _) in _ppids().items() if ppid == me}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            table = _ppids()
+            children: dict[int, list[int]] = {}
+            for pid, (ppid, _) in table.items():
+                children.setdefault(ppid, []).append(pid)
+            todo = [pid for pid in children.get(me, []) if pid not in self._before]
+            tree = set()
+            while todo:
+                pid = todo.pop()
+                tree.add(pid)
+                todo.extend(children.get(pid, []))
+            for pid, (_, name) in table.items():
+                if name == "ssh" and pid not in tree and self.marker:
+                    try:
+                        if self.marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            tree.add(pid)
+                    except OSError:
+                        pass
+            self.peak_mib = max(self.peak_mib, sum(map(_pss_kib, tree)) / 1024)
+            playbooks = [pid for pid in tree if table[pid][1].startswith("ansible-playboo")]
+            self.forks = max(self.forks, len(playbooks) - 1)
+            for pid in playbooks if not self.forks_setting else []:
+                self.forks_setting = _environ(pid).get("ANSIBLE_FORKS", "")
+                if self.forks_setting:
+                    break
+            self._stop.wait(self.every)
 
 
 class Sage:
@@ -72,6 +164,7 @@ class Sage:
         self.sage_root = sage_root
         self.last_cpu = 0.0
         self.last_rc = 0
+        self.last_span = (0.0, 0.0)  # wall clock (time.time()) at the last command's launch and exit
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
@@ -84,10 +177,11 @@ class Sage:
 
     def run(self, config: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, dict]:
         argv = [sys.executable, "-m", "sage_cluster", *args, "--config", str(config), "--json"]
-        cpu0, t0 = children_cpu(), time.perf_counter()
+        cpu0, t0, launched = children_cpu(), time.perf_counter(), time.time()
         proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=self.home, timeout=900,
                               stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - t0
+        self.last_span = (launched, time.time())
         self.last_cpu = children_cpu() - cpu0
         self.last_rc = proc.returncode
         try:
