@@ -2,7 +2,7 @@
 floor, a plain parallel-ssh script doing the same (a venv from the node's python3, pip install of this machine's
 Ray from the node's index; with nothing to do, one ssh per node that reads the env's Ray release).
 
-Its own rig (p-head, p-w1..p-w3 on 127.0.0.140-143, sshd only: provision starts no Ray), each host's pip pointed at
+Its own rig (p-head, p-w1..p-w3 on 127.0.0.150-153, sshd only: provision starts no Ray), each host's pip pointed at
 an index served here of the rig's cached wheels (tests/rig/index.py), as a lab's mirror would be. Each from-nothing
 run starts from no env and an empty pip cache on every node. Prints the figures and ratios and writes them into
 docs/performance.md between its own markers (the rest of the file is bench.bench's). Run as root, from the
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ray = controller_ray_version()
     wheels = ensure_wheels()
     with tempfile.TemporaryDirectory(prefix="sage-bench-provision-") as tmp, \
-            Rig(HOSTS, root=rig_root("bench-provision"), first_ip=140) as rig:
+            Rig(HOSTS, root=rig_root("bench-provision"), first_ip=150) as rig:
         server = serve_index(wheels, Path(tmp) / "index")
         for name in HOSTS:
             rig.write_pip_conf(name, f"[global]\nindex-url = {server.index_url}\n")

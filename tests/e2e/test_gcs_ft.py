@@ -191,19 +191,6 @@ def test_doctor_checks_the_store_from_the_head_and_warns_of_drivers_there(user, 
     assert "job drivers run on the head" in proc.stderr
 
 
-def test_the_redis_password_stays_out_of_what_sage_shows_and_keeps(user, frig, mode, redis):
-    if mode != "redis":
-        pytest.skip("a Redis password only with fault_tolerance redis")
-    s = bring_up(user, frig, mode, redis)
-    shown = s("cluster", "status", "-v").stdout + s("cluster", "start", "-vvv").stdout
-    assert REDIS_PASSWORD not in shown
-    for path in (s.home / ".sage").rglob("*"):
-        assert not path.is_file() or REDIS_PASSWORD.encode() not in path.read_bytes(), path
-    # Ray itself has it on a command line on the head, as docs/ops.md says: gcs_server's.
-    gcs = frig.ssh(HEAD, ["pgrep", "-u", frig.user, "-x", "gcs_server"]).stdout.split()[0]
-    assert REDIS_PASSWORD in frig.ssh(HEAD, ["cat", f"/proc/{gcs}/cmdline"]).stdout
-
-
 def test_a_head_down_longer_than_the_workers_wait_starts_a_fresh_cluster(user, frig, mode, redis):
     s = bring_up(user, frig, mode, redis, reconnect_timeout=SHORT_RECONNECT_TIMEOUT)
     pids = {w: raylets(frig, w) for w in WORKERS}
@@ -233,3 +220,15 @@ def test_without_fault_tolerance_the_same_kill_restarts_the_workers(user, frig):
         assert f"{w}: its Ray was not part of the cluster" in start.stdout, start.stdout
         assert raylets(frig, w) != pids[w]
     assert alive_ips(s) >= {frig.host(n).ip for n in ALL}
+
+
+@pytest.mark.parametrize("mode", ["redis"], indirect=True)  # a Redis password only with fault_tolerance redis
+def test_the_redis_password_stays_out_of_what_sage_shows_and_keeps(user, frig, mode, redis):
+    s = bring_up(user, frig, mode, redis)
+    shown = s("cluster", "status", "-v").stdout + s("cluster", "start", "-vvv").stdout
+    assert REDIS_PASSWORD not in shown
+    for path in (s.home / ".sage").rglob("*"):
+        assert not path.is_file() or REDIS_PASSWORD.encode() not in path.read_bytes(), path
+    # Ray itself has it on a command line on the head, as docs/ops.md says: gcs_server's.
+    gcs = frig.ssh(HEAD, ["pgrep", "-u", frig.user, "-x", "gcs_server"]).stdout.split()[0]
+    assert REDIS_PASSWORD in frig.ssh(HEAD, ["cat", f"/proc/{gcs}/cmdline"]).stdout
