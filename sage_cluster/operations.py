@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.sage.cluster.plugins.module_utils import sage_env
 from sage_cluster import config as cfgmod
 from sage_cluster import config_edit, report, source
 from sage_cluster.config import Config, ConfigError, Endpoint
@@ -296,9 +297,10 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
         row(host, "versions", same, detail,
             f"every node and this machine need python {_minor(mine['python'])}.x and ray {mine['ray']}")
         if "env_writable" in d:  # a shared env the user cannot write is fine until a deploy must install into it
-            writable, (detail, _, fix) = d["env_writable"]["ok"], d["env_writable"]["detail"].partition(". Fix: ")
-            row(host, "env", writable or not installs, detail if writable or installs else
-                f"{detail.partition(' and ')[0]}, read-only to {user}: fine, deploy.install installs nothing", fix)
+            writable, detail = d["env_writable"]["ok"], d["env_writable"]["detail"]
+            row(host, "env", writable or not installs,
+                detail if writable or installs else f"{detail}: fine, deploy.install installs nothing there",
+                sage_env.UNWRITABLE_FIX.format(user=user))
         for key in ("temp_dir", "log_dir"):
             row(host, key, d[key]["ok"], d[key]["detail"], f"make it writable for {user}, or change the config")
         if store := d.get("gcs_store"):

@@ -357,7 +357,8 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     head_without_gcs, log_file, node_report, node_state, ray_drift, ray_processes, read_record, redis_args, redis_ping,
     resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line,
     terminate)
-from ansible_collections.sage.cluster.plugins.module_utils.sage_env import installed_ray, node_env, unwritable_env
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
+    env_prefix, installed_ray, node_env, unwritable)
 
 # Ask Ray's GCS for its node table: no driver, no job, about 1 s.
 NODES_SNIPPET = r"""
@@ -535,8 +536,8 @@ class Node:
         if checks["python_path"]["ok"]:
             out, err = self.run_python("-c", VERSIONS_SNIPPET)
             checks["versions"] = json.loads(out) if err is None else {"error": err}
-            why = unwritable_env(p["python_path"])
-            checks["env_writable"] = {"ok": why is None, "detail": why or f"{os.path.dirname(os.path.dirname(p['python_path']))} is writable"}
+            why = unwritable(p["python_path"])
+            checks["env_writable"] = {"ok": why is None, "detail": why or f"{env_prefix(p['python_path'])} is writable"}
         for key in ("temp_dir", "log_dir"):
             checks[key] = self.writable(p[key])
         if p["node_type"] == "head":

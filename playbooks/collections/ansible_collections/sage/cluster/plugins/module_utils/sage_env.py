@@ -37,12 +37,21 @@ def _user(uid):
         return f"uid {uid}"
 
 
-def unwritable_env(python_path):
-    """Why pip cannot install into python_path's env as this user (an admin's shared env owned by root), or None."""
+# What to do about an env the SSH user cannot write ({user}: that user); doctor gives it as its row's fix.
+UNWRITABLE_FIX = ("make it {user}'s (chown -R), point remote.python_path at an env of {user}'s own, or at a path "
+                  "where `sage cluster provision` makes one")
+
+
+def unwritable(python_path):
+    """What stops pip from installing into python_path's env as this user (an admin's shared env owned by root),
+    or None: the env exists and this user cannot write to it."""
     prefix = env_prefix(python_path)
     if not os.path.isdir(prefix) or os.access(prefix, os.W_OK):
         return None
-    me = _user(os.geteuid())
-    return (f"the env {prefix} belongs to {_user(os.stat(prefix).st_uid)} and {me} cannot write to it, so pip cannot "
-            f"install there. Fix: make it {me}'s (chown -R), point remote.python_path at an env of {me}'s own, or "
-            "at a path where `sage cluster provision` makes one")
+    return f"the env {prefix} belongs to {_user(os.stat(prefix).st_uid)} and {_user(os.geteuid())} cannot write to it"
+
+
+def unwritable_env(python_path):
+    """unwritable()'s line with what follows for an install, and the fix; None when the env can take one."""
+    why = unwritable(python_path)
+    return why and f"{why}, so pip cannot install there. Fix: " + UNWRITABLE_FIX.format(user=_user(os.geteuid()))
