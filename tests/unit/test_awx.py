@@ -437,6 +437,33 @@ def test_playbooks_refuse_a_bad_sage_action(tmp_path: Path):
             assert "ray_node : " not in out, f"{book} went past the check:\n{out}"
 
 
+def test_roles_check_their_variables_unless_sage_says_it_did(tmp_path: Path):
+    """ansible-playbook and AWX runs get each role's argument-spec task; sage's (-e sage_rolespec_validate=false)
+    do not. Every role import has to read the variable: one that does not still lists its check below."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"sage_cluster": {"children": {
+        "sage_head": {"hosts": {"h": None}}, "sage_workers": {"hosts": {"w": None}}}}}))
+    books = sorted(p.name for p in PLAYBOOKS.glob("*.yml")
+                   if roles_of(p) and not any(INCLUDE_ROLE[0] in t for play in load_playbook(p)
+                                              for t in play_tasks(play)))  # a dynamic include lists no tasks
+    assert {"cluster.yml", "status.yml", "deploy.yml", "doctor.yml", "provision.yml"} <= set(books)
+
+    def checks(job: tuple[str, list[str]]) -> tuple[str, int]:
+        book, extra = job
+        proc = subprocess.run(["ansible-playbook", "-i", str(inventory), "--list-tasks", f"playbooks/{book}",
+                               "-e", "sage_action=start", *extra], cwd=REPO, capture_output=True, text=True,
+                              env=user_env(tmp_path, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")), timeout=120,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return book, proc.stdout.count("Validating arguments against arg spec")
+
+    jobs = [(book, extra) for book in books for extra in ([], ["-e", "sage_rolespec_validate=false"])]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        counts = list(pool.map(checks, jobs))
+    for (book, extra), (_, count) in zip(jobs, counts):
+        assert (count == 0) == bool(extra), f"{book} {' '.join(extra)}: {count} argument-spec tasks"
+
+
 def test_ansible_lint_production_profile(tmp_path: Path):
     if shutil.which("ansible-lint") is None:
         pytest.fail("ansible-lint is not installed (pip install '.[test]')")

@@ -220,3 +220,62 @@ def test_ansible_inventory_parses_it_and_values_survive(rendered: dict, fmt: str
     assert int(data["_meta"]["hostvars"]["sage4"]["ansible_port"]) == 2222
     assert data["_meta"]["hostvars"]["base-sage"]["ray_node_type"] == "head"
     assert data["_meta"]["hostvars"]["sage2"]["ray_node_temp_dir"] == "/var/tmp/ray worker"
+
+
+RICH_CONFIG = """\
+head:
+  host: h1
+  num_cpus: 0
+  fault_tolerance: redis
+  redis_address: rediss://r1:6380
+  redis_password_file: {secret}
+worker:
+  resources: {{slot: 1}}
+  labels: {{zone: a}}
+workers_ssh_hosts:
+  - w1:22
+  - {{host: gpu1, port: 2222, ssh: {{user: ops, key_path: /keys/ops}}, num_gpus: 4, memory: 1000000000}}
+  - {{host: odd1, remote: {{python_path: /opt/x/bin/python, ray_command: /opt/x/bin/ray, conda_env: "",
+                           python_version_match: patch}}}}
+deploy:
+  install: none
+"""
+
+
+def host_vars(inv: dict) -> dict[str, dict]:
+    """Each host's variables as Ansible merges them: the cluster's, then its group's, then its own."""
+    cluster = inv["all"]["children"]["sage_cluster"]
+    return {host: {**cluster.get("vars", {}), **group.get("vars", {}), **own}
+            for group in groups(inv).values() for host, own in (group.get("hosts") or {}).items()}
+
+
+def role_problems(variables: dict) -> list[str]:
+    """What each role's argument-spec task would say of these variables (the role's defaults fill the rest)."""
+    import yaml
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    problems = []
+    for spec_file in sorted((Path(inventory.__file__).parents[1] / "roles").glob("*/meta/argument_specs.yml")):
+        for entry in yaml.safe_load(spec_file.read_text())["argument_specs"].values():
+            options = entry.get("options", {})
+            given = {name: value for name, value in variables.items() if name in options}
+            result = ArgumentSpecValidator(options).validate(given, validate_role_argument_spec=True)
+            problems += [f"{spec_file.parts[-3]}: {message}" for message in result.error_messages]
+    return problems
+
+
+@pytest.mark.parametrize("text", ["guide", "hostile", "rich"])
+def test_what_sage_renders_passes_the_roles_argument_specs(home: Path, text: str) -> None:
+    """sage's own runs skip the roles' argument-spec task (sage_rolespec_validate=false): sage checked the config.
+    This is that promise: every host's variables as sage renders them pass every role's spec, as they would there."""
+    secret = home / "redis.secret"
+    secret.write_text("pw")
+    secret.chmod(0o600)
+    source = {"guide": GUIDE_CONFIG, "hostile": HOSTILE_CONFIG, "rich": RICH_CONFIG.format(secret=secret)}[text]
+    hosts = host_vars(inventory.build(cfg_from(source, home)))
+    assert len(hosts) >= 3
+    actions = {"ray_node_action": "status", "sage_provision_ssh_password": ""}  # the playbooks' own
+    for host, variables in hosts.items():
+        assert role_problems({**variables, **actions}) == [], host
+    broken = {**next(iter(hosts.values())), **actions, "ray_node_head_port": "six", "ray_node_type": "boss"}
+    assert len(role_problems(broken)) == 2  # the check this test stands for does fail on a bad value
