@@ -332,7 +332,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "machine's CPUs are at most this busy (0..1; 1 = never wait; default %(default)s)")
     ap.add_argument("--quiet-wait", type=float, help="but wait at most this many seconds (default 60; "
                     "with --smoke 0)")
-    ap.add_argument("--sage-root", help="run sage from this source tree (PYTHONPATH), e.g. a scratch copy")
+    ap.add_argument("--sage-root", help="run sage from this source tree (PYTHONPATH), e.g. a scratch copy "
+                    "(default: the tree this bench is in)")
     ap.add_argument("--root", default=ROOT, help="rig directory (default %(default)s)")
     ap.add_argument("--first-ip", type=int, default=FIRST_IP, help="hosts get 127.0.0.(FIRST_IP + i)")
     ap.add_argument("--json", dest="json_out", help="also write every sample as JSON to this file")

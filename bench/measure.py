@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.layout import REPO
+
 
 class BenchError(RuntimeError):
     pass
@@ -161,7 +163,8 @@ class Sage:
 
     def __init__(self, home: Path, sage_root: str | None):
         self.home = home
-        self.sage_root = sage_root
+        # The bench's own tree by default: a pip-installed sage may be another checkout's.
+        self.sage_root = sage_root or str(REPO)
         self.last_cpu = 0.0
         self.last_rc = 0
         self.last_span = (0.0, 0.0)  # wall clock (time.time()) at the last command's launch and exit
@@ -169,10 +172,7 @@ class Sage:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_"))}
         env["HOME"] = str(self.home)
-        if self.sage_root:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.sage_root, env.get("PYTHONPATH")]))
-        else:
-            env.pop("PYTHONPATH", None)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.sage_root, env.get("PYTHONPATH")]))
         return env
 
     def run(self, config: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, dict]:

@@ -252,6 +252,13 @@ def peers_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def rounds_run(args: argparse.Namespace) -> str:
+    """How many rounds of what ran: a section that did not run has no count."""
+    cluster = f"{args.rounds} round(s)" if args.only != "scale" else ""
+    scale = f"{args.scale_rounds} round(s) of the scale rows" if args.sizes and args.only != "cluster" else ""
+    return " and ".join(filter(None, [cluster, scale]))
+
+
 def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, Sample], info: dict[str, str],
                  started: datetime.datetime, seconds: float, loads: tuple[str, str], auth: str,
                  peers: list[dict] | None = None, sizes: list[int] | None = None, plot: str | None = None,
@@ -277,7 +284,7 @@ def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, 
     return f"""{BEGIN}
 ## Latest run
 
-`{cmd.strip()}`: {started:%Y-%m-%d %H:%M %Z}, {args.rounds} round(s), {args.scale_rounds} of the scale rows,
+`{cmd.strip()}`: {started:%Y-%m-%d %H:%M %Z}, {rounds_run(args)},
 {seconds / 60:.1f} min in all; load average {loads[0]} before, {loads[1]} after; Ray auth {auth} for sage and the floor alike.{load}{f" sage from {args.sage_root}." if args.sage_root else ""}
 
 {markdown_table(rows)}

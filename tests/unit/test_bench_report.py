@@ -1,8 +1,12 @@
 """bench/report.py and bench/plot.py without a rig: the scale verdicts, the scale table, the plot or its skip."""
+import argparse
 import sys
+
+import pytest
 
 from bench.measure import Sample
 from bench.plot import plot_scale
+from bench import report
 from bench.report import scale_table, table_rows
 
 SIZES = [4, 32, 128]
@@ -51,3 +55,14 @@ def test_plot_is_written_or_skipped_with_one_line(tmp_path, monkeypatch, capsys)
         return
     assert plot_scale(results(14.0, 12.8), SIZES, tmp_path / "p.png") is True
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("only", "sizes", "said"), [
+    (None, [4, 128], "3 round(s) and 1 round(s) of the scale rows"),
+    ("scale", [4, 128], "1 round(s) of the scale rows"),
+    ("cluster", [], "3 round(s)"),
+    (None, [], "3 round(s)"),  # --smoke: no scale hosts
+])
+def test_the_header_counts_only_the_rounds_that_ran(only, sizes, said):
+    args = argparse.Namespace(only=only, sizes=sizes, rounds=3, scale_rounds=1)
+    assert report.rounds_run(args) == said
