@@ -9,8 +9,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 from sage_cluster import inventory, ray_node, security
 from sage_cluster.config import Config
@@ -95,12 +93,15 @@ def reason(proc: subprocess.Popen) -> str:
 
 def dashboard_answers(local_port: int, token: str | None) -> str | None:
     """Ray's version as the dashboard reports it through the tunnel, or None when it does not answer."""
+    import json
+    import urllib.error
+    import urllib.request  # with http and email: imported here, not on every sage command's start
+
     request = urllib.request.Request(f"http://127.0.0.1:{local_port}/api/version")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            import json
             return json.load(response).get("ray_version", "?")
     except (OSError, ValueError, urllib.error.URLError):
         return None

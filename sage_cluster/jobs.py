@@ -12,7 +12,6 @@ started in (remote.python_path's directory first on PATH, the token's settings).
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import shlex
@@ -221,6 +220,8 @@ def follow(client: Any, job_id: str, write: Callable[[str], None]) -> Any:
     Ray's log stream (tail_job_logs) closes some 5 s after the job ended (measured on the rig), so the status is
     polled beside it: once the job has ended, the stream is dropped and what it had not yet delivered is printed
     from the job's full log."""
+    import asyncio  # only `sage job submit` waits on it: not on every sage command's start
+
     printed = 0
 
     async def tail() -> None:

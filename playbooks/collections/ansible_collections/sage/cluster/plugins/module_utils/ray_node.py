@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import ssl
 import time
 
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, CACHE
@@ -413,6 +412,8 @@ def redis_ping(address, password, timeout=5, connect=socket.create_connection):
     try:
         sock = connect((host, int(port)), timeout)
         if scheme == "rediss":
+            import ssl  # only here: every sage command and every node's module imports this file
+
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
         with sock:
             asks = ([("AUTH", "default", password)] if password else []) + [("PING",)]
