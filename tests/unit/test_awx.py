@@ -40,7 +40,7 @@ SURVEY_TYPES = {"text": str, "textarea": str, "password": str, "multiplechoice":
 SURVEY_TO_SPEC_TYPE = {"integer": "int", "float": "float"}
 # Role variables the playbooks set step by step: as extra vars (which a template's are) they would override every
 # step, e.g. ray_node_action=stop turns the head's status into a stop. Declared by the role, yet never a template's.
-SET_BY_PLAYBOOKS = {"ray_node_action", "ray_node_type", "ray_node_wait_for"}
+SET_BY_PLAYBOOKS = {"ray_node_action", "ray_node_type", "ray_node_wait_for", "ray_node_blocked_by"}
 
 
 # ---------------------------------------------------------------- reading the files

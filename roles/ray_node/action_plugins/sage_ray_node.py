@@ -41,6 +41,10 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         _, checked = self.validate_argument_spec(argument_spec=logic.ARGUMENT_SPEC, **logic.ARGUMENT_RULES)
+        if checked.get("blocked_by"):
+            # A task of its own would cost every host of a start one more forked worker (a skip costs one too).
+            result.update(failed=True, msg=checked["blocked_by"])
+            return result
         if checked.get("query") == "status":
             # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
             params = dict(checked, **{k: v for k, v in self._task.args.items()

@@ -127,6 +127,11 @@ options:
     description: Node IPs that must be alive in Ray's node table before O(query=wait) succeeds.
     type: list
     elements: str
+  blocked_by:
+    description:
+      - Not empty, the node is not touched and the task fails with this line. The action plugin answers on the
+        controller; the module never sees it set.
+    type: str
   timeout:
     description: Bound in seconds on one C(ray start) and on O(query=wait).
     type: int

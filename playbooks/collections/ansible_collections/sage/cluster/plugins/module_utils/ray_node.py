@@ -46,6 +46,7 @@ ARGUMENT_SPEC = {
     "log_lines": dict(type="int"),
     "cluster_view": dict(type="bool", default=False),
     "wait_for": dict(type="list", elements="str"),
+    "blocked_by": dict(type="str"),
     "timeout": dict(type="int"),
     "auth_token": dict(type="str", no_log=True),
     "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
