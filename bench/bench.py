@@ -56,8 +56,8 @@ if str(REPO) not in sys.path:  # `python bench/bench.py` as well as `python -m b
 from bench.floor import Floor  # noqa: E402
 from bench.layout import (CLUSTER, DASHBOARD_PORT, FIRST_IP, HEAD, HEAD_PORT, ROOT, WORKERS,  # noqa: E402
                           change_one_file, make_project, write_config)
-from bench.measure import (BenchError, PeakMemory, Sage, Sample, children_cpu, expect_results, log,
-                           wait_for_quiet)  # noqa: E402
+from bench.measure import (BenchError, PeakMemory, Sage, Sample, children_cpu, cpu_snapshot,  # noqa: E402
+                           expect_results, log, machine_cpu_since, wait_for_quiet)
 from bench.phases import newest_run, start_phases  # noqa: E402
 from bench.plot import plot_scale  # noqa: E402
 from bench.peers import Peer, PeerError, PEERS, ensure_peer_envs, measure  # noqa: E402
@@ -273,11 +273,14 @@ class Bench:
                 log(f"scale {n} hosts, round {r + 1}/{self.args.scale_rounds} (first: {order[0]})")
                 for kind, _ in SCALE_KINDS:
                     for who in order:
+                        before = cpu_snapshot()
                         if who == "sage":
                             t, data = self.scale_sage(cfg, kind, names)
                             self.record(f"scale_{kind}_{n}", "sage", t, data.get("seconds"))
                         else:
                             self.record(f"scale_{kind}_{n}", "floor", self.scale_floor(kind, names))
+                        getattr(self.sample(f"scale_{kind}_{n}"), f"{who}_machine_cpu").append(
+                            machine_cpu_since(before))
             log(f"scale {n} hosts: peak controller memory, one more run each (not timed)")
             for kind, _ in SCALE_KINDS:
                 s = self.sample(f"scale_{kind}_{n}")
@@ -318,7 +321,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every measurement (default 3)")
     ap.add_argument("--scale-rounds", type=int, help="rounds of the scale rows (default: --rounds; a 128-host "
-                    "round takes about 3.5 min on 2 cores)")
+                    "round takes about 1 min on 2 quiet cores)")
     ap.add_argument("--hosts", default="8,16,32,64,128", help="sshd-only host counts for scaling; 4 is always added "
                     "as the base ('' = none; default %(default)s)")
     ap.add_argument("--out", help="markdown file to write the table into (default docs/performance.md; with "

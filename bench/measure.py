@@ -39,6 +39,10 @@ class Sample:
     floor_mem: list[float] = field(default_factory=list)
     forks: list[int] = field(default_factory=list)  # most ansible-playbook processes at once, minus the parent
     forks_setting: list[str] = field(default_factory=list)  # ANSIBLE_FORKS as sage set it
+    # CPU seconds the whole machine spent during the command (/proc/stat): the controller's and, on the rig, the
+    # hosts' sshd and the modules they run, which share its cores
+    sage_machine_cpu: list[float] = field(default_factory=list)
+    floor_machine_cpu: list[float] = field(default_factory=list)
 
 
 def children_cpu() -> float:
@@ -46,15 +50,23 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def cpu_snapshot() -> tuple[int, int]:
+    """This machine's CPU time so far, all and idle (+ iowait), in clock ticks, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def machine_cpu_since(snapshot: tuple[int, int]) -> float:
+    """Busy CPU seconds of the whole machine since `snapshot`."""
+    (total0, idle0), (total1, idle1) = snapshot, cpu_snapshot()
+    return ((total1 - idle1) - (total0 - idle0)) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_busy(seconds: float = 2.0) -> float:
     """Share of this machine's CPU time that was busy over the next `seconds` (0..1), from /proc/stat."""
-    def snap() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields), idle
-    total0, idle0 = snap()
+    total0, idle0 = cpu_snapshot()
     time.sleep(seconds)
-    total1, idle1 = snap()
+    total1, idle1 = cpu_snapshot()
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 

@@ -106,8 +106,9 @@ def cpu_per_host(results: dict[str, Sample], kind: str, n: int) -> float | None:
 def scale_table(results: dict[str, Sample], sizes: list[int]) -> str:
     """Per host count and command: wall time, controller CPU (per host too) and peak memory, sage beside the floor."""
     lines = ["| hosts | command | sage | floor | sage / floor | controller CPU sage / floor | CPU per host, sage | "
-             "peak memory sage / floor | Ansible forks seen at once, of ANSIBLE_FORKS |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "all CPU sage / floor (the rig's hosts too) | peak memory sage / floor | "
+             "Ansible forks seen at once, of ANSIBLE_FORKS |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
         for kind, _ in SCALE_KINDS:
             s = results.get(f"scale_{kind}_{n}")
@@ -118,7 +119,9 @@ def scale_table(results: dict[str, Sample], sizes: list[int]) -> str:
             lines.append(f"| {n} | {kind.replace('_', ' ')} | {fmt(sm)} | {fmt(fm)} | "
                          f"{fmt(sm / fm if fm else None, '×')} | "
                          f"{fmt(median(s.sage_cpu))} / {fmt(median(s.floor_cpu))} | "
-                         f"{cpu_per_host(results, kind, n):.3f}s | {mem} | "
+                         f"{cpu_per_host(results, kind, n):.3f}s | "
+                         f"{fmt(median(s.sage_machine_cpu) if s.sage_machine_cpu else None)} / "
+                         f"{fmt(median(s.floor_machine_cpu) if s.floor_machine_cpu else None)} | {mem} | "
                          + (f"{max(s.forks)} of {s.forks_setting[-1] or '?'} |" if s.forks else "- |"))
     return "\n".join(lines) if len(lines) > 2 else ""
 

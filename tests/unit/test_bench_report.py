@@ -17,7 +17,8 @@ def results(wall_128: float, cpu_128: float) -> dict[str, Sample]:
     for kind in ("deploy", "status", "start_check"):
         out[f"scale_{kind}_4"] = Sample(sage=[1.0], floor=[0.5], sage_cpu=[1.2], floor_cpu=[0.3])
         out[f"scale_{kind}_32"] = Sample(sage=[4.0], floor=[3.0], sage_cpu=[4.8], floor_cpu=[2.0],
-                                         sage_mem=[150.0], floor_mem=[20.0], forks=[8], forks_setting=["32"])
+                                         sage_mem=[150.0], floor_mem=[20.0], forks=[8], forks_setting=["32"],
+                                         sage_machine_cpu=[7.5], floor_machine_cpu=[3.5])
         out[f"scale_{kind}_128"] = Sample(sage=[wall_128], floor=[10.0], sage_cpu=[cpu_128], floor_cpu=[8.0])
     return out
 
@@ -37,9 +38,11 @@ def test_a_ratio_over_the_target_or_cpu_per_host_growing_fails():
     assert verdicts(results(wall_128=14.0, cpu_128=25.6))["scale_status_128"].startswith("FAIL")  # 0.2 s/host
 
 
-def test_scale_table_has_memory_and_forks_where_measured():
+def test_scale_table_has_machine_cpu_memory_and_forks_where_measured():
     table = scale_table(results(14.0, 12.8), SIZES)
-    assert "| 32 | status | 4.00s | 3.00s | 1.33× | 4.80s / 2.00s | 0.150s | 150 / 20 MiB | 8 of 32 |" in table
+    assert ("| 32 | status | 4.00s | 3.00s | 1.33× | 4.80s / 2.00s | 0.150s | 7.50s / 3.50s | 150 / 20 MiB | 8 of 32 |"
+            in table)
+    assert "| 4 | status | 1.00s | 0.50s | 2.00× | 1.20s / 0.30s | 0.300s | - / - | - | - |" in table  # not measured
     assert "| 128 | start check |" in table
 
 
