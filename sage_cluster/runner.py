@@ -74,6 +74,10 @@ def failure_reason(res: dict[str, Any]) -> str:
         # The shell could not start the module's interpreter, which the inventory takes from the config.
         why = res["module_stderr"].strip().splitlines()[-1]
         return f"cannot run the remote Python ({why}): fix remote.python_path in the config; sage cluster doctor checks it"
+    if res.get("argument_errors"):
+        # validate_argument_spec's msg is only a header ("Validation of arguments failed:"): the reasons are here.
+        whose = (res.get("validate_args_context") or {}).get("name") or "the playbook"
+        return f"{whose} refused its variables: {'; '.join(map(str, res['argument_errors']))}"[:300]
     text = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
     if isinstance(text, list):
         text = " ".join(map(str, text))
@@ -167,6 +171,14 @@ def _close_without_delay() -> None:
         pexpect.spawn._spawnpty = spawnpty
 
 
+def roles_check_their_variables(root: Path) -> bool:
+    """Whether the roles' argument-spec task runs in sage's runs (sage_rolespec_validate). sage has checked the
+    config its inventory comes from against the schema the specs are made of (roledoc), and the task is one more
+    on every host (half the controller CPU of a start at 128 hosts); but values in the playbooks' host_vars/ or
+    group_vars/ reach the roles unchecked by sage, so with either there the roles check."""
+    return any((root / "playbooks" / name).is_dir() for name in ("host_vars", "group_vars"))
+
+
 def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit: str | None = None,
                  check: bool = False, verbosity: int = 0,
                  on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None,
@@ -205,10 +217,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
         project_dir=str(root / "playbooks"),
         playbook=playbook,
         inventory=str(inv_path),
-        # sage has checked the config these role variables come from against the schema the roles' argument specs
-        # are made of (roledoc): the argument-spec task, one more task on every host, is for ansible-playbook and
-        # AWX. At 128 hosts it was half the controller CPU of a start.
-        extravars={"sage_rolespec_validate": False, **extravars},
+        extravars={"sage_rolespec_validate": roles_check_their_variables(root), **extravars},
         limit=limit,
         verbosity=verbosity or None,
         cmdline=cmdline,

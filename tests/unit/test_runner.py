@@ -1,9 +1,12 @@
 """The runner's pure logic over Ansible's events: per-host results, live progress, a failed host's one line."""
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 from sage_cluster import runner
 from sage_cluster.runner import EventHandler, failure_reason
+from tests.unit.helpers import PY_SAGE, run
 
 
 def test_a_missing_remote_python_names_the_config_key() -> None:
@@ -85,3 +88,41 @@ def test_ansible_playbooks_pty_closes_without_ptyprocess_sleep_and_a_live_child_
     alive = pexpect.spawn("sleep", ["30"])
     alive.close()
     assert not alive.isalive() and alive.signalstatus is not None
+
+
+def test_the_roles_check_their_variables_only_where_values_bypass_the_config(tmp_path: Path) -> None:
+    """sage's own inventory comes from a checked config: its runs skip the roles' argument-spec task, unless the
+    playbook directory's host_vars/ or group_vars/ (values sage never sees) exist."""
+    (tmp_path / "playbooks").mkdir()
+    assert runner.roles_check_their_variables(tmp_path) is False
+    for name in ("host_vars", "group_vars"):
+        (tmp_path / "playbooks" / name).mkdir()
+        assert runner.roles_check_their_variables(tmp_path) is True
+        (tmp_path / "playbooks" / name).rmdir()
+
+
+def test_an_argument_spec_failure_says_what_was_wrong_not_its_header() -> None:
+    res = {"failed": True, "msg": "Validation of arguments failed:\nargument 'ray_node_head_port' is of type str",
+           "argument_errors": ["argument 'ray_node_head_port' is of type str and we were unable to convert to int"],
+           "validate_args_context": {"type": "role", "name": "ray_node", "argument_spec_name": "main"}}
+    assert failure_reason(res) == ("ray_node refused its variables: argument 'ray_node_head_port' is of type str and "
+                                   "we were unable to convert to int")
+
+
+def test_a_bad_value_in_playbooks_host_vars_is_refused_by_the_roles_in_sages_run(tmp_path: Path) -> None:
+    """The real run: sage from a copy of this tree whose playbooks/host_vars/ holds a value sage never checked; the
+    roles' argument spec refuses it, and sage's line says what (the built-in default: this machine, no SSH)."""
+    repo = Path(__file__).resolve().parents[2]  # this checkout (the newest pair runs an installed wheel)
+    tree = tmp_path / "tree"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, tree / name)
+    (tree / "playbooks" / "host_vars").mkdir()
+    (tree / "playbooks" / "host_vars" / "localhost.yml").write_text("ray_node_head_port: six\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = run([*PY_SAGE, "cluster", "status", "--json"], home, timeout=120, PYTHONPATH=str(tree))
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads(proc.stdout)["hosts"]["localhost"]["error"]
+    assert error.startswith("ray_node refused its variables: argument 'ray_node_head_port' is of type str"), error
