@@ -120,8 +120,7 @@ def scale_table(results: dict[str, Sample], sizes: list[int]) -> str:
                          f"{fmt(sm / fm if fm else None, '×')} | "
                          f"{fmt(median(s.sage_cpu))} / {fmt(median(s.floor_cpu))} | "
                          f"{cpu_per_host(results, kind, n):.3f}s | "
-                         f"{fmt(median(s.sage_machine_cpu) if s.sage_machine_cpu else None)} / "
-                         f"{fmt(median(s.floor_machine_cpu) if s.floor_machine_cpu else None)} | {mem} | "
+                         f"{fmt(median(s.sage_machine_cpu))} / {fmt(median(s.floor_machine_cpu))} | {mem} | "
                          + (f"{max(s.forks)} of {s.forks_setting[-1] or '?'} |" if s.forks else "- |"))
     return "\n".join(lines) if len(lines) > 2 else ""
 
