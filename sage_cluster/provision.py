@@ -1,89 +1,18 @@
 """`sage cluster provision`: this machine's Ray in every node's env (playbooks/provision.yml, roles/sage_provision),
-and what the controller does for it: the wheels for nodes whose pip reaches no index, and the run's verdict on
-Python versions.
-
-The wheels are built here once per (Ray release, Python, node platform) with `pip download --only-binary` for the
-node's platform and Python (this machine's pip and its index), cached under ~/.sage/wheels/, sent with rsync and
-installed there with --no-index. Measured for ray[default]==2.60.0, cp311, glibc 2.36 x86_64: 57 wheels, 108 MB,
-about 25 s from PyPI.
-
-The installer is the env's own pip. Measured here, those 57 wheels into a fresh venv, offline: pip 17.6 s, uv 4.7 s;
-uv would be a 37 MB binary per platform sent to every node, for 13 s once per node and Ray release (a provision
-with nothing to do runs no installer at all).
+and the run's verdict on Python versions. The wheels for nodes whose pip reaches no index are the collection's
+(plugins/plugin_utils/wheelhouse.py, run by the sage_wheelhouse action).
 """
 from __future__ import annotations
 
-import fcntl
 import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node
 from sage_cluster import operations
 from sage_cluster import report, sshsetup
-from sage_cluster.config import STATE_DIR, Config, Endpoint, is_this_machine
+from sage_cluster.config import Config, Endpoint, is_this_machine
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult
-
-WHEELS_DIR = STATE_DIR / "wheels"
-MATCH_LEVEL_ENV = "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL"  # Ray's own: "minor" lets 3.11.2 and 3.11.7 meet
-# The legacy manylinux names pip knows for these machines (PEP 599): older wheels still name only those.
-LEGACY = {"x86_64": ["manylinux2014", "manylinux2010", "manylinux1"], "i686": ["manylinux2014", "manylinux2010",
-          "manylinux1"], "aarch64": ["manylinux2014"], "ppc64le": ["manylinux2014"], "s390x": ["manylinux2014"]}
-
-
-class WheelhouseError(Exception):
-    """The wheels could not be built here (one line: why)."""
-
-
-def platforms(glibc: str, machine: str) -> list[str]:
-    """The platform tags a glibc node's pip takes, newest first. pip download --platform takes each as it is
-    (it does not widen manylinux_2_36 to the older ones the node also runs), so all are named."""
-    try:
-        major, minor = (int(n) for n in glibc.split(".")[:2])
-    except ValueError:
-        raise WheelhouseError(f"glibc {glibc!r} is not a version") from None
-    tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, 16, -1)]
-    return tags + [f"{name}_{machine}" for name in LEGACY.get(machine, []) if minor >= 17]
-
-
-def wheelhouse_key(ray_version: str, python: str, glibc: str, machine: str) -> str:
-    return f"ray-{ray_version}-cp{python.replace('.', '')}-glibc{glibc}-{machine}"
-
-
-def build_wheelhouse(ray_version: str, python: str, glibc: str | None, machine: str,
-                     root: Path | None = None) -> Path:
-    """The directory of wheels for ray[default]==ray_version on such a node, built when not yet cached. Parallel
-    builders (one per node of a run) take turns; the second finds the first one's."""
-    if not glibc:
-        raise WheelhouseError("the node has no glibc (musl?): this machine can build wheels for glibc Linux only; "
-                              "give the node an index (deploy.pip_args) or install Ray there yourself")
-    root = (root or WHEELS_DIR).expanduser()
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    dest = root / wheelhouse_key(ray_version, python, glibc, machine)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (dest / ".complete").exists():
-            return dest
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
-        argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-                "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
-                *[arg for tag in platforms(glibc, machine) for arg in ("--platform", tag)],
-                "--dest", str(tmp), f"ray[default]=={ray_version}"]
-        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-            raise WheelhouseError(f"pip download of ray[default]=={ray_version} for Python {python}, glibc {glibc} "
-                                  f"{machine} failed here: {lines[-1] if lines else 'exit %d' % proc.returncode}")
-        (tmp / ".complete").touch()
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-    return dest
 
 
 def provision(invocation: operations.Invocation, endpoints: list[Endpoint], wheelhouse: bool) -> tuple[Config, RunResult]:
@@ -116,7 +45,7 @@ def python_note(result: RunResult, match: str) -> str | None:
     if not seen or (len(seen) == 1 and mine in seen):
         return None
     where = "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in sorted(seen.items()))
-    driver = (f"a Ray driver started here needs {MATCH_LEVEL_ENV}=minor (sage's own commands and `sage job` do "
+    driver = (f"a Ray driver started here needs {ray_node.PYTHON_MATCH_ENV}=minor (sage's own commands and `sage job` do "
               "not start one here)")
     if len(seen) == 1:
         return f"Python {where}, {mine} on this machine: {driver}."

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_cluster import ansible_root, inventory, security
+from sage_cluster import ansible_root, collections_path, inventory, security
 from sage_cluster.config import STATE_DIR, Config
 
 KEEP_RUNS = 20
@@ -223,7 +223,8 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
         cmdline=cmdline,
         envvars={
             "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
-            "ANSIBLE_ROLES_PATH": str(root / "roles"),
+            # sage's own copy of the collection sage.cluster, whatever else is installed.
+            "ANSIBLE_COLLECTIONS_PATH": str(collections_path()),
             # ansible-runner turns host key checking off unless told; the inventory's ssh args set the policy.
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_LOCAL_TEMP": str(data_dir / "tmp"),

@@ -2,7 +2,6 @@
 notes after a run) and the node-side shell text that adds the key, run here against a temporary home."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -13,24 +12,15 @@ import pytest
 
 from sage_cluster import provision, sshsetup
 from ansible_collections.sage.cluster.plugins.module_utils import sage_provision as logic  # found through sage_cluster
+from ansible_collections.sage.cluster.plugins.plugin_utils import wheelhouse
 from sage_cluster.config import ConfigError, Endpoint, parse
 from sage_cluster.runner import HostResult, RunResult
 from tests.unit.helpers import PY_SAGE, run
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "sage_provision"
 CONFIG = """\
 head: {host: h1}
 workers_ssh_hosts: "w1:22,w2:2222"
 """
-
-
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 
 
 def cfg(tmp_path: Path):
@@ -44,15 +34,15 @@ def result(**hosts: HostResult) -> RunResult:
 
 
 def test_platforms_name_every_manylinux_the_node_takes():
-    tags = provision.platforms("2.36", "x86_64")
+    tags = wheelhouse.platforms("2.36", "x86_64")
     assert tags[0] == "manylinux_2_36_x86_64" and "manylinux_2_17_x86_64" in tags
     assert tags[-3:] == ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
-    assert provision.platforms("2.31", "aarch64")[-1] == "manylinux2014_aarch64"
-    with pytest.raises(provision.WheelhouseError):
-        provision.platforms("musl", "x86_64")
-    assert provision.wheelhouse_key("2.60.0", "3.11", "2.36", "x86_64") == "ray-2.60.0-cp311-glibc2.36-x86_64"
-    with pytest.raises(provision.WheelhouseError, match="glibc"):
-        provision.build_wheelhouse("2.60.0", "3.11", None, "x86_64")
+    assert wheelhouse.platforms("2.31", "aarch64")[-1] == "manylinux2014_aarch64"
+    with pytest.raises(wheelhouse.WheelhouseError):
+        wheelhouse.platforms("musl", "x86_64")
+    assert wheelhouse.wheelhouse_key("2.60.0", "3.11", "2.36", "x86_64") == "ray-2.60.0-cp311-glibc2.36-x86_64"
+    with pytest.raises(wheelhouse.WheelhouseError, match="glibc"):
+        wheelhouse.build_wheelhouse("2.60.0", "3.11", None, "x86_64")
 
 
 @pytest.mark.parametrize("found, needed, summary", [
@@ -133,7 +123,7 @@ def test_next_steps_name_the_command_a_bare_machine_needs(tmp_path):
 
 
 def add_key(home: Path, key: str) -> str:
-    plugin = load(ROLE / "action_plugins" / "sage_key_login.py", "sage_key_login")
+    from ansible_collections.sage.cluster.plugins.action import sage_key_login as plugin
     return subprocess.run(["sh", "-c", plugin.ADD_KEY], input=key + "\n", capture_output=True, text=True,
                           env={"HOME": str(home), "PATH": os.environ["PATH"]}, check=True).stdout.strip()
 

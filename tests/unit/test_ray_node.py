@@ -23,11 +23,11 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from sage_cluster import ray_node
+from sage_cluster import collections_path, ray_node
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "ray_node"
-MODULE = ROLE / "library" / "sage_ray_node.py"
+MODULE = REPO / "plugins" / "modules" / "sage_ray_node.py"
 logic = ray_node
 
 
@@ -106,16 +106,16 @@ def test_return_documents_the_sage_dict_the_playbooks_and_runner_read() -> None:
 
 
 def test_ansible_doc_renders_every_option() -> None:
-    proc = subprocess.run(["ansible-doc", "-M", str(MODULE.parent), "sage_ray_node"], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    proc = subprocess.run(["ansible-doc", "sage.cluster.sage_ray_node"], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, env={**env, "ANSIBLE_COLLECTIONS_PATH": str(collections_path())})
     assert proc.returncode == 0, proc.stderr
     for name in SPEC:
         assert re.search(rf"\b{name}\b", proc.stdout), name
     assert "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout
 
 
-ROLE_TASK = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage_ray_node"]
+ROLE_TASK = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage.cluster.sage_ray_node"]
 
 
 def test_the_role_passes_its_defaults_and_the_module_has_none_of_its_own() -> None:

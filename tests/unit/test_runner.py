@@ -117,7 +117,7 @@ def test_a_bad_value_in_playbooks_host_vars_is_refused_by_the_roles_in_sages_run
     files = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout
     for name in filter(None, files.decode().split("\0")):
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repo / name, tree / name)
+        shutil.copy2(repo / name, tree / name, follow_symlinks=False)
     (tree / "playbooks" / "host_vars").mkdir()
     (tree / "playbooks" / "host_vars" / "localhost.yml").write_text("ray_node_head_port: six\n")
     home = tmp_path / "home"

@@ -1,19 +1,13 @@
-"""sage_rsync's command line: rsync itself splits the -e string, so an odd key path or user must survive it; and
-the ssh line comes from ansible-core's own ssh plugin through its private _build_command (sage_rsync.ssh_argv)."""
-import importlib.util
+"""The rsync command line (plugin_utils/rsync.py): rsync itself splits the -e string, so an odd key path or user must
+survive it; and the ssh line comes from ansible-core's own ssh plugin through its private _build_command."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import sage_cluster  # noqa: F401  (the collection sage.cluster on sys.path, where the plugin imports from)
-
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "sage_rsync", REPO / "roles" / "sage_deploy" / "action_plugins" / "sage_rsync.py")
-sage_rsync = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sage_rsync)
+import sage_cluster  # noqa: F401  (the collection sage.cluster on sys.path)
+from ansible_collections.sage.cluster.plugins.plugin_utils import rsync as sage_rsync
 
 
 def test_rsync_hands_ssh_exactly_the_arguments_ansible_built(tmp_path: Path) -> None:
