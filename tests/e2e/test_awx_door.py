@@ -257,7 +257,7 @@ def project_files() -> list[str]:
     """The files a git checkout of this branch has (tracked, and new ones not ignored)."""
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
-    return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+    return [f for f in out.split("\0") if f and ((REPO / f).is_file() or (REPO / f).is_symlink())]
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +274,7 @@ def awx():
             scm = base / "scm"
             for f in project_files():
                 (scm / f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / f, scm / f)
+                shutil.copy2(REPO / f, scm / f, follow_symlinks=False)  # the link to the collection stays one
             # The admin's config, committed in the project (docs/ops.md B.2): paths under /runner/project.
             project = base / "runner" / "project"
             (scm / CONFIG_IN_PROJECT).write_text(sage_config(
