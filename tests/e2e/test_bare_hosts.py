@@ -27,7 +27,8 @@ from tests.rig import Rig, controller_ray_version, ensure_wheels, installed_ray_
 from tests.rig.config import sage_config
 from tests.rig.index import serve_index
 
-pytestmark = pytest.mark.rig
+# provision gives the nodes a Python of this machine's minor: the rig's hosts have Debian's 3.11 only.
+pytestmark = [pytest.mark.rig, pytest.mark.nodes_python]
 
 HEAD, OFFLINE, NEW = "b-head", "b-w2", "b-w3"
 ALL = [HEAD, "b-w1", OFFLINE]  # the config's nodes; NEW, as bare as b-w1, joins through scale add

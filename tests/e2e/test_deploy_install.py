@@ -299,9 +299,9 @@ deploy:
         uninstall_demo()
 
 
-@pytest.mark.newest_pair
+@pytest.mark.oldest_pair
 def test_a_cluster_starts_reports_its_nodes_and_stops(rig, sage, tmp_path):
-    """The rig start/stop that .ci/run also runs on the newest Python + ansible-core (-m newest_pair): every
+    """The rig start/stop that .ci/run also runs on Python 3.11 + ansible-core 2.19 (-m oldest_pair): every
     door's shared code (the collection sage.cluster) on a real run. Its own hosts and ports, beside `cluster`."""
     head, worker = "sage-w3", "sage-w4"
     project = tmp_path / "smoke"  # a source that is not the home directory (which deploy refuses)

@@ -175,6 +175,8 @@ def rows(s: Sage) -> tuple[int, dict[tuple[str, str], dict]]:
     return code, {(r["host"], r["check"]): r for r in data["checks"]}
 
 
+# Doctor's versions row compares the nodes' Python with this machine's: the rig's hosts have Debian's 3.11.
+@pytest.mark.nodes_python
 def test_doctor_passes_on_a_healthy_cluster_and_names_each_fault(user, frig):
     s = user.configure()
     code, checks = rows(s)
@@ -240,6 +242,7 @@ def test_doctor_passes_on_a_healthy_cluster_and_names_each_fault(user, frig):
         frig.start_host("f-w2")
 
 
+@pytest.mark.nodes_python
 def test_doctor_table_for_people(user):
     s = user.configure()
     s("cluster", "deploy", check=True)
