@@ -51,6 +51,7 @@ ARGUMENT_SPEC = {
     "auth_token": dict(type="str", no_log=True),
     # Read (and made when missing) by the action plugin on the controller, which passes the token as auth_token.
     "auth_token_file": dict(type="str"),
+    "auth_token_make": dict(type="bool"),
     "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
     "deploy_record": dict(type="path"),
     "source_revision": dict(type="str"),

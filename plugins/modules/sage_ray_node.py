@@ -147,6 +147,11 @@ options:
         random token, mode 0600, its dir 0700), so that a run of ansible-playbook needs no earlier step to make one.
       - Mutually exclusive with O(auth_token).
     type: str
+  auth_token_make:
+    description:
+      - Whether the action plugin makes a missing O(auth_token_file) (unset, it does). V(false) fails the task
+        instead, for runs that must use the cluster's existing token (AWX, whose jobs start on a fresh filesystem).
+    type: bool
   auth_token_path:
     description: Where the node keeps the token (mode 0600, its dir 0700).
     type: path

@@ -614,3 +614,12 @@ def test_a_redis_password_file_others_can_read_is_refused(home: Path) -> None:
     assert "chmod 600" in str(err.value) and "s3cret" not in str(err.value)
     secret.chmod(0o600)
     security.check_redis_password_file(cfg)
+
+
+def test_the_token_file_is_made_once_0600_in_a_0700_dir(tmp_path: Path) -> None:
+    from ansible_collections.sage.cluster.plugins.plugin_utils import ray_token
+    path = tmp_path / "state" / "ray_auth_token"
+    token = ray_token.read_token(path)
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert ray_token.read_token(path) == token  # made once: every later run reads the same token
