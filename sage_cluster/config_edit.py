@@ -18,8 +18,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from sage_cluster.config import (WORKERS_KEY, Config, ConfigError, Endpoint, host_key, parse, parse_endpoint,
-                                 read_exact, round_trip_yaml)
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import (
+    WORKERS_KEY, Config, ConfigError, Endpoint, host_key, parse, parse_endpoint, read_exact, round_trip_yaml)
 
 
 def write_atomic(path: Path, text: str) -> None:

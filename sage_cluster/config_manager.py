@@ -9,7 +9,7 @@ import sys
 from sage_cluster.cli import main
 
 if __name__ == "__main__":
-    from sage_cluster import config as cfgmod
+    from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
     from sage_cluster.config_edit import write_atomic
 
     path = cfgmod.find(None).path or cfgmod.write_path(None)  # a config found anywhere is the one shown

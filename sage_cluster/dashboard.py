@@ -10,8 +10,10 @@ import socket
 import subprocess
 import time
 
-from sage_cluster import inventory, ray_node, security
-from sage_cluster.config import Config
+from ansible_collections.sage.cluster.plugins.plugin_utils import inventory
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config
+
+from sage_cluster import ray_node, security
 from sage_cluster.runner import failure_reason
 
 

@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sage_cluster import config as cfgmod
+from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError
+
 from sage_cluster import dashboard, ray_node, security
-from sage_cluster.config import Config, ConfigError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 POLL = 0.5  # seconds between two looks at a job's status while it runs
@@ -159,7 +160,7 @@ def connect(cfg: Config) -> Iterator[Any]:
             url, where = f"http://127.0.0.1:{port}", where + ", through SSH"
         else:
             url = direct_url(cfg)
-        headers = {"Authorization": f"Bearer {security.read_token()}"} if security.token_enabled(cfg) else None
+        headers = {"Authorization": f"Bearer {security.read_token()}"} if token_enabled(cfg) else None
         try:
             client = JobSubmissionClient(url, headers=headers)
         except AuthenticationError:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint
+
 from ansible_collections.sage.cluster.plugins.module_utils import sage_env
-from sage_cluster import config as cfgmod
 from sage_cluster import config_edit, report, source
-from sage_cluster.config import Config, ConfigError, Endpoint
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
 

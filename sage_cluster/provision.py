@@ -7,10 +7,11 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, Endpoint, is_this_machine
+
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node
 from sage_cluster import operations
 from sage_cluster import report, sshsetup
-from sage_cluster.config import Config, Endpoint, is_this_machine
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_cluster import config as cfgmod
-from sage_cluster.config import ConfigError, key_line, item_line, yaml_scalar
+from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError, key_line, item_line, yaml_scalar
 
 _SETUP = ("deploy.install: a command list run in remote.sage_home on every node by `sage cluster deploy`, or "
           "prepare the env on the hosts yourself")

@@ -22,7 +22,10 @@ from typing import Any
 
 import yaml
 
-from sage_cluster import ansible_root, config, inventory
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory
+
+from sage_cluster import ansible_root
+
 
 ROLES = ("ray_node", "sage_deploy")
 # Variables the inventory sets that are not the schema's defaults: the node type is the group's, and the role's

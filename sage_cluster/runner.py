@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_cluster import ansible_root, collections_path, inventory, security
-from sage_cluster.config import STATE_DIR, Config
+from ansible_collections.sage.cluster.plugins.plugin_utils import inventory
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import STATE_DIR, Config
+
+from sage_cluster import ansible_root, collections_path, security
+
 
 KEEP_RUNS = 20
 # Bookkeeping tasks whose success is not news to the person watching.

@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint, is_this_machine
+
 from sage_cluster import operations
 from sage_cluster import report
-from sage_cluster.config import Config, ConfigError, Endpoint, is_this_machine
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import sage_cluster  # noqa: F401  (puts the collection sage.cluster on sys.path, for the tests' imports of it)
 from tests.conftest_rig import *  # noqa: F401,F403  (the `rig` fixture)
 
 

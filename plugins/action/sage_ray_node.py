@@ -13,17 +13,24 @@ module runs instead. With python_path or ray_command `auto`, the probe reads wha
 (module_utils/detect_env.py's cache, while its Python exists) and a head's snippet runs with that Python; without
 such a finding the module runs (and finds them). Every other state and query runs the module; a start or restart
 gets the controller's Ray release as ray_version when none is given.
+
+auth_token_file names the token's file on the controller: read here (made first when missing, so that
+ansible-playbook and AWX runs need no `sage` step before them) and passed on as the no_log auth_token. For the same
+reason the directory of the known_hosts file the inventory gives ssh (ssh.known_hosts) is made here, before the
+node is contacted: ssh does not make it, and then learns no host key at all.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import shlex
+from pathlib import Path
 
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 from ansible_collections.sage.cluster.plugins.module_utils import detect_env
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
+from ansible_collections.sage.cluster.plugins.plugin_utils.ray_token import read_token
 
 
 def controller_ray():
@@ -45,20 +52,45 @@ class ActionModule(ActionBase):
             # A task of its own would cost every host of a start one more forked worker (a skip costs one too).
             result.update(failed=True, msg=checked["blocked_by"])
             return result
+        self._make_known_hosts_dir()
+        args = dict(self._task.args)
+        args.pop("auth_token_make", None)
+        if token_file := args.pop("auth_token_file", None):
+            path = Path(token_file).expanduser()
+            if checked.get("auth_token_make") is False and not path.exists():
+                result.update(failed=True, msg=f"the Ray auth token file {token_file} is not on the controller, and "
+                                               "this run may not make one (ray_node_auth_token_make: false). Fix: "
+                                               "give the run the cluster's token file (AWX: the sage Ray token "
+                                               "credential).")
+                return result
+            try:
+                args["auth_token"] = checked["auth_token"] = read_token(path)
+            except OSError as exc:
+                result.update(failed=True, msg=f"cannot read or make the Ray auth token file {token_file} on the "
+                                               f"controller ({exc.strerror}). Fix: make it readable, or remove it "
+                                               "for a new token.")
+                return result
         if checked.get("query") == "status":
             # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
-            params = dict(checked, **{k: v for k, v in self._task.args.items()
-                                      if logic.ARGUMENT_SPEC[k]["type"] == "path"})
+            params = dict(checked, **{k: v for k, v in args.items() if logic.ARGUMENT_SPEC[k]["type"] == "path"})
             report = self._probe(logic, params)
             if report is not None:
                 result.update(changed=False, sage=report)
                 if why := logic.head_without_gcs(params["node_type"], report):
                     result.update(failed=True, msg=why)
                 return result
-        args = self._task.args
         if checked.get("state") in ("start", "restart") and not args.get("ray_version"):
             args = dict(args, ray_version=controller_ray())
         return merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars))
+
+    def _make_known_hosts_dir(self):
+        """The directory of each UserKnownHostsFile in the host's ssh_common_args (0700)."""
+        if getattr(self._connection, "transport", None) != "ssh":
+            return
+        for arg in shlex.split(self._connection.get_option("ssh_common_args") or ""):
+            if arg.startswith("UserKnownHostsFile="):
+                for name in arg.partition("=")[2].split():
+                    Path(name).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _probe(self, logic, params):
         """A node's `sage` dict from the status probe, or None for the module to answer instead."""

@@ -49,6 +49,9 @@ ARGUMENT_SPEC = {
     "blocked_by": dict(type="str"),
     "timeout": dict(type="int"),
     "auth_token": dict(type="str", no_log=True),
+    # Read (and made when missing) by the action plugin on the controller, which passes the token as auth_token.
+    "auth_token_file": dict(type="str"),
+    "auth_token_make": dict(type="bool"),
     "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
     "deploy_record": dict(type="path"),
     "source_revision": dict(type="str"),
@@ -69,7 +72,7 @@ ARGUMENT_SPEC = {
 _START = ["ray_command", "python_path", "node_ip", "head_host", "head_port", "temp_dir", "log_dir", "timeout"]
 ARGUMENT_RULES = {
     "required_one_of": [["state", "query"]],
-    "mutually_exclusive": [["state", "query"]],
+    "mutually_exclusive": [["state", "query"], ["auth_token", "auth_token_file"]],
     "required_if": [
         ["state", "start", _START],
         ["state", "restart", _START],

@@ -140,6 +140,18 @@ options:
       - The Ray auth token. Set, the node starts with RAY_AUTH_MODE=token and keeps the token in
         O(auth_token_path); unset, with RAY_AUTH_MODE=disabled.
     type: str
+  auth_token_file:
+    description:
+      - A file on the controller holding the Ray auth token, as O(auth_token) takes it. The action plugin reads it on
+        the controller and passes the token on as O(auth_token); a file that does not exist it creates first (a new
+        random token, mode 0600, its dir 0700), so that a run of ansible-playbook needs no earlier step to make one.
+      - Mutually exclusive with O(auth_token).
+    type: str
+  auth_token_make:
+    description:
+      - Whether the action plugin makes a missing O(auth_token_file) (unset, it does). V(false) fails the task
+        instead, for runs that must use the cluster's existing token (AWX, whose jobs start on a fresh filesystem).
+    type: bool
   auth_token_path:
     description: Where the node keeps the token (mode 0600, its dir 0700).
     type: path
@@ -231,7 +243,7 @@ EXAMPLES = r"""
     log_dir: /tmp/sage_head_logs
     timeout: 90
     labels: {zone: a}
-    auth_token: "{{ lookup('ansible.builtin.file', '~/.sage/ray_auth_token') }}"
+    auth_token_file: ~/.sage/ray_auth_token
   register: ray_node_result
 
 - name: Stop a worker

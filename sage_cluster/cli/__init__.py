@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
+
 from sage_cluster import __version__
 from sage_cluster.cli.cluster import cluster
 from sage_cluster.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
@@ -14,7 +16,6 @@ from sage_cluster.cli.head import head
 from sage_cluster.cli.inventory import inventory
 from sage_cluster.cli.job import job
 from sage_cluster.cli.worker import worker
-from sage_cluster.config import ConfigError
 from sage_cluster.lock import LockBusy
 
 

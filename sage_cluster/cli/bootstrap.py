@@ -5,11 +5,12 @@ import sys
 
 import click
 
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, Endpoint
+
 from sage_cluster import operations
 from sage_cluster import provision as prov
 from sage_cluster import report, sshsetup
 from sage_cluster.cli.common import HostPort, common_options, exit_code
-from sage_cluster.config import Config, Endpoint
 from sage_cluster.runner import RunResult
 
 

@@ -6,10 +6,11 @@ import sys
 
 import click
 
+from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
+
 from sage_cluster import operations
-from sage_cluster import config as cfgmod
 from sage_cluster import ray_node, report, security
-from sage_cluster.config import ConfigError
 from sage_cluster.operations import Invocation
 from sage_cluster.cli.common import EXIT_FAILED, common_options, exit_code
 from sage_cluster.cli import nodes
@@ -109,7 +110,7 @@ def dashboard(invocation: Invocation, port: int | None) -> None:
         click.echo(click.style("error: ", fg="red") + str(exc), err=True)
         sys.exit(1)
     try:
-        token = security.read_token() if security.token_enabled(cfg) else None
+        token = security.read_token() if token_enabled(cfg) else None
         url = f"http://127.0.0.1:{port}"
         click.echo(f"Dashboard: {url}  (tunnel to {head['host']}:{head['dashboard_port']} over SSH; Ctrl-C closes it)")
         version = dash.dashboard_answers(port, token)
@@ -165,7 +166,7 @@ def token(invocation: Invocation) -> None:
       RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) ray job submit --address http://head:8265 -- python job.py
     """
     cfg = operations.load(invocation)
-    if not security.token_enabled(cfg):
+    if not token_enabled(cfg):
         raise ConfigError(f"{cfg.path}: security.ray_auth is off, so the cluster has no token. "
                           "Fix: set it to token and run `sage cluster restart`.")
     click.echo(security.read_token())

@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import (SEARCH_HELP, ConfigError, Endpoint,
+                                                                      parse_endpoint)
+
 from sage_cluster import report
-from sage_cluster.config import SEARCH_HELP, ConfigError, Endpoint, parse_endpoint
 from sage_cluster.operations import Invocation
 from sage_cluster.runner import RunResult
 

@@ -7,12 +7,13 @@ import click
 from click.core import ParameterSource
 from ruamel.yaml import YAML
 
-from sage_cluster import config as cfgmod
+from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
+
 from sage_cluster import operations
 from sage_cluster import rayup_import, report
 from sage_cluster.operations import Invocation
 from sage_cluster.cli.common import common_options
-from sage_cluster.config import ConfigError
 from sage_cluster.config_edit import write_atomic
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from sage_cluster import inventory as inv
+from ansible_collections.sage.cluster.plugins.plugin_utils import inventory as inv
+
 from sage_cluster import operations
 from sage_cluster.operations import Invocation
 from sage_cluster.cli.common import common_options

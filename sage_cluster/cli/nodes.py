@@ -22,9 +22,10 @@ from typing import Any
 
 import click
 
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import Endpoint
+
 from sage_cluster import operations
 from sage_cluster import report
-from sage_cluster.config import Endpoint
 from sage_cluster.cli.bootstrap import offer_setup_ssh, say_next_steps
 from sage_cluster.cli.common import EXIT_FAILED, HostPort, common_options, exit_code, finish
 from sage_cluster.operations import Invocation

@@ -8,7 +8,7 @@ back into the controller's dir, where AWX reads artifacts/<ident>/status and rc 
 the playbook failed).
 
 - Inventory update (RunInventoryUpdate): the command in the `args` file, `ansible-inventory --list --export
-  -i /runner/project/inventory/sage_inventory.py --output /runner/artifacts/<id>/output.json --playbook-dir ...`,
+  -i /runner/project/inventory/sage.yml --output /runner/artifacts/<id>/output.json --playbook-dir ...`,
   with the source's source_vars (SAGE_CONFIG) in the environment.
 - Job (RunJob): AWX's own inventory script (what AWX stored from that output.json, plus the AWX inventory's
   variables from awx/sage.yml), the job template's extra vars in env/extravars, `-u root` (no Machine credential),
@@ -254,7 +254,8 @@ class Awx:
 
 
 def project_files() -> list[str]:
-    """The files a git checkout of this branch has (tracked, and new ones not ignored)."""
+    """The files a git checkout of this branch has (tracked, and new ones not ignored), with its symlinks (the
+    collection sage.cluster's link back to the root, playbooks/collections/ansible_collections/sage/cluster)."""
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     return [f for f in out.split("\0") if f and ((REPO / f).is_file() or (REPO / f).is_symlink())]
@@ -318,7 +319,7 @@ def test_start_job_starts_the_cluster(awx):
     assert (task.status, task.rc) == ("successful", 0), task.why()
     assert set(task.stats()) == set(ALL) and all(s["changed"] >= 1 for s in task.stats().values()), task.stats()
     assert awx.ray_alive() == len(ALL)
-    # The token came from the credential, not from the inventory update's throwaway ~/.sage.
+    # The token came from the credential (reading the inventory made none).
     token = (awx.rig.host(HEAD).home / ".ray" / "auth_token").read_text().strip()
     assert token == awx.secrets["ray_auth_token"]
 
@@ -352,8 +353,8 @@ def test_job_fails_without_the_token_credential(awx):
     assert task.process_rc == 0
     assert task.status == "failed" and task.rc != 0, task.why()
     assert task.stats()[HEAD]["failures"] == 1, task.why()
-    # The token file the inventory update made in its own container, gone with it: the lookup fails.
-    assert "Unable to access the file" in task.output() and ".sage/ray_auth_token" in task.output(), task.why()
+    # No token file in the job's fresh /runner, and the AWX inventory forbids making one.
+    assert "ray_auth_token is not on the controller, and this run may not make one" in task.output(), task.why()
     assert awx.ray_alive() == len(ALL)  # the head was not stopped
 
 

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from sage_cluster import config
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+
 from tests.conftest import Sage, user_env
 
 # Ghost workers: valid names that never resolve, so each run's playbook fails fast after the config edit.
@@ -93,7 +95,7 @@ def test_twenty_concurrent_scales_leave_exactly_the_expected_hosts(sage: Sage, t
 WRITER = """
 import sys
 from pathlib import Path
-from sage_cluster import config, config_edit
+from sage_cluster import config_edit
 path = Path(sys.argv[1])
 i = 0
 while True:

@@ -1,8 +1,8 @@
 """The ops-staff door: plain `ansible-inventory` / `ansible-playbook` from the repository root, on the rig.
 
-As the README's "For ops staff" section says: SAGE_CONFIG names the config, `inventory/sage_inventory.py` is the
-inventory source, and the playbooks run with the repository's ansible.cfg. The `sage` CLI must see the very
-cluster these playbooks started.
+As docs/ops.md, part A, says: SAGE_CONFIG names the config, `inventory/sage.yml` (the inventory plugin
+sage.cluster.sage) is the inventory, and the playbooks run with the repository's ansible.cfg. The `sage` CLI must
+see the very cluster these playbooks started.
 
 This rig is separate from the one the main e2e tests use (own root, addresses, names and Ray ports), so both
 can run at the same time on one machine.
@@ -61,7 +61,7 @@ class Ops:
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     def playbook(self, playbook: str, *extra: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        proc = self.run("ansible-playbook", "-i", "inventory/sage_inventory.py", f"playbooks/{playbook}", *extra, **kw)
+        proc = self.run("ansible-playbook", "-i", "inventory/sage.yml", f"playbooks/{playbook}", *extra, **kw)
         if check and proc.returncode != 0:
             raise AssertionError(f"ansible-playbook {playbook} {' '.join(extra)} exited {proc.returncode}\n"
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
@@ -71,17 +71,26 @@ class Ops:
         return self.run(sys.executable, "-m", "sage_cluster", *args, timeout=timeout)
 
     def ray_alive(self) -> int:
-        """Ray's count of alive nodes, asked on the head."""
-        address = f"{self.rig.host(HEAD).ip}:{HEAD_PORT}"
-        # Token auth is on (security.ray_auth defaults to token): the head keeps the token in ~/.ray/auth_token,
-        # so a client there only needs token mode on.
-        out = self.rig.ssh(HEAD, ["env", "RAY_AUTH_MODE=token", PY, "-c", ALIVE_NODES, address], timeout=120).stdout
-        counts = [line.split()[1] for line in out.splitlines() if line.startswith("ALIVE ")]
-        assert counts, f"no count from the head:\n{out}"
-        return int(counts[-1])
+        return ray_alive(self.rig, HEAD, HEAD_PORT)
 
     def raylets(self, name: str) -> list[str]:
-        return self.rig.ssh(name, ["pgrep", "-u", "sage", "raylet"], check=False).stdout.split()
+        return raylets(self.rig, name)
+
+
+def ray_alive(rig: Rig, head: str, port: int) -> int:
+    """Ray's count of alive nodes, asked on the head."""
+    # Token auth is on (security.ray_auth defaults to token): the head keeps the token in ~/.ray/auth_token,
+    # so a client there only needs token mode on.
+    out = rig.ssh(head, ["env", "RAY_AUTH_MODE=token", PY, "-c", ALIVE_NODES, f"{rig.host(head).ip}:{port}"],
+                  timeout=120).stdout
+    counts = [line.split()[1] for line in out.splitlines() if line.startswith("ALIVE ")]
+    assert counts, f"no count from the head:\n{out}"
+    return int(counts[-1])
+
+
+def raylets(rig: Rig, name: str) -> list[str]:
+    """The raylets of the rig's user on a host."""
+    return rig.ssh(name, ["pgrep", "-u", rig.user, "raylet"], check=False).stdout.split()
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:
@@ -122,7 +131,7 @@ def ops():
 
 
 def test_inventory_graph_shows_the_groups_and_hosts(ops):
-    proc = ops.run("ansible-inventory", "-i", "inventory/sage_inventory.py", "--graph", timeout=60)
+    proc = ops.run("ansible-inventory", "-i", "inventory/sage.yml", "--graph", timeout=60)
     assert proc.returncode == 0, proc.stderr
     graph = proc.stdout
     for group in ("@sage_cluster", "@sage_head", "@sage_workers"):
@@ -148,16 +157,15 @@ def test_cluster_start_playbook_starts_ray_everywhere(ops):
     assert "Failed to add the host" not in proc.stdout + proc.stderr, proc.stdout
 
 
-# ssh does not create the directory of its known_hosts file; the inventory must, or no key is ever learned.
+# ssh does not create the directory of its known_hosts file, and reading the inventory writes nothing: the run's
+# ray_node task makes it before it contacts a node (without a token to make, which would make ~/.sage too).
 def test_fresh_home_learns_host_keys(ops):
     home = Path(tempfile.mkdtemp(prefix="opsf-", dir="/tmp"))
     try:
         config = home / "cluster.yaml"
         config.write_text(ops.config.read_text() + 'security:\n  ray_auth: "off"\n')
         env = dict(ops.env(), HOME=str(home), SAGE_CONFIG=str(config))
-        proc = ops.run("ansible", "-i", "inventory/sage_inventory.py", "sage_cluster", "-m", "ansible.builtin.ping",
-                       "-vvv", env=env, timeout=120)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        proc = ops.playbook("status.yml", "-vvv", env=env)
         assert "Failed to add the host" not in proc.stdout + proc.stderr
         assert [name for name in ALL if not knows(home / ".sage" / "known_hosts", name)] == []
     finally:
@@ -178,7 +186,7 @@ def test_status_is_status_yml_s_and_flags_nodes_that_run_other_code(ops):
     reports every node, with the stale flag from the controller's source revision (nothing was deployed here)."""
     proc = ops.playbook("cluster.yml", "-e", "sage_action=status", check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "sage_action=status is not this playbook's: run ansible-playbook -i inventory/sage_inventory.py " \
+    assert "sage_action=status is not this playbook's: run ansible-playbook -i inventory/sage.yml " \
            "playbooks/status.yml" in proc.stdout, proc.stdout
     hosts = recap(proc.stdout)
     assert sum(h["ok"] + h["changed"] for h in hosts.values()) == 0, proc.stdout  # no task ran on a node

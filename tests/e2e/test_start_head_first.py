@@ -67,7 +67,7 @@ def start(user: Sage, door: str) -> tuple[int, dict[str, str]]:
         return code, {name: h.get("error") or "" for name, h in result["hosts"].items()}
     # An operator's ansible-playbook; one JSON line per result, no wrapped messages.
     env = dict(user.env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory/sage_inventory.py",
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory/sage.yml",
                            "playbooks/cluster.yml", "-e", "sage_action=start"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     errors = {name: "" for name in ALL}

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"
 AWX = REPO / "awx"
 EE_FILE = REPO / "execution-environment.yml"
-INVENTORY_SCRIPT = REPO / "inventory" / "sage_inventory.py"
+INVENTORY_FILE = REPO / "inventory" / "sage.yml"
 # Where AWX checks the project out, in inventory updates and jobs alike (awx/sage.yml uses it in SAGE_CONFIG).
 AWX_PROJECT_ROOT = "/runner/project"
 INCLUDE_ROLE = ("ansible.builtin.include_role", "include_role", "ansible.builtin.import_role", "import_role")
@@ -234,17 +234,18 @@ def _closure(requirements: list[str]) -> set[str]:
     return seen
 
 
-def test_execution_environment_has_what_the_inventory_script_imports(tmp_path: Path):
-    """Run the inventory script, list the third-party distributions it imported: the EE must install each."""
+def test_execution_environment_has_what_the_inventory_plugin_imports(tmp_path: Path):
+    """Run ansible-inventory on the inventory file, list the third-party distributions the plugin imported: the EE
+    must install each."""
     home = tmp_path / "home"
     home.mkdir()
     probe = (
-        "import contextlib, io, json, runpy, sys\n"
+        "import contextlib, io, json, sys\n"
+        "from ansible.cli.inventory import InventoryCLI\n"
         "before = set(sys.modules)\n"
-        f"sys.argv = [{str(INVENTORY_SCRIPT)!r}, '--list']\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try:\n"
-        f"        runpy.run_path({str(INVENTORY_SCRIPT)!r}, run_name='__main__')\n"
+        f"        InventoryCLI.cli_executor(['ansible-inventory', '-i', {str(INVENTORY_FILE)!r}, '--list'])\n"
         "    except SystemExit as exc:\n"
         "        assert not exc.code, exc.code\n"
         "new = {m: getattr(sys.modules[m], '__file__', None) for m in set(sys.modules) - before}\n"
@@ -262,8 +263,11 @@ def test_execution_environment_has_what_the_inventory_script_imports(tmp_path: P
     owners = md.packages_distributions()
     imported = {canonicalize_name(d) for top in tops for d in owners.get(top, [top])}
     ee = yaml.safe_load(EE_FILE.read_text())
-    missing = imported - _closure(ee["dependencies"]["python"])
-    assert not missing, f"the inventory script imports {sorted(missing)}, which execution-environment.yml lacks"
+    python = (EE_FILE.parent / ee["dependencies"]["python"]).read_text().split("\n")
+    requirements = [ee["dependencies"]["ansible_core"]["package_pip"],
+                    *(line for line in python if line.strip() and not line.startswith("#"))]
+    missing = imported - _closure(requirements)
+    assert not missing, f"the inventory plugin imports {sorted(missing)}, which execution-environment.yml lacks"
 
 
 # ---------------------------------------------------------------- job templates
@@ -427,7 +431,7 @@ def test_playbooks_refuse_a_bad_sage_action(tmp_path: Path):
 
     def run(book: str) -> tuple[str, subprocess.CompletedProcess]:
         return book, subprocess.run(
-            ["ansible-playbook", "-i", "inventory/sage_inventory.py", f"playbooks/{book}", "-e", "sage_action=explode",
+            ["ansible-playbook", "-i", "inventory/sage.yml", f"playbooks/{book}", "-e", "sage_action=explode",
              "-e", "sage_scale_host=localhost"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
             stdin=subprocess.DEVNULL)
 

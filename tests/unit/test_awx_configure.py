@@ -115,8 +115,9 @@ def configure(standins: Path, tmp_path: Path, sage_yml: str | None = None, *extr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_", "ANSIBLE_", "CONTROLLER_"))}
     # ANSIBLE_REMOTE_TMP: the local connection expands `~root`, not $HOME, for the modules' temp dir.
     env.update(HOME=str(tmp_path), ANSIBLE_REMOTE_TMP=str(tmp_path / "remote_tmp"), SAGE_AWX_RECORD=str(record),
-               ANSIBLE_COLLECTIONS_PATH=str(standins),
-               # Only the stand-ins: the real awx.awx in site-packages must not be found.
+               # The stand-ins, and the checkout's sage.cluster (the repository's ansible.cfg enables its inventory
+               # plugin); only them: the real awx.awx in site-packages must not be found.
+               ANSIBLE_COLLECTIONS_PATH=f"{standins}:{REPO / 'playbooks' / 'collections'}",
                ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                CONTROLLER_HOST="https://awx.invalid", CONTROLLER_OAUTH_TOKEN="unused")
     proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(awx / "configure.yml"),
@@ -142,7 +143,7 @@ def test_example_loads_every_object(standins: Path, tmp_path: Path):
     assert (ee["name"], ee["image"], ee["organization"]) == ("sage-ee", "registry.example.com/ops/sage-ee:latest",
                                                              "Default")
     source, = of(calls, "inventory_source")
-    assert source["inventory"] == "sage" and source["source_path"] == "inventory/sage_inventory.py"
+    assert source["inventory"] == "sage" and source["source_path"] == "inventory/sage.yml"
     assert source["source_vars"] == {"SAGE_CONFIG": "/runner/project/awx/sage-config.example.yaml"}
     project, = of(calls, "project")
     assert project["wait"] is True and project["scm_type"] == "git"

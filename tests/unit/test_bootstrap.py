@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sage_cluster import provision, sshsetup
-from ansible_collections.sage.cluster.plugins.module_utils import sage_provision as logic  # found through sage_cluster
+from ansible_collections.sage.cluster.plugins.module_utils import sage_provision as logic
 from ansible_collections.sage.cluster.plugins.plugin_utils import wheelhouse
-from sage_cluster.config import ConfigError, Endpoint, parse
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError, Endpoint, parse
+
+from sage_cluster import provision, sshsetup
 from sage_cluster.runner import HostResult, RunResult
 from tests.unit.helpers import PY_SAGE, run
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sage_cluster import config
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+
 from sage_cluster import operations
 from sage_cluster.cli import cli as sage_group
 from sage_cluster.cli.common import finish
@@ -223,16 +224,6 @@ def test_showing_the_inventory_writes_nothing(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         assert "ray_node_auth_token_file" in proc.stdout  # the token is on (the default), and named
     assert [p.name for p in tmp_path.iterdir()] == []
-
-
-def test_the_inventory_source_prepares_the_controller(tmp_path: Path) -> None:
-    """The ops and AWX door: ansible-playbook runs the inventory source, so it makes what the run needs."""
-    script = Path(__file__).resolve().parents[2] / "inventory" / "sage_inventory.py"
-    proc = run_many({"list": [sys.executable, str(script), "--list"]}, tmp_path)["list"]
-    assert proc.returncode == 0, proc.stderr
-    token = tmp_path / ".sage" / "ray_auth_token"
-    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text().strip()) == 64
-    assert (tmp_path / ".sage").is_dir()  # where ssh learns host keys (ssh.known_hosts)
 
 
 # ---------------------------------------------------------------- worker commands without workers

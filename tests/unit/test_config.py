@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sage_cluster import config, config_edit
-from sage_cluster.config import ConfigError, Endpoint
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError, Endpoint
+
+from sage_cluster import config_edit
+
 from tests.unit.helpers import GUIDE_CONFIG, PY_SAGE, SAGE, run_many, stderr_lines
 
 DEFAULTS = {s: {k.name: k.default for k in config.SCHEMA if k.section == s} for s in config.SECTIONS}
@@ -599,7 +602,7 @@ def test_redis_addresses_ray_takes_are_taken(address: str) -> None:
 
 
 def test_a_redis_password_file_others_can_read_is_refused(home: Path) -> None:
-    from sage_cluster import security
+    from ansible_collections.sage.cluster.plugins.plugin_utils import security
     secret = write(home / "redis_password", "s3cret\n")
     path = write(home / "c.yaml", f"head:\n  fault_tolerance: redis\n  redis_address: r1:6379\n"
                                   f"  redis_password_file: {secret}\n")
@@ -611,3 +614,12 @@ def test_a_redis_password_file_others_can_read_is_refused(home: Path) -> None:
     assert "chmod 600" in str(err.value) and "s3cret" not in str(err.value)
     secret.chmod(0o600)
     security.check_redis_password_file(cfg)
+
+
+def test_the_token_file_is_made_once_0600_in_a_0700_dir(tmp_path: Path) -> None:
+    from ansible_collections.sage.cluster.plugins.plugin_utils import ray_token
+    path = tmp_path / "state" / "ray_auth_token"
+    token = ray_token.read_token(path)
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert ray_token.read_token(path) == token  # made once: every later run reads the same token

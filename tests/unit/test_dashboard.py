@@ -4,7 +4,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from sage_cluster import config, dashboard
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+
+from sage_cluster import dashboard
+
 from tests.unit.helpers import PY_SAGE, run, stderr_lines
 
 CONFIG = """\

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sage_cluster import config, roledoc
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+
+from sage_cluster import roledoc
+
 
 REPO = Path(__file__).resolve().parents[2]
 

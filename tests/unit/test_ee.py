@@ -1,5 +1,5 @@
 """The execution environment builds: the Python ansible-builder installs into can install what it is asked to,
-and it is the `python3` an inventory script runs with.
+and it is the image's `python3`.
 
 No container engine can run here and no base image can be pulled, so the test reads what `ansible-builder create`
 generates (the Containerfile's PYCMD and base image, the pip requirements) and judges it with pip's own rule
@@ -85,8 +85,8 @@ def requires_python(requirement: str) -> SpecifierSet:
 
 
 def ee_problems(ee: dict[str, object]) -> list[str]:
-    """Why an image from this build context would not build or would run the inventory script without its
-    packages (empty: no reason)."""
+    """Why an image from this build context would not build or would run `python3` without its packages (empty:
+    no reason)."""
     base, pycmd = str(ee["base"]), str(ee["pycmd"])
     base_python3 = BASE_PYTHON3.get(base)
     if base_python3 is None:
@@ -97,7 +97,7 @@ def ee_problems(ee: dict[str, object]) -> list[str]:
     problems = []
     if version != base_python3:
         problems.append(f"ansible-builder installs into {pycmd} (Python {version}), but `python3` in {base} is "
-                        f"{base_python3}: the inventory script (#!/usr/bin/env python3) would miss its packages")
+                        f"{base_python3}: what runs as `python3` would miss its packages")
     for requirement in ee["pip"]:
         allowed = requires_python(requirement)
         if not allowed.contains(version + ".0"):
@@ -108,7 +108,7 @@ def ee_problems(ee: dict[str, object]) -> list[str]:
 def test_shipped_definition_builds_with_one_python(tmp_path: Path):
     ee = create(EE_FILE, tmp_path / "context")
     assert ee_problems(ee) == []
-    # The packages the inventory script and the roles need are installed with that Python.
+    # The packages the inventory plugin and the roles need are installed with that Python.
     names = {Requirement(r).name.lower() for r in ee["pip"]}
     assert {"ansible-core", "ansible-runner", "ruamel.yaml", "jinja2", "pyyaml"} <= names, names
 
@@ -125,13 +125,14 @@ def test_old_definition_is_refused(tmp_path: Path):
 
 
 def test_python3_other_than_pycmd_is_refused(tmp_path: Path):
-    """EL9 with python3.12 installed beside 3.9: the build works, the inventory script's python3 lacks the packages."""
+    """EL9 with python3.12 installed beside 3.9: the build works, its python3 lacks the packages."""
     text = EE_FILE.read_text().replace("quay.io/centos/centos:stream10", "quay.io/centos/centos:stream9")
     text = text.replace("package_system: python3\n", "package_system: python3.12\n")
     text = text.replace("python_path: /usr/bin/python3\n", "python_path: /usr/bin/python3.12\n")
     definition = tmp_path / "execution-environment.yml"
     definition.write_text(text)
     shutil.copytree(REPO / "collections", tmp_path / "collections")
+    shutil.copy(REPO / "requirements.txt", tmp_path)
     problems = ee_problems(create(definition, tmp_path / "context"))
     assert len(problems) == 1 and "`python3` in quay.io/centos/centos:stream9 is 3.9" in problems[0], problems
 

@@ -6,12 +6,15 @@ import configparser
 import json
 import shlex
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from sage_cluster import config, inventory
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory
+
+from tests.conftest import user_env
 from tests.unit.helpers import GUIDE_CONFIG, SAGE, run_many
 
 HOSTILE_PYTHON = "/opt/my env/it's/python"
@@ -255,7 +258,7 @@ def role_problems(variables: dict) -> list[str]:
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
     problems = []
-    for spec_file in sorted((Path(inventory.__file__).parents[1] / "roles").glob("*/meta/argument_specs.yml")):
+    for spec_file in sorted((Path(inventory.__file__).parents[2] / "roles").glob("*/meta/argument_specs.yml")):
         for entry in yaml.safe_load(spec_file.read_text())["argument_specs"].values():
             options = entry.get("options", {})
             given = {name: value for name, value in variables.items() if name in options}
@@ -264,18 +267,93 @@ def role_problems(variables: dict) -> list[str]:
     return problems
 
 
+def config_text(name: str, home: Path) -> str:
+    """The guide's config, the hostile one or the rich one (with its Redis password file, 0600, in home)."""
+    secret = home / "redis.secret"
+    secret.write_text("pw")
+    secret.chmod(0o600)
+    return {"guide": GUIDE_CONFIG, "hostile": HOSTILE_CONFIG, "rich": RICH_CONFIG.format(secret=secret)}[name]
+
+
 @pytest.mark.parametrize("text", ["guide", "hostile", "rich"])
 def test_what_sage_renders_passes_the_roles_argument_specs(home: Path, text: str) -> None:
     """sage's own runs skip the roles' argument-spec task (sage_rolespec_validate=false): sage checked the config.
     This is that promise: every host's variables as sage renders them pass every role's spec, as they would there."""
-    secret = home / "redis.secret"
-    secret.write_text("pw")
-    secret.chmod(0o600)
-    source = {"guide": GUIDE_CONFIG, "hostile": HOSTILE_CONFIG, "rich": RICH_CONFIG.format(secret=secret)}[text]
-    hosts = host_vars(inventory.build(cfg_from(source, home)))
+    hosts = host_vars(inventory.build(cfg_from(config_text(text, home), home)))
     assert len(hosts) >= 3
     actions = {"ray_node_action": "status", "sage_provision_ssh_password": ""}  # the playbooks' own
     for host, variables in hosts.items():
         assert role_problems({**variables, **actions}) == [], host
     broken = {**next(iter(hosts.values())), **actions, "ray_node_head_port": "six", "ray_node_type": "boss"}
     assert len(role_problems(broken)) == 2  # the check this test stands for does fail on a bad value
+
+
+# ---------------------------------------------------------------- the inventory plugin sage.cluster.sage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ansible_inventory(source: Path, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """The real ansible-inventory with the repository's ansible.cfg, as `home`'s user, in `home`."""
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(source), *args],
+                          cwd=home, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env=user_env(home, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), **env))
+
+
+@pytest.mark.parametrize("text", ["guide", "hostile", "rich"])
+def test_the_plugin_gives_what_sage_renders(home: Path, text: str) -> None:
+    """Groups, hosts and every variable, with Ansible's own reading of them (strings left templatable)."""
+    (home / "cluster.yaml").write_text(config_text(text, home))
+    # config: relative to the inventory file.
+    (home / "my.sage.yml").write_text("plugin: sage.cluster.sage\nconfig: cluster.yaml\n")
+    proc = ansible_inventory(home / "my.sage.yml", home, "--list", "--export")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr.lower(), proc.stderr
+    listed = json.loads(proc.stdout)
+    # Ansible's own: the implicit group ungrouped, and the output's format name.
+    listed["all"]["children"].remove("ungrouped")
+    del listed["_meta"]["profile"]
+    assert listed == inventory.as_script_json(inventory.build(config.load(home / "cluster.yaml")))
+
+
+def test_a_config_sage_refuses_fails_the_plugin_with_sages_line(home: Path) -> None:
+    bad = home / "cluster.yaml"
+    bad.write_text("head:\n  host: sage-head\n  head_port: 99999\n")
+    with pytest.raises(config.ConfigError) as refused:
+        config.load(bad)
+    proc = ansible_inventory(REPO / "inventory" / "sage.yml", home, "--list", SAGE_CONFIG=str(bad))
+    assert proc.returncode != 0, proc.stdout
+    assert f" plugin: {refused.value}\n" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_config_says_which_inventory_file_named_it(home: Path) -> None:
+    (home / "my.sage.yml").write_text("plugin: sage.cluster.sage\nconfig: nowhere.yaml\n")
+    proc = ansible_inventory(home / "my.sage.yml", home, "--list")
+    assert proc.returncode != 0, proc.stdout
+    assert (f"{home / 'nowhere.yaml'}: no such config file (named by config: in {home / 'my.sage.yml'})"
+            in proc.stderr), proc.stderr
+
+
+def test_reading_the_inventory_writes_nothing(tmp_path: Path) -> None:
+    """Token auth is on (the default) and known_hosts is under ~/.sage: the inventory only names them."""
+    home = tmp_path / "home"
+    home.mkdir()
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(GUIDE_CONFIG)
+    proc = ansible_inventory(REPO / "inventory" / "sage.yml", home, "--list", SAGE_CONFIG=str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    hostvars = json.loads(proc.stdout)["_meta"]["hostvars"]
+    assert hostvars["sage2"]["ray_node_auth_token_file"] == str(home / ".sage" / "ray_auth_token")
+    # Ansible keeps its own (empty) ~/.ansible/tmp; no file anywhere, and no ~/.sage.
+    assert [p for p in home.rglob("*") if not p.is_dir()] == []
+    assert not (home / ".sage").exists()
+
+
+def test_ansible_doc_renders_the_plugin(tmp_path: Path) -> None:
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "inventory", "sage.cluster.sage"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                          env=user_env(tmp_path, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == 0, proc.stderr
+    assert "config" in proc.stdout and "plugin: sage.cluster.sage" in proc.stdout, proc.stdout
+    assert proc.stderr == "", proc.stderr

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sage_cluster import config, jobs
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
+
+from sage_cluster import jobs
 from sage_cluster.cli import cli as sage_group
-from sage_cluster.config import ConfigError
 from tests.unit.helpers import GUIDE_CONFIG, SAGE, run_many, stderr_lines
 
 JOB_COMMANDS = [["job"], ["job", "submit"], ["job", "list"], ["job", "status"], ["job", "logs"], ["job", "stop"]]

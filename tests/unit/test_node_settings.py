@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sage_cluster import config, config_edit, inventory
-from sage_cluster.config import ConfigError, Endpoint
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError, Endpoint
+
+from sage_cluster import config_edit
+
 from tests.unit.helpers import PY_SAGE, run_many, stderr_lines
 
 MIXED = """\
@@ -77,13 +80,13 @@ def test_per_node_values_are_host_vars(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_ansible_inventory_sees_the_same_host_vars(tmp_path: Path) -> None:
-    """What ansible-playbook and AWX get: the real ansible-inventory on the repository's inventory source."""
+    """What ansible-playbook and AWX get: the real ansible-inventory on the repository's inventory file."""
     repo = Path(__file__).resolve().parents[2]
     path = write(tmp_path / "c.yaml", MIXED)
     env = {"HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "SAGE_CONFIG": str(path),
-           "PYTHONPATH": str(repo), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"}
+           "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"}
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
-                           str(repo / "inventory" / "sage_inventory.py"), "--list"],
+                           str(repo / "inventory" / "sage.yml"), "--list"],
                           capture_output=True, text=True, env=env, cwd=repo, timeout=120)
     assert proc.returncode == 0, proc.stderr
     hostvars = json.loads(proc.stdout)["_meta"]["hostvars"]

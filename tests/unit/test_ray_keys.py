@@ -3,7 +3,10 @@ node's own list (the collection's ray_node.RESOURCE_OPTIONS, standard library on
 package) must say the same: this test fails the day it drifts."""
 from __future__ import annotations
 
-from sage_cluster import config, inventory, operations, ray_node
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory
+
+from sage_cluster import operations, ray_node
+
 
 
 def test_the_config_keys_are_the_table() -> None:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sage_cluster import config, rayup_import
-from sage_cluster.config import ConfigError, Endpoint
+from ansible_collections.sage.cluster.plugins.plugin_utils import config
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError, Endpoint
+
+from sage_cluster import rayup_import
+
 from tests.unit.helpers import PY_SAGE, run_many, stderr_lines
 
 DATA = Path(__file__).parent / "data" / "rayup"

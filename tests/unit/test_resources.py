@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sage_cluster import config, inventory, ray_node
-from sage_cluster.config import ConfigError
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
+
+from sage_cluster import ray_node
 from sage_cluster.operations import resource_mismatch
 from tests.unit.helpers import PY_SAGE, run, stderr_lines
 

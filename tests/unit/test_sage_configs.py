@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sage_cluster import config, config_edit, inventory
-from sage_cluster.config import ConfigError, Endpoint
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError, Endpoint
+
+from sage_cluster import config_edit
+
 from tests.conftest import user_env
 from tests.unit.helpers import PY_SAGE, stderr_lines
 
@@ -282,11 +285,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     differ = write(home / "differ.yaml", "workers_ssh_hosts: a:22\nssh:\n  workers: [b:22]\n")
     jobs = {"info": [*PY_SAGE, "cluster", "info"], "info-json": [*PY_SAGE, "cluster", "info", "--json"],
             "differ": [*PY_SAGE, "cluster", "info", "--config", str(differ)],
-            "door": [sys.executable, str(REPO / "inventory" / "sage_inventory.py"), "--list"]}
+            "door": [str(Path(sys.executable).with_name("ansible-inventory")), "-i",
+                     str(REPO / "inventory" / "sage.yml"), "--list"]}
 
     def in_sub(argv: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, env=user_env(home), cwd=sub, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=60)
+        # The door run from the project, not from the checkout: the checkout's ansible.cfg, named.
+        return subprocess.run(argv, env=user_env(home, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")), cwd=sub,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:  # each run is a fresh Python: start them at once
         futures = {name: pool.submit(in_sub, argv) for name, argv in jobs.items()}
         out = {name: f.result() for name, f in futures.items()}

@@ -1,6 +1,6 @@
 """The config file: schema, defaults, load + validate (round-trip edits: config_edit.py).
 
-This module is the one source of truth for every config key: the CLI, the inventory source for
+This module is the one source of truth for every config key: the CLI, the inventory plugin sage.cluster.sage for
 ansible-playbook/AWX, the template written by `sage config init` and the README's reference all read SCHEMA.
 """
 from __future__ import annotations
@@ -273,10 +273,10 @@ def write_path(explicit: str | os.PathLike | None) -> Path:
     return Path(explicit or os.environ.get("SAGE_CONFIG") or DEFAULT_PATH).expanduser()
 
 
-def find(explicit: str | os.PathLike | None = None) -> Found:
-    """The config file in use, and why (said by `sage cluster info`)."""
+def find(explicit: str | os.PathLike | None = None, named_by: str = "--config") -> Found:
+    """The config file in use, and why (said by `sage cluster info`); named_by: what named `explicit`."""
     if explicit:
-        return Found(Path(explicit).expanduser(), "named by --config", True)
+        return Found(Path(explicit).expanduser(), f"named by {named_by}", True)
     if os.environ.get("SAGE_CONFIG"):
         return Found(Path(os.environ["SAGE_CONFIG"]).expanduser(), "named by $SAGE_CONFIG", True)
     looked: list[str] = []
@@ -325,9 +325,9 @@ def _has_head(path: Path) -> bool:
     return re.search(r"^head[ \t]*:", read_exact(path), re.M) is not None
 
 
-def load(explicit: str | os.PathLike | None = None) -> Config:
+def load(explicit: str | os.PathLike | None = None, named_by: str = "--config") -> Config:
     """Find, load and validate; no file found means the built-in single-machine default."""
-    found = find(explicit)
+    found = find(explicit, named_by)
     if found.path is None:
         cfg = builtin_default()
     elif not found.path.exists():

@@ -1,6 +1,6 @@
-"""Config -> Ansible inventory, rendered from inventory_templates/inventory.yml.j2.
+"""Config -> Ansible inventory, rendered from the collection's inventory_templates/inventory.yml.j2.
 
-The CLI and the repository's inventory source (inventory/sage_inventory.py, for ansible-playbook and AWX) both
+The CLI and the inventory plugin sage.cluster.sage (plugins/inventory/sage.py, for ansible-playbook and AWX) both
 come through render(), so there is one renderer.
 """
 from __future__ import annotations
@@ -13,10 +13,14 @@ from typing import Any
 import jinja2
 import yaml
 
-from sage_cluster import ansible_root
-from sage_cluster import source
-from sage_cluster.config import AUTO, RAY_KEYS, Config, Endpoint, is_this_machine
-from sage_cluster.security import redis_password_path, token_enabled, token_path
+from ansible_collections.sage.cluster.plugins.module_utils import source
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import (AUTO, RAY_KEYS, Config, Endpoint,
+                                                                      is_this_machine)
+from ansible_collections.sage.cluster.plugins.plugin_utils.security import (redis_password_path, token_enabled,
+                                                                        token_path)
+
+# The collection's root (plugins/plugin_utils/ is two levels down), wherever the collection is installed.
+TEMPLATES = Path(__file__).resolve().parents[2] / "inventory_templates"
 
 
 def role_vars(cfg: Config) -> dict[str, Any]:
@@ -39,7 +43,7 @@ def role_vars(cfg: Config) -> dict[str, Any]:
         "sage_deploy_install_timeout": deploy["install_timeout"],
         "sage_deploy_python_path": remote["python_path"],
         "sage_deploy_conda_env": remote["conda_env"],
-        # Named, not made: prepare_controller() makes it before a run (security.py).
+        # Named, not made: the run makes it (sage before it, else the sage_ray_node action plugin): security.py.
         "ray_node_auth_token_file": str(token_path()) if token_enabled(cfg) else "",
         # Every node's: the head keeps the GCS's tables, the workers wait for a lost head.
         "ray_node_fault_tolerance": head["fault_tolerance"],
@@ -126,7 +130,7 @@ def node_vars(cfg: Config, host: str) -> dict[str, Any]:
 
 
 def render(cfg: Config) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ansible_root() / "inventory_templates"),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     ssh = dict(cfg["ssh"], key_path=str(Path(cfg["ssh"]["key_path"]).expanduser()))
