@@ -5,7 +5,7 @@ from __future__ import annotations
 from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 from ansible_collections.sage.cluster.plugins.plugin_utils.rsync import rsync
 
-ARGS = {"src": dict(type="str", required=True), "dest": dict(type="str", required=True),
+ARGS = {"src": dict(type="path", required=True), "dest": dict(type="str", required=True),
         "exclude": dict(type="list", elements="str", default=[])}
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 from ansible_collections.sage.cluster.plugins.module_utils import source
 
-ARGS = {"src": dict(type="str", required=True), "exclude": dict(type="list", elements="str", default=[]),
-        "key_path": dict(type="str", default=""), "strict": dict(type="bool", default=True)}
+ARGS = {"src": dict(type="path", required=True), "exclude": dict(type="list", elements="str", default=[]),
+        "key_path": dict(type="path", default=""), "strict": dict(type="bool", default=True)}
 
 
 class ActionModule(CheckedAction):

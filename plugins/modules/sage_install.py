@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: sage-cluster developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: make the deployed project usable on a node: install it into the node's env when needed."""
 from __future__ import annotations
 
@@ -17,7 +19,19 @@ description:
   - Nodes that share one env (NFS) take turns through a lock file in the env; an auto install that another
     node already made into the same env is not repeated.
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - sage.cluster.attributes
   - sage.cluster.install_timeout
+attributes:
+  action:
+    details:
+      - The action plugin reads the node's deploy record with one shell command and, when nothing needs installing,
+        answers without starting the module on the node.
+  check_mode:
+    details: Reports whether the install would run, and installs nothing.
+  platform:
+    details: Linux.
 options:
   dest:
     description: The project directory on the node (the copy's destination, or the source on the controller).

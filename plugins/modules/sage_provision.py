@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: sage-cluster developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: the controller's Ray in a node's env, the env made (a venv) when it does not exist."""
 from __future__ import annotations
 
@@ -17,7 +19,19 @@ description:
     the release is not touched again.
   - Check mode reports what would change.
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - sage.cluster.attributes
   - sage.cluster.install_timeout
+attributes:
+  action:
+    details:
+      - The action plugin fills in the controller's Ray release and Python, and at the prepare stage looks at the
+        env with one shell command first; an env already right starts no module on the node.
+  check_mode:
+    details: Reports what would be done (a venv made, Ray installed), and changes nothing.
+  platform:
+    details: Linux.
 options:
   stage:
     description: prepare (look, make the venv) or install (Ray).
@@ -26,7 +40,7 @@ options:
     default: prepare
   python_path:
     description: The env's Python (absolute). Its env is the directory above its bin/.
-    type: str
+    type: path
     required: true
   conda_env:
     description: Conda env name for CONDA_DEFAULT_ENV while pip runs; empty for none.
@@ -236,7 +250,7 @@ def last(text):
 def main():
     module = AnsibleModule(argument_spec=dict(
         stage=dict(type="str", choices=["prepare", "install"], default="prepare"),
-        python_path=dict(type="str", required=True),
+        python_path=dict(type="path", required=True),
         conda_env=dict(type="str", default=""),
         ray_version=dict(type="str", required=True),
         python_version=dict(type="str", required=True),

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: sage-cluster developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: one Ray node (head or worker) brought to a state in one remote call."""
 from __future__ import annotations
 
@@ -20,17 +22,19 @@ description:
     unless it must; see the notes.
   - The ray_node role passes every option from its variables (roles/ray_node/defaults/main.yml holds their
     defaults), so the options the role sets have no default of their own here.
-author: sage-cluster
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - sage.cluster.attributes
 attributes:
+  action:
+    details:
+      - The action plugin checks the options on the controller, and answers O(query=status) without a module when it
+        can (see the notes).
   check_mode:
-    support: full
-    description: Reports whether a start, stop or restart would change the node, and changes nothing.
-  diff_mode:
-    support: none
-    description: There is no file content to show.
+    details: Reports whether a start, stop or restart would change the node, and changes nothing.
   platform:
-    platforms: posix
-    description: Linux, with /proc.
+    details: Linux, with /proc.
 options:
   state:
     description:
@@ -213,7 +217,7 @@ options:
     description: With fault tolerance on, the seconds a worker's raylet waits for a lost head (RAY_gcs_rpc_server_reconnect_timeout_s).
     type: int
 notes:
-  - O(query=status) runs without a module on the node when it can. The action plugin (action_plugins/sage_ray_node.py)
+  - O(query=status) runs without a module on the node when it can. The action plugin (plugins/action/sage_ray_node.py)
     runs one fixed POSIX sh command through the connection's shell (C(/bin/sh -c), Ansible's executable); it lists
     this user's processes from /proc (the module's own rule decides which are Ray) and prints the deploy record;
     on a head with O(cluster_view) it also runs O(python_path) with a standard-library snippet that asks the
@@ -564,8 +568,8 @@ class Node:
                 checks["gcs_store"] = self.writable(p["gcs_storage_dir"])
             elif p["fault_tolerance"] == "redis":
                 why = redis_ping(p["redis_address"], p["redis_password"])
-                checks["gcs_store"] = {"ok": why is None, "detail": f"Redis {p['redis_address']}: "
-                                                                      f"{why or 'answers PING'}"}
+                checks["gcs_store"] = {"ok": why is None,
+                                       "detail": f"Redis {p['redis_address']}: {why or 'answers PING'}"}
         return checks
 
     @staticmethod
