@@ -16,51 +16,43 @@ gets the controller's Ray release as ray_version when none is given.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import shlex
 
 from ansible.module_utils.common.text.converters import to_bytes
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
 from ansible_collections.sage.cluster.plugins.module_utils import detect_env
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
+from ansible_collections.sage.cluster.plugins.plugin_utils import controller
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import ProbedAction
 
 
-def controller_ray():
-    """This machine's Ray release: what a node must have to start (and what provision installs); "" without one
-    (an execution environment without Ray): then no node is checked."""
-    try:
-        return importlib.metadata.version("ray")
-    except importlib.metadata.PackageNotFoundError:
-        return ""
+class ActionModule(ProbedAction):
+    ARGS = logic.ARGUMENT_SPEC
+    RULES = logic.ARGUMENT_RULES
 
-
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        _, checked = self.validate_argument_spec(argument_spec=logic.ARGUMENT_SPEC, **logic.ARGUMENT_RULES)
-        if checked.get("blocked_by"):
-            # A task of its own would cost every host of a start one more forked worker (a skip costs one too).
-            result.update(failed=True, msg=checked["blocked_by"])
-            return result
-        if checked.get("query") == "status":
-            # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
-            params = dict(checked, **{k: v for k, v in self._task.args.items()
-                                      if logic.ARGUMENT_SPEC[k]["type"] == "path"})
-            report = self._probe(logic, params)
-            if report is not None:
-                result.update(changed=False, sage=report)
-                if why := logic.head_without_gcs(params["node_type"], report):
-                    result.update(failed=True, msg=why)
-                return result
+    def module_args(self, checked):
         args = self._task.args
         if checked.get("state") in ("start", "restart") and not args.get("ray_version"):
-            args = dict(args, ray_version=controller_ray())
-        return merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars))
+            args = dict(args, ray_version=controller.ray_version())
+        return args
 
-    def _probe(self, logic, params):
+    def probe(self, checked):
+        if checked.get("blocked_by"):
+            # A task of its own would cost every host of a start one more forked worker (a skip costs one too).
+            return {"failed": True, "msg": checked["blocked_by"]}
+        if checked.get("query") != "status":
+            return None
+        # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
+        params = dict(checked, **{k: v for k, v in self._task.args.items()
+                                  if logic.ARGUMENT_SPEC[k]["type"] == "path"})
+        report = self._status(params)
+        if report is None:
+            return None
+        answer = {"changed": False, "sage": report}
+        if why := logic.head_without_gcs(params["node_type"], report):
+            answer.update(failed=True, msg=why)
+        return answer
+
+    def _status(self, params):
         """A node's `sage` dict from the status probe, or None for the module to answer instead."""
         record_path = params.get("deploy_record")
         head_view = params["cluster_view"]
@@ -70,10 +62,10 @@ class ActionModule(ActionBase):
         ask = (to_bytes(logic.state_api_input(params["dashboard_host"], params["dashboard_port"],
                                               params.get("auth_token")))
                if head_view else None)
-        probe = self._low_level_execute_command(command, in_data=ask)
-        if probe["rc"] != 0:
+        out = self.shell(command, ask)
+        if out is None:
             return None
-        procs, record, nodes_text, cached = logic.parse_probe(probe["stdout"])
+        procs, record, nodes_text, cached = logic.parse_probe(out)
         if auto:
             # What the module found here, while it still exists; else the module finds it again.
             if "python_path" not in cached or cached.get("asked") != params.get("conda_env"):

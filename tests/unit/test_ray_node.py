@@ -372,13 +372,6 @@ def test_a_zombie_or_another_process_is_not_ray_for_the_probe_either() -> None:
     assert procs == {101: RAYLET} and record == {} and nodes == ""
 
 
-def test_the_telling_line_of_a_failure() -> None:
-    assert logic.telling_line(["starting", "ConnectionError: refused", "  ", "bye"]) == "ConnectionError: refused"
-    assert logic.telling_line(["one", "two  ", ""]) == "two"
-    assert logic.telling_line([]) == "no output"
-    assert len(logic.telling_line(["x" * 1000])) == 300
-
-
 def test_a_start_refuses_another_ray_release_found_beside_the_python(tmp_path: Path) -> None:
     from ansible_collections.sage.cluster.plugins.module_utils.sage_env import installed_ray
     python = tmp_path / "env" / "bin" / "python"
