@@ -5,12 +5,13 @@ in the collection sage.cluster's module_utils), as the deploy role's plugins che
 
 query=status is what Ray's own table on the head cannot give: whether a raylet of this user runs on the node (and
 at which node IP, to match it against the head's table) and what was deployed there; the head's adds Ray's table
-itself, from the dashboard. One fixed shell command reads them (ray_node.probe_command), with no
-module started on the node: about 0.35 s less CPU per node, which on clusters whose nodes share cores is what
-status costs. The result is the module's `sage` dict (RETURN in library/sage_ray_node.py), built by the function
+itself, from the dashboard. One fixed shell command reads them (ray_node.probe_command), a second one a running
+head's table (ray_node.state_api_command), with no module started on the node: about 0.35 s less CPU per node,
+which on clusters whose nodes share cores is what status costs. The result is the module's `sage` dict (RETURN in
+plugins/modules/sage_ray_node.py), built by the function
 the module builds it with (node_report). When the probe fails, or a running head's dashboard gives no table, the
 module runs instead. With python_path or ray_command `auto`, the probe reads what the module found on the node
-(module_utils/detect_env.py's cache, while its Python exists) and a head's snippet runs with that Python; without
+(module_utils/detect_env.py's cache, while its Python exists) and a head's table is asked with that Python; without
 such a finding the module runs (and finds them). Every other state and query runs the module; a start or restart
 gets the controller's Ray release as ray_version when none is given.
 """
@@ -57,15 +58,10 @@ class ActionModule(ProbedAction):
         record_path = params.get("deploy_record")
         head_view = params["cluster_view"]
         auto = detect_env.AUTO in (params.get("python_path"), params.get("ray_command"))
-        command = logic.probe_command(record_path or "/dev/null", shlex.quote,
-                                      params["python_path"] if head_view else None, detected=auto)
-        ask = (to_bytes(logic.state_api_input(params["dashboard_host"], params["dashboard_port"],
-                                              params.get("auth_token")))
-               if head_view else None)
-        out = self.shell(command, ask)
+        out = self.shell(logic.probe_command(record_path or "/dev/null", shlex.quote, detected=auto))
         if out is None:
             return None
-        procs, record, nodes_text, cached = logic.parse_probe(out)
+        procs, record, cached = logic.parse_probe(out)
         if auto:
             # What the module found here, while it still exists; else the module finds it again.
             if "python_path" not in cached or cached.get("asked") != params.get("conda_env"):
@@ -75,7 +71,9 @@ class ActionModule(ProbedAction):
             params = dict(params, python_path=found["python_path"], ray_command=found["ray_command"])
         report = logic.node_report(params, logic.node_state(procs), record if record_path else None)
         if head_view and report["running"] and not logic.head_without_gcs(params["node_type"], report):
-            nodes = logic.state_api_nodes(nodes_text)
+            ask = logic.state_api_input(params["dashboard_host"], params["dashboard_port"], params.get("auth_token"))
+            nodes = logic.state_api_nodes(self.shell(logic.state_api_command(params["python_path"], shlex.quote),
+                                                     to_bytes(ask)) or "")
             if nodes is None:
                 return None
             report["cluster"] = logic.cluster_summary(nodes)

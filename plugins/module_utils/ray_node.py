@@ -13,7 +13,6 @@ import signal
 import socket
 import time
 
-from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO
 from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
 
@@ -142,42 +141,25 @@ def node_report(params, state, record=None, **extra):
 
 # query=status without a module (the sage_ray_node action plugin runs it through the connection's shell, /bin/sh
 # by default): this user's processes as /proc has them (the module reads the same files, and ray_of() is the one
-# rule for both) and the deploy record, in one fixed POSIX sh command; a head adds Ray's node table, asked by the
-# node's own Python with the standard library only. Only paths are put in, quoted; the dashboard's URL and the
-# token come on stdin. A process is one line: its pid, a space, its arguments separated by \x1f (US).
+# rule for both) and the deploy record, in one fixed POSIX sh command. A head whose GCS runs (node_state, from that
+# table) is then asked for Ray's node table (state_api_command). Only paths are put in, quoted; the dashboard's
+# URL and the token come on stdin. A process is one line: its pid, a space, its arguments separated by \x1f (US).
 PROCESS_TABLE = ("for d in /proc/[0-9]*; do [ -O \"$d\" ] && { printf '%s ' \"${d#/proc/}\"; "
                  "tr '\\000\\n' '\\037 ' < \"$d/cmdline\"; echo; }; done 2>/dev/null; ")
 PROBE_SEPARATOR = "--- sage deploy record"
 ENV_SEPARATOR = "--- sage detected env"
-NODES_SEPARATOR = "--- sage ray nodes"
 # With python_path or ray_command `auto`: what the module found on this node (node.ENV_RECORD, written with one
-# key a line), printed only while its Python exists; a head's snippet runs with that Python.
+# key a line), printed only while its Python exists.
 CACHED_PYTHON = ("py=$(sed -n 's/^\"python_path\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' -- " + shell_path(ENV_RECORD)
                  + " 2>/dev/null); ")
 
 # Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray. Reads
-# {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer). Not asked
-# while no gcs_server of this user runs (the rule of is_gcs): such a dashboard answers only at the timeout, 5 s
+# {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer). Asked only
+# while the head's gcs_server runs (node_state's gcs_port): else the dashboard answers only at the timeout, 5 s
 # more for a status that has its verdict already (head_without_gcs).
 STATE_API_SNIPPET = r"""
-import json, os, sys, urllib.request
+import json, sys, urllib.request
 ask = json.load(sys.stdin)
-
-
-def gcs_runs():
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat("/proc/" + pid).st_uid == os.getuid():
-                with open("/proc/%s/cmdline" % pid, "rb") as fh:
-                    if os.path.basename(fh.read().split(b"\0")[0]) == b"gcs_server":
-                        return True
-        except OSError:
-            pass
-    return False
-
-
-if not gcs_runs():
-    sys.exit(0)
 request = urllib.request.Request(ask["url"])
 if ask["token"]:
     request.add_header("Authorization", "Bearer " + ask["token"])
@@ -192,6 +174,11 @@ except (OSError, ValueError):
 def state_api_argv(python_path):
     # -I -S: no site-packages, no user environment; the standard library is all it needs.
     return [python_path, "-I", "-S", "-c", STATE_API_SNIPPET]
+
+
+def state_api_command(python_path, quote):
+    """The snippet through the node's shell (its input on stdin); a Python that is gone answers nothing."""
+    return " ".join(map(quote, state_api_argv(python_path))) + " 2>/dev/null; exit 0"
 
 
 def state_api_input(dashboard_host, dashboard_port, token):
@@ -213,18 +200,12 @@ def state_api_nodes(text):
         return None
 
 
-def probe_command(record_path, quote, python_path=None, detected=False):
-    """python_path: also ask the dashboard (a head's status), with the snippet's input on stdin; `auto` runs it
-    with the cached Python. detected: print the cached finding (node.ENV_RECORD) while its Python exists."""
+def probe_command(record_path, quote, detected=False):
+    """detected: also print the cached finding of `auto` paths (node.ENV_RECORD) while its Python exists."""
     path = shell_path(record_path, quote)
     command = PROCESS_TABLE + f"echo '{PROBE_SEPARATOR}'; cat -- {path} 2>/dev/null; "
-    if detected or python_path == AUTO:
-        command += (CACHED_PYTHON + f"echo; echo '{ENV_SEPARATOR}'; [ -x \"$py\" ] && cat -- {shell_path(ENV_RECORD)}; ")
-    if python_path:
-        argv = " ".join(map(quote, state_api_argv(python_path)))
-        if python_path == AUTO:
-            argv = '[ -x "$py" ] && "$py" ' + argv.partition(" ")[2]
-        command += f"echo; echo '{NODES_SEPARATOR}'; " + argv + "; "
+    if detected:
+        command += CACHED_PYTHON + f"echo; echo '{ENV_SEPARATOR}'; [ -x \"$py\" ] && cat -- {shell_path(ENV_RECORD)}; "
     return command + "exit 0"
 
 
@@ -237,19 +218,18 @@ def _json_dict(text):
 
 
 def parse_probe(stdout):
-    """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the state API's answer,
-    the cached finding of detected paths ({} when none, or its Python is gone))."""
+    """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the cached finding of
+    detected paths ({} when none, or its Python is gone))."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
     # Run without stdin (a worker's), the command gets a tty from Ansible's ssh (-tt): lines end in \r\n then.
     procs_text, _, rest = ("\n" + stdout.replace("\r\n", "\n")).partition(f"\n{PROBE_SEPARATOR}\n")
-    rest, _, nodes_text = rest.partition(f"\n{NODES_SEPARATOR}\n")
     record_text, _, env_text = rest.partition(f"\n{ENV_SEPARATOR}\n")
     table = {}
     for line in procs_text.splitlines():
         pid, _, cmdline = line.partition(" ")
         if pid.isdigit():
             table[int(pid)] = cmdline.rstrip("\x1f").split("\x1f")
-    return ray_of(table), _json_dict(record_text), nodes_text.strip(), _json_dict(env_text)
+    return ray_of(table), _json_dict(record_text), _json_dict(env_text)
 
 
 def options_of(procs, name):

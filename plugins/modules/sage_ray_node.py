@@ -665,7 +665,7 @@ class Node:
         return state_api_nodes(proc.stdout)
 
     def cluster_nodes(self, state):
-        if self.p["node_type"] == "head":
+        if self.p["node_type"] == "head" and state["gcs_port"] is not None:  # the dashboard answers while it runs
             nodes = self.dashboard_nodes()
             if nodes is not None:
                 return nodes, None
