@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 
+from ansible_collections.sage.cluster.plugins.module_utils import node
 from ansible_collections.sage.cluster.plugins.plugin_utils import inventory
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config
 
@@ -44,22 +45,10 @@ def _expand(path: str) -> str:
     return str(Path(path).expanduser())
 
 
-def port_is_free(port: int) -> bool:
-    """Whether nothing listens on the local port. SO_REUSEADDR as ssh sets it: connections of an earlier tunnel
-    that wait out TIME_WAIT do not make the port busy."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def open_tunnel(cfg: Config, local_port: int) -> subprocess.Popen:
     """Start ssh and return once the local port forwards to the head; TunnelFailed with ssh's reason if not."""
     security.prepare_controller(cfg)  # the known_hosts dir, where ssh learns the head's key
-    if not port_is_free(local_port):
+    if not node.port_free(local_port, "127.0.0.1"):
         raise TunnelFailed(f"local port {local_port} is already in use on this machine. "
                            "Fix: pick another with --port, e.g. --port 18265.")
     proc = subprocess.Popen(tunnel_argv(cfg, local_port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -89,8 +78,8 @@ def reason(proc: subprocess.Popen) -> str:
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
         return failure_reason({"msg": text})
     # ssh's last line is its fatal one; warnings (a key file missing, a host key learnt) are not the reason.
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Warning:")]
-    return lines[-1][:300] if lines else f"ssh exited with code {proc.returncode}"
+    return node.telling_line(text.splitlines(), words=(), skip=("Warning:",),
+                             none=f"ssh exited with code {proc.returncode}")
 
 
 def dashboard_answers(local_port: int, token: str | None) -> str | None:

@@ -262,9 +262,10 @@ def _minor(version: str | None) -> str | None:
 
 
 def controller_versions() -> dict[str, str | None]:
-    import importlib.metadata
     import platform
-    return {"python": platform.python_version(), "ray": importlib.metadata.version("ray")}
+
+    from ansible_collections.sage.cluster.plugins.plugin_utils import controller
+    return {"python": platform.python_version(), "ray": controller.ray_version() or None}
 
 
 def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, Any]]]:

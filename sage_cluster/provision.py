@@ -9,7 +9,7 @@ from typing import Any
 
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, Endpoint, is_this_machine
 
-from ansible_collections.sage.cluster.plugins.module_utils import ray_node
+from ansible_collections.sage.cluster.plugins.module_utils import node, ray_node
 from sage_cluster import operations
 from sage_cluster import report, sshsetup
 from sage_cluster.lock import cluster_lock
@@ -66,10 +66,10 @@ def next_steps(cfg: Config, result: RunResult) -> list[str]:
         lines.append(f"{name}: key login fails: `sage cluster setup-ssh {name}:{ports.get(name, 22)}` sets it up "
                      "with the password once")
     for name, h in sorted(result.hosts.items()):
-        if h.failed and "cannot run the remote Python" in h.error:
+        if h.failed and h.kind == node.NO_PYTHON:
             lines.append(f"{name}: no env at remote.python_path: `sage cluster provision {name}:{ports.get(name, 22)}` "
                          "makes one with this machine's Ray")
-        elif h.failed and ray_node.RAY_DRIFT in h.error:
+        elif h.failed and h.kind == node.RAY_DRIFT:
             lines.append(f"{name}: another Ray release: `sage cluster provision {name}:{ports.get(name, 22)}` gives it "
                          "this machine's")
     return lines

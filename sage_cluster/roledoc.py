@@ -5,6 +5,7 @@ default of its config key in config.py's SCHEMA; a variable of the role's own ta
 defaults/main.yml. This writes those values where the roles and the docs repeat them, and nothing else:
 
     SCHEMA --(inventory)--> roles/*/defaults/main.yml      the values of the variables the config sets
+           --(provision.yml)-->                           sage_provision's, given another role's variable
     defaults/main.yml   --> roles/*/meta/argument_specs.yml  `default:` of every variable
     argument_specs.yml  --> docs/ops.md, Role variables     the type and default cells of every variable
 
@@ -27,7 +28,10 @@ from ansible_collections.sage.cluster.plugins.plugin_utils import config, invent
 from sage_cluster import ansible_root
 
 
-ROLES = ("ray_node", "sage_deploy")
+ROLES = ("ray_node", "sage_deploy", "sage_provision")
+# The playbook that hands sage_provision other roles' variables (its python_path is ray_node's, ...): those
+# variables' defaults are its defaults.
+PROVISION_PLAYBOOK = Path("playbooks") / "provision.yml"
 # Variables the inventory sets that are not the schema's defaults: the node type is the group's, and the role's
 # own defaults of these two differ on purpose (the role alone runs without a token file, and copies its own
 # checkout; the config turns token auth on, and its deploy.source "." resolves where sage runs).
@@ -35,12 +39,27 @@ NOT_FROM_THE_SCHEMA = ("ray_node_type", "ray_node_auth_token_file", "sage_deploy
 DOC = Path("docs") / "ops.md"
 
 
-def schema_defaults() -> dict[str, Any]:
-    """The role variables of the config with every key at its default, as the inventory gives them to a worker."""
+def schema_defaults(root: Path) -> dict[str, Any]:
+    """The role variables of the config with every key at its default, as the inventory gives them to a worker,
+    and as provision.yml passes them on to sage_provision."""
     rendered = inventory.build(config.parse("", Path("defaults.yaml")))["all"]["children"]["sage_cluster"]
     variables = {**rendered["vars"], **rendered["children"]["sage_workers"]["vars"]}
+    variables.update({name: variables[source] for name, source in provision_sources(root).items()})
     return {k: v for k, v in variables.items() if k.startswith(tuple(f"{r}_" for r in ROLES))
             and k not in NOT_FROM_THE_SCHEMA}
+
+
+def provision_sources(root: Path) -> dict[str, str]:
+    """sage_provision's variables that provision.yml sets to another variable ("{{ ray_node_python_path }}"):
+    name -> that variable."""
+    plays = yaml.safe_load((root / PROVISION_PLAYBOOK).read_text())
+    sources = {}
+    for play in plays:
+        for task in play.get("tasks") or []:
+            for name, value in (task.get("vars") or {}).items():
+                if m := re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", str(value)):
+                    sources[name] = m.group(1)
+    return sources
 
 
 def yaml_value(value: Any) -> str:
@@ -91,10 +110,10 @@ def set_defaults(text: str, values: dict[str, Any], errors: list[str], where: st
 
 
 def set_spec_defaults(text: str, values: dict[str, Any], errors: list[str], where: str) -> str:
-    """argument_specs.yml with the `default:` of each of the main entry point's options set to `values`' (none for
-    null, as Ansible takes a missing default)."""
+    """argument_specs.yml with the `default:` of each option of every entry point set to `values`' (none for null,
+    as Ansible takes a missing default)."""
     lines = text.splitlines()
-    specs = yaml.safe_load(text)["argument_specs"]["main"]["options"]
+    specs = options(text)
     for name, value in values.items():
         at = _find(lines, rf"\s+{name}:\s*$")
         if at is None or name not in specs:
@@ -112,6 +131,12 @@ def set_spec_defaults(text: str, values: dict[str, Any], errors: list[str], wher
         else:
             lines[default:_block(lines, default)] = new
     return "\n".join(lines) + "\n"
+
+
+def options(specs_text: str) -> dict[str, dict[str, Any]]:
+    """Every entry point's options (main's, and sage_provision's ssh), by name."""
+    return {name: spec for entry in yaml.safe_load(specs_text)["argument_specs"].values()
+            for name, spec in (entry.get("options") or {}).items()}
 
 
 def set_doc_cells(text: str, role: str, specs: dict[str, dict[str, Any]], errors: list[str]) -> str:
@@ -141,7 +166,7 @@ def generate(root: Path) -> tuple[dict[Path, str], list[str]]:
     """Every generated file's new text (path -> text), and what cannot be generated (a variable with no place)."""
     out: dict[Path, str] = {}
     errors: list[str] = []
-    from_schema = schema_defaults()
+    from_schema = schema_defaults(root)
     doc = root / DOC
     doc_text = doc.read_text()
     for role in ROLES:
@@ -151,7 +176,7 @@ def generate(root: Path) -> tuple[dict[Path, str], list[str]]:
         defaults_text = set_defaults(defaults_path.read_text(), mine, errors, str(defaults_path.relative_to(root)))
         defaults = yaml.safe_load(defaults_text)
         specs_text = set_spec_defaults(specs_path.read_text(), defaults, errors, str(specs_path.relative_to(root)))
-        specs = yaml.safe_load(specs_text)["argument_specs"]["main"]["options"]
+        specs = options(specs_text)
         for name in set(specs) - set(defaults):
             errors.append(f"{specs_path.relative_to(root)}: option {name} has no default in defaults/main.yml")
         doc_text = set_doc_cells(doc_text, role, specs, errors)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.sage.cluster.plugins.module_utils import node
 from ansible_collections.sage.cluster.plugins.plugin_utils import inventory
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import STATE_DIR, Config
 
@@ -38,8 +39,14 @@ class HostResult:
     failed: bool = False
     unreachable: bool = False
     error: str = ""
+    kind: str = ""  # what kind of failure error is (node.AUTH, NO_PYTHON, RAY_DRIFT), "" for another
     data: dict[str, Any] = field(default_factory=dict)
     reported_at: float = 0.0  # controller clock when the host's last result arrived (doctor's clock check)
+
+    def note_failure(self, res: dict[str, Any]) -> None:
+        """The host's first failure is its reason."""
+        if not self.error:
+            self.error, self.kind = failure_reason(res), failure_kind(res)
 
     @property
     def state(self) -> str:
@@ -71,9 +78,25 @@ def state_dir() -> Path:
     return path
 
 
+def failure_kind(res: dict[str, Any]) -> str:
+    """What kind of failure a host's result is: the module's or action's own `kind`; else, for a failure before any
+    of sage's code ran, the shell's or ssh's (Ansible's connection, an rsync over ssh): the one place that reads it
+    from their words."""
+    if res.get("kind"):
+        return str(res["kind"])
+    if res.get("rc") in (126, 127) and res.get("module_stderr"):
+        return node.NO_PYTHON
+    return node.AUTH if "Permission denied (publickey" in _text(res) else ""
+
+
+def _text(res: dict[str, Any]) -> str:
+    text = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
+    return " ".join(map(str, text)) if isinstance(text, list) else str(text)
+
+
 def failure_reason(res: dict[str, Any]) -> str:
     """The reason a host failed, in one line a person can act on."""
-    if res.get("rc") in (126, 127) and res.get("module_stderr"):
+    if failure_kind(res) == node.NO_PYTHON:
         # The shell could not start the module's interpreter, which the inventory takes from the config.
         why = res["module_stderr"].strip().splitlines()[-1]
         return f"cannot run the remote Python ({why}): fix remote.python_path in the config; sage cluster doctor checks it"
@@ -81,10 +104,7 @@ def failure_reason(res: dict[str, Any]) -> str:
         # validate_argument_spec's msg is only a header ("Validation of arguments failed:"): the reasons are here.
         whose = (res.get("validate_args_context") or {}).get("name") or "the playbook"
         return f"{whose} refused its variables: {'; '.join(map(str, res['argument_errors']))}"[:300]
-    text = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
-    if isinstance(text, list):
-        text = " ".join(map(str, text))
-    text = str(text)
+    text = _text(res)
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
         return _host_key_changed(text)
     # ssh's note on learning a new host key comes first and is never the reason.
@@ -129,11 +149,11 @@ class EventHandler:
             result.data.update(res.get("sage") or {})
         elif state == "failed" and not data.get("ignore_errors"):
             result.failed = True
-            result.error = result.error or failure_reason(res)
+            result.note_failure(res)
             result.data.update(res.get("sage") or {})
         elif state == "unreachable":
             result.unreachable = True
-            result.error = result.error or failure_reason(res)
+            result.note_failure(res)
         if self.on_event and not (state == "ok" and data.get("task_action") in QUIET_ACTIONS):
             self.on_event(host, "changed" if state == "ok" and res.get("changed") else state,
                           data.get("task", ""), res)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from ansible_collections.sage.cluster.plugins.module_utils import node
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint, is_this_machine
 
 from sage_cluster import operations
@@ -24,7 +25,6 @@ PASSWORD_ENV = "SAGE_SSH_PASSWORD"
 PASSWORD_VAR = "sage_provision_ssh_password"
 # The start of the playbook's vars_prompt; ansible-playbook adds ": ".
 PROMPT = "SSH password of the nodes' user"
-NEEDS_PASSWORD = "needs the password"  # a host's `ssh` result when its key login fails and no password was given
 
 
 def remote_nodes(cfg: Config) -> list[Endpoint]:
@@ -79,7 +79,7 @@ def setup(invocation: operations.Invocation, endpoints: list[Endpoint], password
         return cfg, RunResult(playbook="setup_ssh.yml", hosts={}, status="successful", seconds=0.0, artifact_dir="")
     with cluster_lock(cfg.path):
         result = _run(cfg, invocation, names, password)
-        waiting = [n for n, h in sorted(result.hosts.items()) if h.data.get("ssh") == NEEDS_PASSWORD]
+        waiting = failed_logins(result)
         if password is None and waiting and ask is not None and not result.interrupted:
             again = _run(cfg, invocation, waiting, ask(waiting))
             result = RunResult(playbook=again.playbook, hosts={**result.hosts, **again.hosts}, status=again.status,
@@ -96,7 +96,6 @@ def _run(cfg: Config, invocation: operations.Invocation, names: list[str], passw
 
 
 def failed_logins(result: RunResult) -> list[str]:
-    """Hosts a run could not log in to with the key (ssh's "Permission denied (publickey...)", from Ansible's
-    connection or deploy's rsync): setup-ssh's to fix."""
-    return sorted(n for n, h in result.hosts.items()
-                  if (h.unreachable or h.failed) and "Permission denied (publickey" in h.error)
+    """Hosts a run could not log in to with the key (Ansible's connection, deploy's rsync, setup-ssh's key login
+    without a password): setup-ssh's to fix."""
+    return sorted(n for n, h in result.hosts.items() if h.kind == node.AUTH)

@@ -11,42 +11,32 @@ from __future__ import annotations
 import json
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
 from ansible_collections.sage.cluster.plugins.module_utils import detect_env, sage_install_plan
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import ProbedAction
 
 # Every parameter the decision reads; the role always passes them all.
 PLANNED = ("dest", "install", "pip_args", "python_path", "conda_env", "packaged", "revision", "packaging_revision",
            "record")
 
 
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        args = self._task.args
+class ActionModule(ProbedAction):
+    def probe(self, args):
         # A detected Python (`auto`) is the module's to find: it decides then.
-        if (not self._task.check_mode and all(k in args for k in PLANNED) and args["python_path"] != detect_env.AUTO
-                and sage_install_plan.valid_install(args["install"])):
-            path = shell_path(args["record"])
-            out = self._low_level_execute_command(f"cat -- {path} 2>/dev/null; exit 0")
-            try:
-                old = json.loads(out["stdout"]) if out["rc"] == 0 and out["stdout"].strip() else {}
-            except ValueError:
-                old = {}
-            planned = sage_install_plan.plan(args, old if isinstance(old, dict) else {})
-            if not planned["needed"]:
-                if planned["changed"]:
-                    self._write_record(path, planned["record"])
-                result.update(changed=planned["changed"], sage={"deploy": planned["report"]})
-                return result
-        # The module's remote tmp dir (none with pipelining) goes in ActionBase.cleanup(), which the executor calls.
-        return merge_hash(result, self._execute_module(task_vars=task_vars))
+        if (self._task.check_mode or not all(k in args for k in PLANNED) or args["python_path"] == detect_env.AUTO
+                or not sage_install_plan.valid_install(args["install"])):
+            return None
+        path = shell_path(args["record"])
+        old = self.shell_json(f"cat -- {path} 2>/dev/null; exit 0")
+        planned = sage_install_plan.plan(args, old if isinstance(old, dict) else {})
+        if planned["needed"]:
+            return None
+        if planned["changed"]:
+            self._write_record(path, planned["record"])
+        return {"changed": planned["changed"], "sage": {"deploy": planned["report"]}}
 
     def _write_record(self, path, record):
-        """As the module's write_record: its directory 0700, the file 0600, replaced whole (a temp file, then mv)."""
+        """As the module's write_json: its directory 0700, the file 0600, replaced whole (a temp file, then mv)."""
         command = (f"umask 077 && dir=$(dirname -- {path}) && mkdir -p -- \"$dir\" && "
                    f"tmp=$(mktemp -- \"$dir/.deploy.XXXXXX\") && cat > \"$tmp\" && mv -f -- \"$tmp\" {path}")
         out = self._low_level_execute_command(command, in_data=json.dumps(record, indent=1).encode())

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
+from ansible_collections.sage.cluster.plugins.module_utils.node import AUTH, telling_line
 from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 
-NEEDS_PASSWORD = "needs the password"
 ARGS = {"public_key_file": dict(type="path", required=True)}
 
 # The public key on stdin; its key material (the second word) is looked for in every line, so a key already
@@ -37,8 +37,7 @@ fi"""
 
 def _reason(exc: Exception) -> str:
     """ssh's own last words ("user@host: Permission denied (publickey)."), without Ansible's preamble."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "Permanently added" not in ln]
-    last = lines[-1] if lines else "ssh failed"
+    last = telling_line(str(exc).splitlines(), words=(), skip=("Permanently added",), none="ssh failed")
     words = re.search(r"\S+@\S+: .*$", last)
     return words.group(0) if words else last
 
@@ -54,8 +53,8 @@ class ActionModule(CheckedAction):
             return result
         password = self._templar.template((task_vars or {}).get("sage_provision_ssh_password") or "")
         if not password:
-            # Not raised: the result's `sage.ssh` tells `sage cluster setup-ssh` which hosts to ask the password for.
-            result.update(failed=True, sage={"ssh": NEEDS_PASSWORD},
+            # Not raised: the result's kind tells `sage cluster setup-ssh` which hosts to ask the password for.
+            result.update(failed=True, kind=AUTH, sage={"ssh": "needs the password"},
                           msg=f"key login as {user} fails ({failure}) and no password was given")
             return result
         key_file = args["public_key_file"]

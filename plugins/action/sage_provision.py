@@ -9,36 +9,27 @@ and for the install stage, the module runs (with the node's own Python: the env 
 """
 from __future__ import annotations
 
-import importlib.metadata
-import json
-import sys
-
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
+from ansible.errors import AnsibleActionFail
 from ansible_collections.sage.cluster.plugins.module_utils import sage_provision as logic
+from ansible_collections.sage.cluster.plugins.plugin_utils import controller
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import ProbedAction
 
 
-def controller_release(args: dict) -> dict:
-    """The module's arguments, the release and Python filled in from this machine where left empty."""
-    return dict(args, ray_version=args.get("ray_version") or importlib.metadata.version("ray"),
-                python_version=args.get("python_version") or "%d.%d" % sys.version_info[:2])
+class ActionModule(ProbedAction):
+    def module_args(self, args):
+        """The module's arguments, the release and Python filled in from this machine where left empty."""
+        ray = args.get("ray_version") or controller.ray_version()
+        if not ray:
+            raise AnsibleActionFail("this machine has no Ray to give the nodes: install it here, or set "
+                                    "sage_provision_ray_version")
+        return dict(args, ray_version=ray, python_version=args.get("python_version") or controller.python_version())
 
-
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        args = controller_release(self._task.args)
-        if args.get("stage", "prepare") == "prepare" and str(args.get("python_path", "")).startswith("/"):
-            out = self._low_level_execute_command(logic.PROBE_COMMAND, in_data=(args["python_path"] + "\n").encode())
-            try:
-                found = json.loads(out["stdout"]) if out["rc"] == 0 and out["stdout"].strip() else None
-            except ValueError:
-                found = None
-            state, error = logic.report(found, args["ray_version"], args["python_version"])
-            if found is not None and not error and not state["needed"]:
-                result.update(changed=False, sage={"provision": state})
-                return result
-        result = merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars))
-        return result
+    def probe(self, args):
+        args = self.module_args(args)
+        if args.get("stage", "prepare") != "prepare" or not str(args.get("python_path", "")).startswith("/"):
+            return None
+        found = self.shell_json(logic.PROBE_COMMAND, (args["python_path"] + "\n").encode())
+        state, error = logic.report(found, args["ray_version"], args["python_version"])
+        if found is not None and not error and not state["needed"]:
+            return {"changed": False, "sage": {"provision": state}}
+        return None

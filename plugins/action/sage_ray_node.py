@@ -5,12 +5,13 @@ in the collection sage.cluster's module_utils), as the deploy role's plugins che
 
 query=status is what Ray's own table on the head cannot give: whether a raylet of this user runs on the node (and
 at which node IP, to match it against the head's table) and what was deployed there; the head's adds Ray's table
-itself, from the dashboard. One fixed shell command reads them (ray_node.probe_command), with no
-module started on the node: about 0.35 s less CPU per node, which on clusters whose nodes share cores is what
-status costs. The result is the module's `sage` dict (RETURN in library/sage_ray_node.py), built by the function
+itself, from the dashboard. One fixed shell command reads them (ray_node.probe_command), a second one a running
+head's table (ray_node.state_api_command), with no module started on the node: about 0.35 s less CPU per node,
+which on clusters whose nodes share cores is what status costs. The result is the module's `sage` dict (RETURN in
+plugins/modules/sage_ray_node.py), built by the function
 the module builds it with (node_report). When the probe fails, or a running head's dashboard gives no table, the
 module runs instead. With python_path or ray_command `auto`, the probe reads what the module found on the node
-(module_utils/detect_env.py's cache, while its Python exists) and a head's snippet runs with that Python; without
+(module_utils/detect_env.py's cache, while its Python exists) and a head's table is asked with that Python; without
 such a finding the module runs (and finds them). Every other state and query runs the module; a start or restart
 gets the controller's Ray release as ray_version when none is given.
 
@@ -21,67 +22,56 @@ node is contacted: ssh does not make it, and then learns no host key at all.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import shlex
 from pathlib import Path
 
 from ansible.module_utils.common.text.converters import to_bytes
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
 from ansible_collections.sage.cluster.plugins.module_utils import detect_env
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
+from ansible_collections.sage.cluster.plugins.plugin_utils import controller
+from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import ProbedAction
 from ansible_collections.sage.cluster.plugins.plugin_utils.ray_token import read_token
 
 
-def controller_ray():
-    """This machine's Ray release: what a node must have to start (and what provision installs); "" without one
-    (an execution environment without Ray): then no node is checked."""
-    try:
-        return importlib.metadata.version("ray")
-    except importlib.metadata.PackageNotFoundError:
-        return ""
+class ActionModule(ProbedAction):
+    ARGS = logic.ARGUMENT_SPEC
+    RULES = logic.ARGUMENT_RULES
 
-
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        _, checked = self.validate_argument_spec(argument_spec=logic.ARGUMENT_SPEC, **logic.ARGUMENT_RULES)
-        if checked.get("blocked_by"):
+    def act(self, result, args, task_vars):
+        if args.get("blocked_by"):
             # A task of its own would cost every host of a start one more forked worker (a skip costs one too).
-            result.update(failed=True, msg=checked["blocked_by"])
+            result.update(failed=True, msg=args["blocked_by"])
             return result
         self._make_known_hosts_dir()
-        args = dict(self._task.args)
-        args.pop("auth_token_make", None)
-        if token_file := args.pop("auth_token_file", None):
-            path = Path(token_file).expanduser()
-            if checked.get("auth_token_make") is False and not path.exists():
-                result.update(failed=True, msg=f"the Ray auth token file {token_file} is not on the controller, and "
-                                               "this run may not make one (ray_node_auth_token_make: false). Fix: "
-                                               "give the run the cluster's token file (AWX: the sage Ray token "
-                                               "credential).")
+        if args.get("auth_token_file"):
+            failure = self._read_token(args)
+            if failure:
+                result.update(failed=True, msg=failure)
                 return result
-            try:
-                args["auth_token"] = checked["auth_token"] = read_token(path)
-            except OSError as exc:
-                result.update(failed=True, msg=f"cannot read or make the Ray auth token file {token_file} on the "
-                                               f"controller ({exc.strerror}). Fix: make it readable, or remove it "
-                                               "for a new token.")
-                return result
-        if checked.get("query") == "status":
-            # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
-            params = dict(checked, **{k: v for k, v in args.items() if logic.ARGUMENT_SPEC[k]["type"] == "path"})
-            report = self._probe(logic, params)
-            if report is not None:
-                result.update(changed=False, sage=report)
-                if why := logic.head_without_gcs(params["node_type"], report):
-                    result.update(failed=True, msg=why)
-                return result
+        return super().act(result, args, task_vars)
+
+    def module_args(self, checked):
+        args = {k: v for k, v in self._task.args.items() if k not in ("auth_token_file", "auth_token_make")}
+        if checked.get("auth_token"):
+            args["auth_token"] = checked["auth_token"]
         if checked.get("state") in ("start", "restart") and not args.get("ray_version"):
-            args = dict(args, ray_version=controller_ray())
-        return merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars))
+            args["ray_version"] = controller.ray_version()
+        return args
+
+    def _read_token(self, checked):
+        """Put the controller's token into checked["auth_token"]; the failure's line, or None."""
+        token_file = checked["auth_token_file"]
+        path = Path(token_file).expanduser()
+        if checked.get("auth_token_make") is False and not path.exists():
+            return (f"the Ray auth token file {token_file} is not on the controller, and this run may not make one "
+                    "(ray_node_auth_token_make: false). Fix: give the run the cluster's token file (AWX: the sage "
+                    "Ray token credential).")
+        try:
+            checked["auth_token"] = read_token(path)
+        except OSError as exc:
+            return (f"cannot read or make the Ray auth token file {token_file} on the controller ({exc.strerror}). "
+                    "Fix: make it readable, or remove it for a new token.")
+        return None
 
     def _make_known_hosts_dir(self):
         """The directory of each UserKnownHostsFile in the host's ssh_common_args (0700)."""
@@ -92,20 +82,29 @@ class ActionModule(ActionBase):
                 for name in arg.partition("=")[2].split():
                     Path(name).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def _probe(self, logic, params):
+    def probe(self, checked):
+        if checked.get("query") != "status":
+            return None
+        # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
+        params = dict(checked, **{k: v for k, v in self._task.args.items()
+                                  if logic.ARGUMENT_SPEC[k]["type"] == "path"})
+        report = self._status(params)
+        if report is None:
+            return None
+        answer = {"changed": False, "sage": report}
+        if why := logic.head_without_gcs(params["node_type"], report):
+            answer.update(failed=True, msg=why)
+        return answer
+
+    def _status(self, params):
         """A node's `sage` dict from the status probe, or None for the module to answer instead."""
         record_path = params.get("deploy_record")
         head_view = params["cluster_view"]
         auto = detect_env.AUTO in (params.get("python_path"), params.get("ray_command"))
-        command = logic.probe_command(record_path or "/dev/null", shlex.quote,
-                                      params["python_path"] if head_view else None, detected=auto)
-        ask = (to_bytes(logic.state_api_input(params["dashboard_host"], params["dashboard_port"],
-                                              params.get("auth_token")))
-               if head_view else None)
-        probe = self._low_level_execute_command(command, in_data=ask)
-        if probe["rc"] != 0:
+        out = self.shell(logic.probe_command(record_path or "/dev/null", shlex.quote, detected=auto))
+        if out is None:
             return None
-        procs, record, nodes_text, cached = logic.parse_probe(probe["stdout"])
+        procs, record, cached = logic.parse_probe(out)
         if auto:
             # What the module found here, while it still exists; else the module finds it again.
             if "python_path" not in cached or cached.get("asked") != params.get("conda_env"):
@@ -115,7 +114,9 @@ class ActionModule(ActionBase):
             params = dict(params, python_path=found["python_path"], ray_command=found["ray_command"])
         report = logic.node_report(params, logic.node_state(procs), record if record_path else None)
         if head_view and report["running"] and not logic.head_without_gcs(params["node_type"], report):
-            nodes = logic.state_api_nodes(nodes_text)
+            ask = logic.state_api_input(params["dashboard_host"], params["dashboard_port"], params.get("auth_token"))
+            nodes = logic.state_api_nodes(self.shell(logic.state_api_command(params["python_path"], shlex.quote),
+                                                     to_bytes(ask)) or "")
             if nodes is None:
                 return None
             report["cluster"] = logic.cluster_summary(nodes)

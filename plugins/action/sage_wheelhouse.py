@@ -4,6 +4,7 @@ plugins/modules/sage_wheelhouse.py."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
+from ansible_collections.sage.cluster.plugins.module_utils.node import WHEELS_DIR as REMOTE_DIR
 from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import CheckedAction
 from ansible_collections.sage.cluster.plugins.plugin_utils.rsync import rsync
 from ansible_collections.sage.cluster.plugins.plugin_utils.wheelhouse import (WheelhouseError, build_wheelhouse,
@@ -11,7 +12,6 @@ from ansible_collections.sage.cluster.plugins.plugin_utils.wheelhouse import (Wh
 
 ARGS = {"ray_version": dict(type="str", required=True), "python_version": dict(type="str", required=True),
         "glibc": dict(type="str", default=""), "machine": dict(type="str", required=True)}
-REMOTE_DIR = ".sage/wheels"  # under the node's home (rsync's relative paths are)
 
 
 class ActionModule(CheckedAction):

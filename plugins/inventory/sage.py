@@ -43,9 +43,7 @@ config: ~/.sage/config.yaml
 #   ansible-inventory -i my.sage.yml --graph
 #   ansible-playbook -i my.sage.yml sage.cluster.cluster -e sage_action=start
 #   ansible-playbook -i my.sage.yml sage.cluster.status
-
-# sage.yml: the config named by $SAGE_CONFIG, else the one sage finds
-plugin: sage.cluster.sage
+# Without config: the file $SAGE_CONFIG names, else the one sage finds (inventory/sage.yml in the repository).
 """
 
 import os

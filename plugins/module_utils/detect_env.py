@@ -2,7 +2,7 @@
 
 The conda env named conda_env in conda's own base (CONDA_EXE, or `conda` on the login PATH) or one of the usual
 bases; `base` is a base itself. Without one, the first python3 on the login PATH that imports Ray. ray_command is
-the `ray` beside that Python. What was found is kept in CACHE on the node until its Python stops existing, so a
+the `ray` beside that Python. What was found is kept in node.ENV_RECORD on the node until its Python stops existing, so a
 command costs no detection after the first.
 
 Standard library only; the finding takes the filesystem root, home, PATH and environ as arguments (and the test
@@ -10,13 +10,12 @@ of whether a Python imports Ray as a function), so tests/unit/test_detect_env.py
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import tempfile
+
+from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD, read_json, write_json
 
 AUTO = "auto"
-CACHE = "~/.sage/env.json"
 # Where conda is usually installed when it is not on PATH; ~ is the node user's home.
 USUAL_BASES = ("~/miniconda3", "~/anaconda3", "~/miniforge3", "~/mambaforge", "/opt/conda", "/opt/miniconda3",
                "/opt/anaconda3")
@@ -126,32 +125,27 @@ def login_env():
     return environ.get("PATH", ""), environ
 
 
-def read_cache(conda_env, cache=CACHE):
+def read_cache(conda_env, cache=ENV_RECORD):
     """The cached finding for conda_env, or None when there is none or its Python stopped existing."""
+    kept = read_json(cache)
     try:
-        with open(os.path.expanduser(cache)) as fh:
-            kept = json.load(fh)
         if kept.get("asked") == conda_env and _executable("/", kept["python_path"]):
             return {k: kept[k] for k in ("python_path", "ray_command", "conda_env", "found")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         pass
     return None
 
 
-def write_cache(conda_env, found, cache=CACHE):
-    """Keep a finding (best effort: a node whose home cannot take it detects again next time)."""
-    path = os.path.expanduser(cache)
+def write_cache(conda_env, found, cache=ENV_RECORD):
+    """Keep a finding (best effort: a node whose home cannot take it detects again next time). One key a line:
+    ray_node's status probe reads python_path with sed."""
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-        with os.fdopen(fd, "w") as fh:
-            json.dump(dict(found, asked=conda_env), fh, indent=0, sort_keys=True)
-        os.replace(tmp, path)
+        write_json(cache, dict(found, asked=conda_env), indent=0, sort_keys=True)
     except OSError:
         pass
 
 
-def find_here(conda_env, cache=CACHE):
+def find_here(conda_env, cache=ENV_RECORD):
     """find() on this node, through the cache."""
     kept = read_cache(conda_env, cache)
     if kept is not None:
@@ -162,5 +156,5 @@ def find_here(conda_env, cache=CACHE):
     return found
 
 
-def resolve_here(python_path, ray_command, conda_env, cache=CACHE):
+def resolve_here(python_path, ray_command, conda_env, cache=ENV_RECORD):
     return resolve(python_path, ray_command, conda_env, lambda: find_here(conda_env, cache))

@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 
-from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, CACHE
+from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
 
 # Bind addresses that mean "every interface": a client on the node reaches such a dashboard on loopback, and
@@ -25,48 +25,32 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 STATES = ("start", "stop", "restart")
 QUERIES = ("status", "logs", "wait", "doctor")
 
+def _typed(kind, *names):
+    return {name: dict(type=kind) for name in names}
+
+
 # The module's options, as its DOCUMENTATION gives them (tests/unit/test_ray_node.py checks that the two agree).
 # The action plugin checks them on the controller, before any connection; the module checks them again.
 ARGUMENT_SPEC = {
     "state": dict(type="str", choices=list(STATES)),
     "query": dict(type="str", choices=list(QUERIES)),
     "node_type": dict(type="str", required=True, choices=["head", "worker"]),
-    "ray_command": dict(type="path"),
-    "python_path": dict(type="path"),
-    "conda_env": dict(type="str"),
-    "ray_version": dict(type="str"),
     "python_version_match": dict(type="str", choices=["minor", "patch"]),
-    "node_ip": dict(type="str"),
-    "head_host": dict(type="str"),
-    "head_port": dict(type="int"),
-    "dashboard_host": dict(type="str"),
-    "dashboard_port": dict(type="int"),
-    "temp_dir": dict(type="path"),
-    "log_dir": dict(type="path"),
-    "log_lines": dict(type="int"),
+    "fault_tolerance": dict(type="str", choices=["none", "local", "redis"]),
     "cluster_view": dict(type="bool", default=False),
     "wait_for": dict(type="list", elements="str"),
-    "blocked_by": dict(type="str"),
-    "timeout": dict(type="int"),
     "auth_token": dict(type="str", no_log=True),
     # Read (and made when missing) by the action plugin on the controller, which passes the token as auth_token.
     "auth_token_file": dict(type="str"),
     "auth_token_make": dict(type="bool"),
     "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
-    "deploy_record": dict(type="path"),
-    "source_revision": dict(type="str"),
-    "num_cpus": dict(type="int"),
-    "num_gpus": dict(type="int"),
-    "memory": dict(type="int"),
-    "object_store_memory": dict(type="int"),
-    "resources": dict(type="dict"),
-    "labels": dict(type="dict"),
-    "fault_tolerance": dict(type="str", choices=["none", "local", "redis"]),
-    "gcs_storage_dir": dict(type="path"),
-    "redis_address": dict(type="str"),
     "redis_password": dict(type="str", no_log=True),
-    "gcs_namespace": dict(type="str"),
-    "gcs_reconnect_timeout": dict(type="int"),
+    **_typed("path", "ray_command", "python_path", "temp_dir", "log_dir", "deploy_record", "gcs_storage_dir"),
+    **_typed("str", "conda_env", "ray_version", "node_ip", "head_host", "dashboard_host", "blocked_by",
+             "source_revision", "redis_address", "gcs_namespace"),
+    **_typed("int", "head_port", "dashboard_port", "log_lines", "timeout", "num_cpus", "num_gpus", "memory",
+             "object_store_memory", "gcs_reconnect_timeout"),
+    **_typed("dict", "resources", "labels"),
 }
 # Each state or query takes only the options it reads; a head always has its addresses (for dashboard_url).
 _START = ["ray_command", "python_path", "node_ip", "head_host", "head_port", "temp_dir", "log_dir", "timeout"]
@@ -85,10 +69,6 @@ ARGUMENT_RULES = {
         ["fault_tolerance", "redis", ["redis_address", "gcs_namespace", "gcs_reconnect_timeout"]],
     ],
 }
-# Written by a head's start, removed by its stop. A head found not running while it is there was lost, not
-# stopped: a start heals it on its store. Without it the store is a stopped cluster's (or none), emptied before
-# the start, so that a stopped cluster never comes back half remembered.
-STARTED_MARKER = "~/.sage/ray_head_started"
 
 
 def is_ray(argv):
@@ -137,27 +117,8 @@ def deployed(record, source_revision):
             "stale": bool(source_revision) and revision != source_revision}
 
 
-def read_record(path):
-    try:
-        with open(os.path.expanduser(path)) as fh:
-            record = json.load(fh)
-        return record if isinstance(record, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def log_file(log_dir, node_type):
     return os.path.join(log_dir, f"{node_type}.log")
-
-
-def telling_line(lines):
-    """The line of some output that says most about a failure (the last naming an error, else the last), in one
-    message line's length."""
-    lines = [line.strip() for line in lines if line.strip()]
-    for line in reversed(lines):
-        if any(w in line for w in ("Error", "error", "failed", "Failed", "refused")):
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
 
 
 def node_report(params, state, record=None, **extra):
@@ -183,42 +144,25 @@ def node_report(params, state, record=None, **extra):
 
 # query=status without a module (the sage_ray_node action plugin runs it through the connection's shell, /bin/sh
 # by default): this user's processes as /proc has them (the module reads the same files, and ray_of() is the one
-# rule for both) and the deploy record, in one fixed POSIX sh command; a head adds Ray's node table, asked by the
-# node's own Python with the standard library only. Only paths are put in, quoted; the dashboard's URL and the
-# token come on stdin. A process is one line: its pid, a space, its arguments separated by \x1f (US).
+# rule for both) and the deploy record, in one fixed POSIX sh command. A head whose GCS runs (node_state, from that
+# table) is then asked for Ray's node table (state_api_command). Only paths are put in, quoted; the dashboard's
+# URL and the token come on stdin. A process is one line: its pid, a space, its arguments separated by \x1f (US).
 PROCESS_TABLE = ("for d in /proc/[0-9]*; do [ -O \"$d\" ] && { printf '%s ' \"${d#/proc/}\"; "
                  "tr '\\000\\n' '\\037 ' < \"$d/cmdline\"; echo; }; done 2>/dev/null; ")
 PROBE_SEPARATOR = "--- sage deploy record"
 ENV_SEPARATOR = "--- sage detected env"
-NODES_SEPARATOR = "--- sage ray nodes"
-# With python_path or ray_command `auto`: what the module found on this node (detect_env.CACHE, written with one
-# key a line), printed only while its Python exists; a head's snippet runs with that Python.
-CACHED_PYTHON = ("py=$(sed -n 's/^\"python_path\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' -- " + shell_path(CACHE)
+# With python_path or ray_command `auto`: what the module found on this node (node.ENV_RECORD, written with one
+# key a line), printed only while its Python exists.
+CACHED_PYTHON = ("py=$(sed -n 's/^\"python_path\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' -- " + shell_path(ENV_RECORD)
                  + " 2>/dev/null); ")
 
 # Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray. Reads
-# {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer). Not asked
-# while no gcs_server of this user runs (the rule of is_gcs): such a dashboard answers only at the timeout, 5 s
+# {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer). Asked only
+# while the head's gcs_server runs (node_state's gcs_port): else the dashboard answers only at the timeout, 5 s
 # more for a status that has its verdict already (head_without_gcs).
 STATE_API_SNIPPET = r"""
-import json, os, sys, urllib.request
+import json, sys, urllib.request
 ask = json.load(sys.stdin)
-
-
-def gcs_runs():
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat("/proc/" + pid).st_uid == os.getuid():
-                with open("/proc/%s/cmdline" % pid, "rb") as fh:
-                    if os.path.basename(fh.read().split(b"\0")[0]) == b"gcs_server":
-                        return True
-        except OSError:
-            pass
-    return False
-
-
-if not gcs_runs():
-    sys.exit(0)
 request = urllib.request.Request(ask["url"])
 if ask["token"]:
     request.add_header("Authorization", "Bearer " + ask["token"])
@@ -233,6 +177,11 @@ except (OSError, ValueError):
 def state_api_argv(python_path):
     # -I -S: no site-packages, no user environment; the standard library is all it needs.
     return [python_path, "-I", "-S", "-c", STATE_API_SNIPPET]
+
+
+def state_api_command(python_path, quote):
+    """The snippet through the node's shell (its input on stdin); a Python that is gone answers nothing."""
+    return " ".join(map(quote, state_api_argv(python_path))) + " 2>/dev/null; exit 0"
 
 
 def state_api_input(dashboard_host, dashboard_port, token):
@@ -254,18 +203,12 @@ def state_api_nodes(text):
         return None
 
 
-def probe_command(record_path, quote, python_path=None, detected=False):
-    """python_path: also ask the dashboard (a head's status), with the snippet's input on stdin; `auto` runs it
-    with the cached Python. detected: print the cached finding (detect_env.CACHE) while its Python exists."""
+def probe_command(record_path, quote, detected=False):
+    """detected: also print the cached finding of `auto` paths (node.ENV_RECORD) while its Python exists."""
     path = shell_path(record_path, quote)
     command = PROCESS_TABLE + f"echo '{PROBE_SEPARATOR}'; cat -- {path} 2>/dev/null; "
-    if detected or python_path == AUTO:
-        command += (CACHED_PYTHON + f"echo; echo '{ENV_SEPARATOR}'; [ -x \"$py\" ] && cat -- {shell_path(CACHE)}; ")
-    if python_path:
-        argv = " ".join(map(quote, state_api_argv(python_path)))
-        if python_path == AUTO:
-            argv = '[ -x "$py" ] && "$py" ' + argv.partition(" ")[2]
-        command += f"echo; echo '{NODES_SEPARATOR}'; " + argv + "; "
+    if detected:
+        command += CACHED_PYTHON + f"echo; echo '{ENV_SEPARATOR}'; [ -x \"$py\" ] && cat -- {shell_path(ENV_RECORD)}; "
     return command + "exit 0"
 
 
@@ -278,19 +221,18 @@ def _json_dict(text):
 
 
 def parse_probe(stdout):
-    """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the state API's answer,
-    the cached finding of detected paths ({} when none, or its Python is gone))."""
+    """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the cached finding of
+    detected paths ({} when none, or its Python is gone))."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
     # Run without stdin (a worker's), the command gets a tty from Ansible's ssh (-tt): lines end in \r\n then.
     procs_text, _, rest = ("\n" + stdout.replace("\r\n", "\n")).partition(f"\n{PROBE_SEPARATOR}\n")
-    rest, _, nodes_text = rest.partition(f"\n{NODES_SEPARATOR}\n")
     record_text, _, env_text = rest.partition(f"\n{ENV_SEPARATOR}\n")
     table = {}
     for line in procs_text.splitlines():
         pid, _, cmdline = line.partition(" ")
         if pid.isdigit():
             table[int(pid)] = cmdline.rstrip("\x1f").split("\x1f")
-    return ray_of(table), _json_dict(record_text), nodes_text.strip(), _json_dict(env_text)
+    return ray_of(table), _json_dict(record_text), _json_dict(env_text)
 
 
 def options_of(procs, name):
@@ -317,16 +259,13 @@ def node_state(procs):
 
 # Ray's own switch (check_version_info): "minor" lets nodes and drivers whose Python differs at the patch level meet.
 PYTHON_MATCH_ENV = "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL"
-# The words of a start refused for a Ray release that is not the cluster's; sage's summary keys on them.
-RAY_DRIFT = "has another Ray"
-
 
 def ray_drift(wanted, installed):
     """Why a node whose env holds the Ray releases `installed` must not start in a cluster of `wanted`, or None
     (nothing wanted, or nothing found to compare)."""
     if not wanted or not installed or wanted in installed:
         return None
-    return (f"this node {RAY_DRIFT} ({', '.join(installed)}) than the cluster ({wanted}, this machine's and the "
+    return (f"this node has another Ray ({', '.join(installed)}) than the cluster ({wanted}, this machine's and the "
             "head's): Ray refuses to mix releases. Fix: `sage cluster provision` gives it " + wanted)
 
 

@@ -1,23 +1,14 @@
-"""What a node's env needs, decided from one look at it: the pure part of library/sage_provision.py, shared with
-action_plugins/sage_provision.py (which looks with one fixed shell command and starts no module when the env is
+"""What a node's env needs, decided from one look at it: the pure part of plugins/modules/sage_provision.py, shared
+with plugins/action/sage_provision.py (which looks with one fixed shell command and starts no module when the env is
 already right). Standard library only."""
 from __future__ import annotations
 
 import re
 
-# Run by the env's own Python: its version and its Ray's, without importing Ray (that takes seconds).
-PROBE = r"""
-import json, sys
-try:
-    from importlib import metadata
-    ray = metadata.version("ray")
-except Exception:
-    ray = None
-print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "ray": ray}))
-"""
+from ansible_collections.sage.cluster.plugins.module_utils.node import VERSIONS
 
 # The probe through a shell with no value in its text: the env's Python comes on stdin.
-PROBE_COMMAND = "IFS= read -r py; \"$py\" -c '" + PROBE.replace("'", "'\"'\"'") + "' 2>/dev/null; exit 0"
+PROBE_COMMAND = "IFS= read -r py; \"$py\" -c '" + VERSIONS.replace("'", "'\"'\"'") + "' 2>/dev/null; exit 0"
 
 
 def minor(version):

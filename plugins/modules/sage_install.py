@@ -100,50 +100,16 @@ sage:
       type: dict
 """
 
-import json
 import os
-import signal
-import subprocess
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
-from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env, unwritable_env
+from ansible_collections.sage.cluster.plugins.module_utils.node import (
+    DEPLOY_RECORD, read_json, run_logged, telling_line, write_json)
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import env_prefix, node_env, unwritable_env
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env_lock import EnvLock
 from ansible_collections.sage.cluster.plugins.module_utils.sage_install_plan import plan, valid_install
-
-
-def read_record(path):
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def write_record(path, data):
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-
-
-def last_line(log_path):
-    """The most telling line of the install's output: the last error-looking one, else the last one."""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64 * 1024))
-            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no output"
-    for line in reversed(lines):
-        if any(w in line for w in ("ERROR", "Error", "error:", "failed", "not found", "No such")):
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
 
 
 def main():
@@ -156,7 +122,7 @@ def main():
         packaged=dict(type="bool", default=False),
         revision=dict(type="str", default=""),
         packaging_revision=dict(type="str", default=""),
-        record=dict(type="path", default="~/.sage/deploy.json"),
+        record=dict(type="path", default=DEPLOY_RECORD),
         timeout=dict(type="int", default=1200),
     ), supports_check_mode=True)
     p = module.params
@@ -169,7 +135,7 @@ def main():
         except NotFound as exc:
             if p["install"] != "none" and (p["install"] != "auto" or p["packaged"]):
                 module.fail_json(msg=str(exc), sage={"deploy": {"install": "failed"}})
-    planned = plan(p, read_record(p["record"]))
+    planned = plan(p, read_json(p["record"]))
     argv, key, needed, record, report = (planned[k] for k in ("argv", "key", "needed", "record", "report"))
     log_path, install, changed = report["log"], p["install"], planned["changed"]
     # Before the lock (a file in the env) and before the check's "would run": pip's own Permission denied says less.
@@ -177,52 +143,41 @@ def main():
         module.fail_json(msg=why, sage={"deploy": dict(report, install="failed")})
     if module.check_mode or not needed:
         if changed and not module.check_mode:
-            write_record(p["record"], record)
+            write_json(p["record"], record, indent=1)
         module.exit_json(changed=changed, sage={"deploy": report})
 
-    write_record(p["record"], record)  # a crash from here on leaves "not ok": the next deploy installs again
-    prefix = os.path.dirname(os.path.dirname(p["python_path"]))
+    write_json(p["record"], record, indent=1)  # a crash from here on leaves "not ok": the next deploy installs again
+    prefix = env_prefix(p["python_path"])
     marker = os.path.join(prefix, ".sage-installed-" + key)
     with EnvLock(module, prefix, p["timeout"], "deploy.install_timeout", sage={"deploy": {"install": "failed"}}):
         shared = install == "auto" and os.path.exists(marker)  # another node installed the same into this env
-        rc = 0 if shared else run(module, argv, p, log_path)
+        rc, output = (0, "") if shared else run(module, argv, p, log_path)
         if rc == 0 and install == "auto" and not shared:
             try:
                 open(marker, "w").close()
             except OSError:
                 pass
     record["install"] = {"key": key, "ok": rc == 0, "rc": rc, "command": argv, "at": time.time()}
-    write_record(p["record"], record)
+    write_json(p["record"], record, indent=1)
     report.update(install="shared env" if shared else "ran", install_ok=rc == 0)
     if rc != 0:
         why = f"timed out after {p['timeout']} s" if rc is None else f"exit {rc}"
-        module.fail_json(msg=f"install failed ({why}): {last_line(log_path)} (log on the node: {log_path})",
+        module.fail_json(msg=f"install failed ({why}): {telling_line(output.splitlines())} (log on the node: "
+                             f"{log_path})",
                          sage={"deploy": dict(report, install="failed")})
     module.exit_json(changed=True, sage={"deploy": report})
 
 
 def run(module, argv, p, log_path):
-    """The install, its output in the log; None when it timed out. The whole process group goes on timeout."""
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    with open(log_path, "wb") as log:
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} in {p['dest']}: {argv}\n".encode())
-        log.flush()
-        try:
-            proc = subprocess.Popen(argv, cwd=p["dest"], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=node_env(p["python_path"], p["conda_env"]),
-                                    start_new_session=True)
-        except FileNotFoundError:
-            module.fail_json(msg=f"install command {argv[0]!r} not found (run in {p['dest']}; "
-                                 "config deploy.install)", sage={"deploy": {"install": "failed"}})
-        except PermissionError:
-            module.fail_json(msg=f"install command {argv[0]!r} is not executable (run in {p['dest']}; "
-                                 "config deploy.install)", sage={"deploy": {"install": "failed"}})
-        try:
-            return proc.wait(timeout=p["timeout"])
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return None
+    """The install's exit code (None when it timed out) and output, which a fresh log keeps."""
+    try:
+        rc, _, output = run_logged(argv, log_path, p["timeout"], f"in {p['dest']}: {argv}",
+                                   env=node_env(p["python_path"], p["conda_env"]), cwd=p["dest"], fresh=True)
+    except OSError as exc:
+        how = "not found" if isinstance(exc, FileNotFoundError) else "is not executable"
+        module.fail_json(msg=f"install command {argv[0]!r} {how} (run in {p['dest']}; config deploy.install)",
+                         sage={"deploy": {"install": "failed"}})
+    return rc, output
 
 
 if __name__ == "__main__":

@@ -87,38 +87,32 @@ sage:
   type: dict
 """
 
-import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
-import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.sage.cluster.plugins.module_utils.sage_env import node_env, unwritable_env
+from ansible_collections.sage.cluster.plugins.module_utils.detect_env import USUAL_BASES
+from ansible_collections.sage.cluster.plugins.module_utils.node import (
+    PROVISION_LOG, run_logged, telling_line, versions)
+from ansible_collections.sage.cluster.plugins.module_utils.sage_env import env_prefix, node_env, unwritable_env
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env_lock import EnvLock
-from ansible_collections.sage.cluster.plugins.module_utils.sage_provision import PROBE, report
+from ansible_collections.sage.cluster.plugins.module_utils.sage_provision import report
 
 # pip's words when the node's index cannot give the release (unreachable, or without it): then wheels are sent.
 INDEX_FAILED = ("No matching distribution found", "Could not find a version that satisfies")
-CONDA_BASES = ("~/miniconda3", "~/anaconda3", "~/miniforge3", "~/mambaforge", "/opt/conda", "/opt/miniconda3")
 
 
 def probe(python):
     """The env's {python, ray}, or None when that Python does not run."""
-    try:
-        proc = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
-        return json.loads(proc.stdout) if proc.returncode == 0 else None
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return None
+    return versions(python)[0]
 
 
 def candidates(version):
     names = [shutil.which(f"python{version}"), f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
              "/usr/bin/python3", shutil.which("python3")]
-    names += [os.path.expanduser(f"{base}/bin/python") for base in CONDA_BASES]
+    names += [os.path.expanduser(f"{base}/bin/python") for base in USUAL_BASES]
     seen, out = set(), []
     for name in names:
         if name and os.access(name, os.X_OK) and os.path.realpath(name) not in seen:
@@ -171,7 +165,8 @@ def prepare(module, p, prefix):
             proc = subprocess.run([base, "-m", "venv", prefix], capture_output=True, text=True,
                                   stdin=subprocess.DEVNULL)
             if proc.returncode != 0:
-                module.fail_json(msg=f"{base} -m venv {prefix} failed: {last(proc.stderr or proc.stdout)}",
+                why = telling_line((proc.stderr or proc.stdout).splitlines())
+                module.fail_json(msg=f"{base} -m venv {prefix} failed: {why}",
                                  sage={"provision": state})
     found = probe(p["python_path"])
     if found is None:
@@ -204,7 +199,8 @@ def install(module, p, prefix):
         again, _ = report(probe(p["python_path"]), p["ray_version"], p["python_version"])
         if not again["needed"]:  # another node sharing the env installed it meanwhile
             module.exit_json(changed=False, sage={"provision": dict(again, summary=again["summary"] + " (shared env)")})
-        rc, output = run(argv, p)
+        rc, _, output = run_logged(argv, p["log"], p["timeout"], str(argv),
+                                   env=node_env(p["python_path"], p["conda_env"]))
     if rc != 0 and not p["wheel_dir"] and any(words in output for words in INDEX_FAILED):
         module.exit_json(changed=False, sage={"provision": dict(state, index_failed=True,
                                                                 summary="the node's index has no such release")})
@@ -212,39 +208,9 @@ def install(module, p, prefix):
     if rc != 0 or done["needed"]:
         why = "timed out" if rc is None else f"exit {rc}"
         module.fail_json(msg=f"pip install ray[default]=={p['ray_version']} from {source} failed ({why}): "
-                             f"{last(output)} (log on the node: {p['log']})", sage={"provision": state})
+                             f"{telling_line(output.splitlines())} (log on the node: {p['log']})", sage={"provision": state})
     module.exit_json(changed=True, sage={"provision": dict(done, summary=f"{state['summary']} ({source})",
                                                            source=source)})
-
-
-def run(argv, p):
-    """pip's rc (None on timeout) and output, which also goes to the log. The whole process group goes on timeout."""
-    os.makedirs(os.path.dirname(p["log"]), mode=0o700, exist_ok=True)
-    with open(p["log"], "ab") as log:
-        os.chmod(p["log"], 0o600)
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {argv}\n".encode())
-        log.flush()
-        start = log.tell()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=node_env(p["python_path"], p["conda_env"]), start_new_session=True)
-        try:
-            rc = proc.wait(timeout=p["timeout"])
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            rc = None
-    with open(p["log"], "rb") as log:
-        log.seek(start)
-        return rc, log.read().decode(errors="replace")
-
-
-def last(text):
-    """The most telling line of a tool's output: the last error-looking one, else the last one."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if "ERROR" in line or "Error" in line or "error:" in line:
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
 
 
 def main():
@@ -256,14 +222,14 @@ def main():
         python_version=dict(type="str", required=True),
         pip_args=dict(type="list", elements="str", default=[]),
         wheel_dir=dict(type="path", default=""),
-        log=dict(type="path", default="~/.sage/provision.log"),
+        log=dict(type="path", default=PROVISION_LOG),
         timeout=dict(type="int", default=1200),
     ), supports_check_mode=True)
     p = module.params
     if not os.path.isabs(p["python_path"]):
         module.fail_json(msg=f"remote.python_path must be an absolute path for provision, not {p['python_path']!r}: "
                              "it names where the env is, or is to be made")
-    prefix = os.path.dirname(os.path.dirname(p["python_path"]))
+    prefix = env_prefix(p["python_path"])
     (prepare if p["stage"] == "prepare" else install)(module, p, prefix)
 
 

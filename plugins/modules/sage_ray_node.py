@@ -373,11 +373,12 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
+from ansible_collections.sage.cluster.plugins.module_utils.node import (
+    HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, STARTED_MARKER, cluster_summary, fault_tolerance_env,
-    head_without_gcs, log_file, node_report, node_state, ray_drift, ray_processes, read_record, redis_args, redis_ping,
-    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, telling_line,
-    terminate)
+    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, cluster_summary, fault_tolerance_env, head_without_gcs, log_file,
+    node_report, node_state, ray_drift, ray_processes, redis_args, redis_ping, resource_args, rocksdb_path,
+    start_argv, state_api_argv, state_api_input, state_api_nodes, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 
@@ -408,17 +409,6 @@ cleanup_redis_storage(host, int(port), ask["password"], tls, ask["namespace"], u
 # A worker's raylet that outlived its head reconnects to a healed one within seconds; this long it is given.
 RECONNECT_GRACE = 30
 
-# The node's Python and Ray versions, without importing Ray (about 1 s saved per node).
-VERSIONS_SNIPPET = r"""
-import json, sys, importlib.metadata as md
-try:
-    ray = md.version("ray")
-except md.PackageNotFoundError:
-    ray = None
-print(json.dumps({"python": sys.version.split()[0], "ray": ray}))
-"""
-
-
 def current_state():
     return node_state(ray_processes())
 
@@ -446,9 +436,10 @@ class Node:
         if self.not_found:
             self.fail(self.not_found)
 
-    def fail(self, msg, **extra):
+    def fail(self, msg, kind=None, **extra):
         # The same report as on success, so plays that read the results never meet a missing key.
-        self.m.fail_json(msg=msg, sage=node_report(self.p, current_state(), **extra))
+        self.m.fail_json(msg=msg, sage=node_report(self.p, current_state(), **extra),
+                         **({"kind": kind} if kind else {}))
 
     def resolve(self, name, what):
         try:
@@ -555,8 +546,8 @@ class Node:
             detail = self.not_found or path
             checks[key] = {"ok": ok, "detail": f"auto: {detail}" if self.asked[key] == AUTO else detail}
         if checks["python_path"]["ok"]:
-            out, err = self.run_python("-c", VERSIONS_SNIPPET)
-            checks["versions"] = json.loads(out) if err is None else {"error": err}
+            found, err = versions(p["python_path"], self.env())
+            checks["versions"] = found if err is None else {"error": err}
             why = unwritable(p["python_path"])
             checks["env_writable"] = {"ok": why is None, "detail": why or f"{env_prefix(p['python_path'])} is writable"}
         for key in ("temp_dir", "log_dir"):
@@ -582,13 +573,8 @@ class Node:
         return {"ok": ok, "detail": path if probe == path else f"{path} (to be created in {probe})"}
 
     def port_state(self, port, state):
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("", port))
-                return {"ok": True, "detail": "free"}
-            except OSError:
-                pass
+        if port_free(port):
+            return {"ok": True, "detail": "free"}
         if state["running"] and (state["gcs_port"] == port or port == self.p["dashboard_port"]):
             return {"ok": True, "detail": "held by this cluster's Ray"}
         return {"ok": False, "detail": "in use by another process"}
@@ -603,39 +589,6 @@ class Node:
         return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address(),
                           resources=resource_args(p))
 
-    def run_logged(self, argv, timeout, gone=None):
-        """Run with output appended to the node's log; stdin/stdout never tie Ray's daemons to our SSH session.
-
-        (exit code, None), or (None, why it was cut short): the timeout, or what `gone()` (asked every second while
-        the command runs) says is gone.
-        """
-        os.makedirs(self.p["log_dir"], mode=0o755, exist_ok=True)
-        os.makedirs(self.p["temp_dir"], mode=0o755, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv[1:3])}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=self.env(), start_new_session=True)
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    return proc.wait(timeout=1), None
-                except subprocess.TimeoutExpired:
-                    why = "timed out" if time.monotonic() > deadline else gone() if gone else None
-                if why:
-                    proc.kill()
-                    proc.wait()
-                    return None, why
-
-    def tail(self, count):
-        try:
-            with open(self.log_file, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - 256 * 1024))
-                return fh.read().decode(errors="replace").splitlines()[-count:] if count else []
-        except FileNotFoundError:
-            return []
-
     def start(self, state):
         self.need_paths()
         if self.joined(state):
@@ -644,7 +597,7 @@ class Node:
             return True, state
         self.check_executables()
         if why := ray_drift(self.p["ray_version"], installed_ray(self.p["python_path"])):
-            self.fail(why)
+            self.fail(why, kind=RAY_DRIFT)
         if self.p["node_type"] == "worker":
             self.check_head_reachable()
             if state["pids"]:
@@ -656,11 +609,13 @@ class Node:
             self.stop(state)
         # A worker whose head dies meanwhile (the head's own start failed, or it was stopped) gives up within a
         # second, where Ray would retry for a minute or more.
-        rc, cut = self.run_logged(self.start_argv(), self.p["timeout"],
-                                  gone=self.head_unreachable if self.p["node_type"] == "worker" else None)
+        os.makedirs(self.p["temp_dir"], mode=0o755, exist_ok=True)
+        argv = self.start_argv()
+        rc, cut, output = run_logged(argv, self.log_file, self.p["timeout"], " ".join(argv[1:3]), env=self.env(),
+                                     gone=self.head_unreachable if self.p["node_type"] == "worker" else None)
         if rc != 0:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
-            reason = telling_line(self.tail(40))
+            reason = telling_line(output.splitlines())
             self.fail(f"ray start failed ({cut or f'exit {rc}'}): {reason} (log: {self.log_file})")
         if self.p["node_type"] == "head":
             self.mark_started(True)
@@ -676,11 +631,11 @@ class Node:
                 f"store ({mode}); the workers reconnect")
 
     def prepare_store(self, state):
-        """Before a head starts: whether it was lost rather than stopped (STARTED_MARKER is there and no GCS runs; a
+        """Before a head starts: whether it was lost rather than stopped (HEAD_STARTED is there and no GCS runs; a
         GCS on another port is another config's). A lost head keeps its store, for the heal; a stopped cluster's
         store is emptied, so it never comes back half remembered. The local store's directory is made 0700."""
         p = self.p
-        lost = os.path.exists(os.path.expanduser(STARTED_MARKER)) and state["gcs_port"] is None
+        lost = os.path.exists(os.path.expanduser(HEAD_STARTED)) and state["gcs_port"] is None
         if not lost and p["fault_tolerance"] == "local":
             shutil.rmtree(rocksdb_path(p), ignore_errors=True)
         elif not lost and p["fault_tolerance"] == "redis":
@@ -702,8 +657,8 @@ class Node:
 
     @staticmethod
     def mark_started(started):
-        """A head's start writes STARTED_MARKER, its stop removes it."""
-        marker = os.path.expanduser(STARTED_MARKER)
+        """A head's start writes HEAD_STARTED, its stop removes it."""
+        marker = os.path.expanduser(HEAD_STARTED)
         if started:
             os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
             with open(marker, "w"):
@@ -726,7 +681,7 @@ class Node:
         return state_api_nodes(proc.stdout)
 
     def cluster_nodes(self, state):
-        if self.p["node_type"] == "head":
+        if self.p["node_type"] == "head" and state["gcs_port"] is not None:  # the dashboard answers while it runs
             nodes = self.dashboard_nodes()
             if nodes is not None:
                 return nodes, None
@@ -776,7 +731,7 @@ def main():
         node.fail(why)
     extra = {}
     if query == "logs":
-        extra["log"] = node.tail(p["log_lines"])
+        extra["log"] = tail(node.log_file, p["log_lines"])
     if query == "doctor":
         extra["doctor"] = node.doctor(state)
     if query == "wait":
@@ -788,7 +743,7 @@ def main():
         extra["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
     if node.note:
         extra["note"] = node.note
-    record = read_record(p["deploy_record"]) if query in ("status", "doctor") and p["deploy_record"] else None
+    record = read_json(p["deploy_record"]) if query in ("status", "doctor") and p["deploy_record"] else None
     module.exit_json(changed=changed, sage=node_report(p, state, record, **extra))
 
 

@@ -21,6 +21,10 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+# python_path / ray_command AUTO ("auto", or ""): the node finds them itself. The inventory carries the word as
+# it is (ray_node_python_path, ray_node_ray_command, sage_deploy_python_path), so every door hands the roles the same.
+from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO
+
 # Everything this tool keeps on the controller lives here: the config, runs, locks, known_hosts, the token.
 STATE_DIR = Path("~/.sage")
 DEFAULT_PATH = STATE_DIR / "config.yaml"
@@ -29,9 +33,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WORKERS_KEY = "workers_ssh_hosts"
 # SAGE's name for the same list, under ssh: (its Ray-era config/cluster.yaml).
 SSH_WORKERS_KEY = "ssh.workers"
-# python_path / ray_command "auto" (or ""): the node finds them itself. The inventory carries the word as it is
-# (ray_node_python_path, ray_node_ray_command, sage_deploy_python_path), so every door hands the roles the same.
-AUTO = "auto"
 # Sections of SAGE's own services in its config/cluster.yaml: theirs, not this tool's.
 SAGE_SECTIONS = ("daemon", "jobmanager", "output", "monitor")
 # head.fault_tolerance: where the GCS keeps its tables so that a restarted head takes its cluster back (none: in

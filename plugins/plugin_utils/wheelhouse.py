@@ -13,7 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-WHEELS_DIR = Path("~/.sage/wheels")
+from ansible_collections.sage.cluster.plugins.module_utils.node import WHEELS_DIR as NODE_WHEELS_DIR, telling_line
+
+WHEELS_DIR = Path("~", NODE_WHEELS_DIR)  # this machine's cache, where the nodes keep theirs
 # The legacy manylinux names pip knows for these machines (PEP 599): older wheels still name only those.
 LEGACY = {"x86_64": ["manylinux2014", "manylinux2010", "manylinux1"], "i686": ["manylinux2014", "manylinux2010",
           "manylinux1"], "aarch64": ["manylinux2014"], "ppc64le": ["manylinux2014"], "s390x": ["manylinux2014"]}
@@ -60,9 +62,9 @@ def build_wheelhouse(ray_version: str, python: str, glibc: str | None, machine: 
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            why = telling_line((proc.stderr or proc.stdout).splitlines(), none=f"exit {proc.returncode}")
             raise WheelhouseError(f"pip download of ray[default]=={ray_version} for Python {python}, glibc {glibc} "
-                                  f"{machine} failed here: {lines[-1] if lines else 'exit %d' % proc.returncode}")
+                                  f"{machine} failed here: {why}")
         (tmp / ".complete").touch()
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)

@@ -489,6 +489,7 @@ def ensure_wheels(ray_version: str | None = None) -> Path:
     """The wheels of ray[default]==the controller's release for the rig's hosts (their Python, glibc and machine are
     this machine's /usr/bin/python3's), built by sage's own wheelhouse code once and kept: the source of a package
     index a test serves to the hosts, which cannot reach one inside a network namespace of their own."""
+    import sage_cluster  # noqa: F401  (puts the collection on sys.path)
     from ansible_collections.sage.cluster.plugins.plugin_utils.wheelhouse import build_wheelhouse
 
     probe = "import os, platform, sys; print('%d.%d' % sys.version_info[:2], os.confstr('CS_GNU_LIBC_VERSION').split()[1], platform.machine())"

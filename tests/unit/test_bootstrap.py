@@ -112,13 +112,24 @@ def test_a_failure_is_not_ssh_learning_the_host_key():
 
 
 def test_next_steps_name_the_command_a_bare_machine_needs(tmp_path):
+    """Each step follows from the kind of failure the runner gives a host (from the result's own `kind`, or from
+    a failure before any module ran), never from a message's words."""
+    from sage_cluster.runner import EventHandler
+
     c = cfg(tmp_path)
-    run_result = result(
-        w1=HostResult("w1", unreachable=True, error="Failed to connect: sage@w1: Permission denied (publickey)."),
-        w2=HostResult("w2", failed=True, error="cannot run the remote Python (not found): fix remote.python_path"),
-        h1=HostResult("h1", ok=1))
-    steps = provision.next_steps(c, run_result)
+    events = EventHandler()
+    for kind, host, res in [
+            ("unreachable", "w1", {"msg": "Failed to connect: sage@w1: Permission denied (publickey)."}),
+            ("failed", "w2", {"rc": 127, "module_stderr": "/bin/sh: 1: /x/bin/python: not found\n"}),
+            ("failed", "h1", {"msg": "this node has another Ray (2.58.0) than the cluster", "kind": "ray_drift"}),
+            ("failed", "h2", {"msg": "cannot run the remote Python: this node has another Ray (no kind)"}),
+            ("ok", "h3", {})]:
+        events({"event": f"runner_on_{kind}", "event_data": {"host": host, "res": res}})
+    assert {n: h.kind for n, h in events.hosts.items()} == {"w1": "auth", "w2": "no_python", "h1": "ray_drift",
+                                                            "h2": "", "h3": ""}
+    steps = provision.next_steps(c, result(**events.hosts))
     assert steps == ["w1: key login fails: `sage cluster setup-ssh w1:22` sets it up with the password once",
+                     "h1: another Ray release: `sage cluster provision h1:22` gives it this machine's",
                      "w2: no env at remote.python_path: `sage cluster provision w2:2222` makes one with this "
                      "machine's Ray"]
 

@@ -31,16 +31,17 @@ def test_both_roles_name_one_deploy_record() -> None:
 
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
-    """The roles and docs/ops.md as a checkout has them, to change."""
+    """The roles, provision.yml and docs/ops.md as a checkout has them, to change."""
     shutil.copytree(REPO / "roles", tmp_path / "roles")
+    (tmp_path / "playbooks").mkdir()
+    shutil.copy(REPO / roledoc.PROVISION_PLAYBOOK, tmp_path / roledoc.PROVISION_PLAYBOOK)
     (tmp_path / "docs").mkdir()
     shutil.copy(REPO / roledoc.DOC, tmp_path / roledoc.DOC)
     return tmp_path
 
 
 def specs(root: Path, role: str) -> dict:
-    return yaml.safe_load((root / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"][
-        "main"]["options"]
+    return roledoc.options((root / "roles" / role / "meta" / "argument_specs.yml").read_text())
 
 
 def doc_row(root: Path, name: str) -> str:
@@ -79,6 +80,26 @@ def test_a_copy_edited_by_hand_is_found_and_mended(copy: Path) -> None:
     assert yaml.safe_load(defaults.read_text())["sage_deploy_install_timeout"] == 1200  # the schema's
     assert specs(copy, "sage_deploy")["sage_deploy_strict"]["default"] is True  # the role's own default
     assert '| `sage_deploy_record` | str | `"~/.sage/deploy.json"` |' in doc_row(copy, "sage_deploy_record")
+
+
+def test_sage_provision_takes_the_defaults_of_the_variables_provision_yml_hands_it(
+        copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """provision.yml sets sage_provision_python_path from ray_node_python_path (remote.python_path), and so on: a
+    new default of such a config key reaches sage_provision's three copies too; its own variables stay its own."""
+    assert roledoc.provision_sources(copy)["sage_provision_timeout"] == "sage_deploy_install_timeout"
+    schema = tuple(dataclasses.replace(k, default=600) if k.dotted == "deploy.install_timeout" else k
+                   for k in config.SCHEMA)
+    monkeypatch.setattr(config, "SCHEMA", schema)
+    assert "roles/sage_provision/defaults/main.yml differs from what the schema gives" in roledoc.drift(copy)
+    roledoc.write(copy)
+    assert roledoc.drift(copy) == []
+    assert yaml.safe_load((copy / "roles" / "sage_provision" / "defaults" / "main.yml").read_text())[
+        "sage_provision_timeout"] == 600
+    assert specs(copy, "sage_provision")["sage_provision_timeout"]["default"] == 600
+    assert "| `600` |" in doc_row(copy, "sage_provision_timeout")
+    # The ssh entry point's option is covered as main's are; a variable of its own keeps its own default.
+    assert specs(copy, "sage_provision")["sage_provision_ssh_password"]["default"] == ""
+    assert specs(copy, "sage_provision")["sage_provision_wheelhouse"]["default"] is False
 
 
 def test_a_variable_with_no_place_is_named(copy: Path) -> None:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import ast
 import http.server
-import importlib.util
 import json
 import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -282,8 +279,7 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
         out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(home)},
                              check=True).stdout
-        procs, record, nodes, _ = logic.parse_probe(out)
-        assert nodes == ""  # a worker's probe does not ask the dashboard
+        procs, record, _ = logic.parse_probe(out)
         # One Ray detector: the probe's view of this process is the module's own, read from /proc.
         assert procs[proc.pid] == logic.ray_processes()[proc.pid] == [str(raylet), "-c", "import time; time.sleep(60)",
                                                                       "--node_ip_address=10.9.8.7",
@@ -327,46 +323,43 @@ def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_st
 
     server = http.server.HTTPServer(("127.0.0.1", 0), StateApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    command = logic.probe_command("/dev/null", shlex.quote, sys.executable)
+    command = logic.state_api_command(sys.executable, shlex.quote)
     ask = logic.state_api_input("0.0.0.0", server.server_port, "s3cret-token")
     try:
-        # No GCS of this user runs: the dashboard is not asked (it would answer only at the timeout).
         out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
-        assert seen == {} and logic.state_api_nodes(logic.parse_probe(out)[2]) is None
-        gcs = subprocess.Popen(["bash", "-c", "exec -a /env/bin/gcs_server sleep 60"])  # a head's, for the probe
-        try:
-            while not Path(f"/proc/{gcs.pid}/cmdline").read_bytes().startswith(b"/env/bin/gcs_server"):
-                time.sleep(0.01)
-            out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
-        finally:
-            gcs.kill()
     finally:
         server.shutdown()
+        server.server_close()
     assert "s3cret" not in command
     assert seen == {"path": "/api/v0/nodes?limit=10000", "auth": "Bearer s3cret-token"}
-    nodes = logic.state_api_nodes(logic.parse_probe(out)[2])
+    nodes = logic.state_api_nodes(out)
     assert nodes == [
         {"node_ip": "10.0.0.1", "hostname": "h", "alive": True, "is_head": True, "resources": {"CPU": 2.0},
          "labels": {"zone": "a"}},
         {"node_ip": "10.0.0.2", "hostname": "w", "alive": False, "is_head": False, "resources": {"CPU": 4.0},
          "labels": {}}]
-    # No dashboard there: no table (the module then asks Ray's GCS), and the probe still succeeds.
-    out = subprocess.run(["sh", "-c", command], input=ask, capture_output=True, text=True, check=True).stdout
-    assert logic.state_api_nodes(logic.parse_probe(out)[2]) is None
+    # No dashboard there, or no such Python: no table (the module then asks Ray's GCS), and the command succeeds.
+    for python in (sys.executable, "/nonexistent/python"):
+        out = subprocess.run(["sh", "-c", logic.state_api_command(python, shlex.quote)], input=ask,
+                             capture_output=True, text=True, check=True).stdout
+        assert logic.state_api_nodes(out) is None
+
+
+def test_the_head_is_asked_for_its_table_only_while_its_gcs_runs() -> None:
+    """The one Ray detector decides: a head's raylet without a gcs_server is down, and its dashboard (which would
+    answer only at the timeout) is not asked; the same table with the gcs_server is asked."""
+    raylet = {7: ["/env/bin/raylet", "--node_ip_address=10.0.0.1", "--gcs-address=10.0.0.1:6379"]}
+    gcs = {8: ["/env/bin/gcs_server", "--gcs_server_port=6379"]}
+    without = logic.node_state(logic.ray_of(raylet))
+    assert without["running"] and logic.head_without_gcs("head", without)
+    assert logic.head_without_gcs("head", logic.node_state(logic.ray_of({**raylet, **gcs}))) is None
 
 
 def test_a_zombie_or_another_process_is_not_ray_for_the_probe_either() -> None:
     out = ("101 " + "\x1f".join(RAYLET) + "\x1f\n106 \n105 /usr/bin/python3\x1fserver.py\x1f\n"
            f"{logic.PROBE_SEPARATOR}\n")
-    procs, record, nodes, _ = logic.parse_probe(out)
-    assert procs == {101: RAYLET} and record == {} and nodes == ""
-
-
-def test_the_telling_line_of_a_failure() -> None:
-    assert logic.telling_line(["starting", "ConnectionError: refused", "  ", "bye"]) == "ConnectionError: refused"
-    assert logic.telling_line(["one", "two  ", ""]) == "two"
-    assert logic.telling_line([]) == "no output"
-    assert len(logic.telling_line(["x" * 1000])) == 300
+    procs, record, _ = logic.parse_probe(out)
+    assert procs == {101: RAYLET} and record == {}
 
 
 def test_a_start_refuses_another_ray_release_found_beside_the_python(tmp_path: Path) -> None:
