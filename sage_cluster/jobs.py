@@ -230,7 +230,7 @@ def follow(client: Any, job_id: str, write: Callable[[str], None]) -> Any:
             async for chunk in client.tail_job_logs(job_id):
                 write(chunk)
                 printed += len(chunk)
-        except Exception:  # noqa: BLE001: a broken stream (a vanished driver, a dropped tunnel) is not retried:
+        except Exception:  # a broken stream (a vanished driver, a dropped tunnel) is not retried:
             return         # the status says how the job ended, and the full log gives the rest
 
     async def until_ended() -> Any:
@@ -292,7 +292,7 @@ def stale_check(cfg: Config, warn: Callable[[str], None]) -> threading.Thread | 
     def run() -> None:
         try:
             result = operations.run(cfg, operations.Invocation(json=True), "status.yml", "status")
-        except Exception:  # noqa: BLE001: a warning that cannot be computed is no reason to fail the job
+        except Exception:  # a warning that cannot be computed is no reason to fail the job
             return
         if stale := sorted(n for n, h in result.hosts.items() if (h.data.get("deploy") or {}).get("stale")):
             warn(f"{', '.join(stale)} run{'s' if len(stale) == 1 else ''} an older deploy than this machine's "

@@ -15,12 +15,14 @@ from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult
 
 
-def provision(invocation: operations.Invocation, endpoints: list[Endpoint], wheelhouse: bool) -> tuple[Config, RunResult]:
+def provision(invocation: operations.Invocation, endpoints: list[Endpoint],
+              wheelhouse: bool) -> tuple[Config, RunResult]:
     cfg = operations.load(invocation)
     names = targets(cfg, endpoints)
     with cluster_lock(cfg.path):
-        return cfg, operations.run(cfg, invocation, "provision.yml", "provision", limit=",".join(names) if endpoints else None,
-                            extra={"sage_provision_wheelhouse": True} if wheelhouse else None)
+        return cfg, operations.run(cfg, invocation, "provision.yml", "provision",
+                                   limit=",".join(names) if endpoints else None,
+                                   extra={"sage_provision_wheelhouse": True} if wheelhouse else None)
 
 
 def targets(cfg: Config, endpoints: list[Endpoint]) -> list[str]:
@@ -45,8 +47,8 @@ def python_note(result: RunResult, match: str) -> str | None:
     if not seen or (len(seen) == 1 and mine in seen):
         return None
     where = "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in sorted(seen.items()))
-    driver = (f"a Ray driver started here needs {ray_node.PYTHON_MATCH_ENV}=minor (sage's own commands and `sage job` do "
-              "not start one here)")
+    driver = (f"a Ray driver started here needs {ray_node.PYTHON_MATCH_ENV}=minor (sage's own commands and "
+              "`sage job` do not start one here)")
     if len(seen) == 1:
         return f"Python {where}, {mine} on this machine: {driver}."
     if match == "minor":

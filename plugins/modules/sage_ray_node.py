@@ -145,10 +145,12 @@ options:
     type: path
     default: ~/.ray/auth_token
   deploy_record:
-    description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as C(sage.deploy). Unset, not read.
+    description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as
+      C(sage.deploy). Unset, not read.
     type: path
   source_revision:
-    description: The controller's source revision; a deploy record with another one is reported stale. Unset or empty, no comparison.
+    description: The controller's source revision; a deploy record with another one is reported stale. Unset or
+      empty, no comparison.
     type: str
   num_cpus:
     description: CPUs Ray offers on this node (ray start --num-cpus); unset, Ray counts them.
@@ -195,10 +197,12 @@ options:
         to C(ray start) and on C(gcs_server)'s command line, where this user and root can read it in /proc.
     type: str
   gcs_namespace:
-    description: The cluster's own keys in the store (RAY_external_storage_namespace), so clusters sharing a Redis never mix.
+    description: The cluster's own keys in the store (RAY_external_storage_namespace), so clusters sharing a Redis
+      never mix.
     type: str
   gcs_reconnect_timeout:
-    description: With fault tolerance on, the seconds a worker's raylet waits for a lost head (RAY_gcs_rpc_server_reconnect_timeout_s).
+    description: With fault tolerance on, the seconds a worker's raylet waits for a lost head
+      (RAY_gcs_rpc_server_reconnect_timeout_s).
     type: int
 notes:
   - O(query=status) runs without a module on the node when it can. The action plugin (action_plugins/sage_ray_node.py)

@@ -8,7 +8,7 @@ import click
 
 from sage_cluster import __version__
 from sage_cluster.cli.cluster import cluster
-from sage_cluster.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from sage_cluster.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, config_and_verbose
 from sage_cluster.cli.config import config
 from sage_cluster.cli.head import head
 from sage_cluster.cli.inventory import inventory
@@ -20,7 +20,8 @@ from sage_cluster.lock import LockBusy
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sage")
-def cli() -> None:
+@config_and_verbose
+def cli(config_path: str | None, verbose: int) -> None:
     """Run a Ray cluster on your own machines over SSH.
 
     Reads --config, $SAGE_CONFIG, the project's config/cluster.yaml, ./config/cluster.yaml,
@@ -34,6 +35,13 @@ def cli() -> None:
       sage cluster start
       sage cluster status
       sage job submit -- python script.py
+
+    --config and -v go before the command or after it; the command's own --config wins.
+
+    \b
+    Example, another cluster's config, with more Ansible output:
+      sage --config ~/lab.yaml -v cluster status
+      (the same as: sage cluster status --config ~/lab.yaml -v)
     """
 
 

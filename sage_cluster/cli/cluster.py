@@ -162,7 +162,8 @@ def token(invocation: Invocation) -> None:
 
     \b
     Example:
-      RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) ray job submit --address http://head:8265 -- python job.py
+      RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) \\
+        ray job submit --address http://head:8265 -- python job.py
     """
     cfg = operations.load(invocation)
     if not security.token_enabled(cfg):

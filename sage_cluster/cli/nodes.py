@@ -32,7 +32,7 @@ from sage_cluster.operations import Invocation
 
 def scope() -> str:
     """What the running command acts on: the group it was called through (cluster, head or worker)."""
-    return click.get_current_context().parent.command.name
+    return click.get_current_context().command_path.split()[-2]
 
 
 def _act(invocation: Invocation, action: str) -> None:
