@@ -5,7 +5,6 @@ and the run's verdict on Python versions. The wheels for nodes whose pip reaches
 from __future__ import annotations
 
 import platform
-from typing import Any
 
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node
 from sage_cluster import operations
@@ -74,16 +73,6 @@ def next_steps(cfg: Config, result: RunResult) -> list[str]:
             lines.append(f"{name}: another Ray release: `sage cluster provision {name}:{ports.get(name, 22)}` gives it "
                          "this machine's")
     return lines
-
-
-def rows(result: RunResult) -> list[dict[str, Any]]:
-    """Per host: result, the env's python and ray, and what was (or would be) done or the error."""
-    out = []
-    for name, h in sorted(result.hosts.items()):
-        p = h.data.get("provision") or {}
-        out.append({"host": name, "result": h.state, "python": p.get("python"), "ray": p.get("ray"),
-                    "detail": h.error or p.get("summary", "")})
-    return out
 
 
 def summary_note(cfg: Config, result: RunResult) -> None:

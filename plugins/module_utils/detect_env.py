@@ -98,7 +98,7 @@ def resolve(python_path, ray_command, conda_env, find_env):
 # --- on the node itself ---
 
 def imports_ray(python):
-    """Whether python finds the ray package, without importing it (about 0.03 s, against 2 s for the import)."""
+    """Whether python finds the ray package, without importing it (a fraction of the import's time)."""
     try:
         return subprocess.run([python, "-I", "-c", "import importlib.util, sys; "
                                "sys.exit(importlib.util.find_spec('ray') is None)"],

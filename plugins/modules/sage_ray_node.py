@@ -369,7 +369,7 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 
-# Ask Ray's GCS for its node table: no driver, no job, about 1 s.
+# Ask Ray's GCS for its node table: no driver, no job.
 NODES_SNIPPET = r"""
 import json, sys
 from ray._raylet import GcsClient
@@ -396,7 +396,7 @@ cleanup_redis_storage(host, int(port), ask["password"], tls, ask["namespace"], u
 # A worker's raylet that outlived its head reconnects to a healed one within seconds; this long it is given.
 RECONNECT_GRACE = 30
 
-# The node's Python and Ray versions, without importing Ray (about 1 s saved per node).
+# The node's Python and Ray versions, without importing Ray (slow: docs/performance.md, "Figures behind the code").
 VERSIONS_SNIPPET = r"""
 import json, sys, importlib.metadata as md
 try:
@@ -738,7 +738,7 @@ class Node:
             if time.monotonic() > deadline:
                 self.fail(f"not alive in Ray after {self.p['timeout']} s: {', '.join(missing) or err}",
                           cluster=cluster_summary(nodes or []))
-            time.sleep(0.25)  # a dashboard query costs ~0.05 s: poll often, the start waits on this
+            time.sleep(0.25)  # a dashboard query is cheap: poll often, the start waits on this
 
 
 def main():

@@ -1,4 +1,10 @@
-"""The `sage` command: one module per command group; each command calls one function in operations.py."""
+"""The `sage` command (also installed as `sage-cluster`): the root group, its --config and -v, and how errors exit.
+
+Where the commands are: cli/nodes.py the ones several groups share (start, stop, restart, status, logs, deploy,
+add, remove); cli/cluster.py, head.py, worker.py, job.py, config.py and inventory.py the rest of each group;
+cli/bootstrap.py setup-ssh and provision. They call the package's functions: operations.py for the playbook runs,
+jobs.py for Ray's Jobs API, config.py and config_edit.py for the config file.
+"""
 from __future__ import annotations
 
 import os
