@@ -79,10 +79,12 @@ class Floor:
         temp = HEAD_TEMP if head else WORKER_TEMP
         argv = [f"{ENV}/bin/ray", "start", f"--node-ip-address={ip}", f"--temp-dir={temp}", "--disable-usage-stats"]
         if head:
-            argv += ["--head", f"--port={HEAD_PORT}", "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}"]
+            argv += ["--head", f"--port={HEAD_PORT}", "--dashboard-host=127.0.0.1",
+                     f"--dashboard-port={DASHBOARD_PORT}"]
         else:
             argv += [f"--address={self.rig.host(HEAD).ip}:{HEAD_PORT}"]
-        return self.ssh(name, f"mkdir -p {temp} && {self.ray_env} {shlex.join(argv)} </dev/null >>/tmp/bench-floor.log 2>&1")
+        return self.ssh(name, f"mkdir -p {temp} && {self.ray_env} {shlex.join(argv)} "
+                              "</dev/null >>/tmp/bench-floor.log 2>&1")
 
     def start(self) -> float:
         """The head's `ray start`, then every worker's in parallel, then the wait until the head lists all alive

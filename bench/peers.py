@@ -384,7 +384,8 @@ def measure(peer: Peer, rig: Rig, settle: float = 5.0, truth: bool = True, join_
     r["start_s"] = peer.start()
     r["alive_after_start"] = alive_nodes(rig, peer.head, peer.head_port, peer.env)
     if truth:  # 0 when every node was alive as the start returned
-        r["all_alive_after_s"] = 0.0 if r["alive_after_start"] >= len(peer.nodes) else wait_alive(rig, len(peer.nodes), join_timeout, peer.head, peer.head_port, peer.env)
+        r["all_alive_after_s"] = 0.0 if r["alive_after_start"] >= len(peer.nodes) else wait_alive(
+            rig, len(peer.nodes), join_timeout, peer.head, peer.head_port, peer.env)
     time.sleep(settle)
     r["status_s"], r["status_exit"], r["status_alive_reported"] = peer.status()
     if truth:

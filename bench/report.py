@@ -266,28 +266,36 @@ def render_block(args: argparse.Namespace, rows: list[dict], results: dict[str, 
                  peers: list[dict] | None = None, sizes: list[int] | None = None, plot: str | None = None,
                  busy: list[float] | None = None) -> str:
     cmd = "python -m bench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    peers_md = ("\nPeers on the same rig, once each after the rounds (bench/peers.py; \"alive\" is Ray's own count, from "
-                "the GCS\nnode table on the head, not the tool's; the dead worker is a `pkill -9 raylet`, and status is "
-                "asked once Ray\nitself counts the node dead):\n\n" + peers_table(peers) + "\n\n") if peers else ""
+    peers_md = ("\nPeers on the same rig, once each after the rounds (bench/peers.py; \"alive\" is Ray's own "
+                "count, from the GCS\nnode table on the head, not the tool's; the dead worker is a `pkill -9 raylet`, "
+                "and status is asked once Ray\nitself counts the node dead):\n\n" + peers_table(peers) + "\n\n"
+                ) if peers else ""
     phases = phases_table(results)
-    phases_md = ("\nWhere the start's seconds go (bench/phases.py: sage's phases from its run's job_events, each from the "
-                 "end of the one before,\nso they add up to the command; the floor's from its own three steps):\n\n"
+    phases_md = ("\nWhere the start's seconds go (bench/phases.py: sage's phases from its run's job_events, "
+                 "each from the end of the one before,\nso they add up to the command; the floor's from its own three "
+                 "steps):\n\n"
                  + phases + "\n") if phases else ""
     scale = scale_table(results, sizes or [])
-    scale_md = ("\nThe scale rows in full (sshd-only hosts, no Ray; controller CPU = the command and its children; peak "
-                "memory = the summed PSS\nof the command's processes and of sage's SSH control masters, from one more "
-                "run each, sampled every 0.2 s;\nforks = the most Ansible workers seen at once):\n\n" + scale + "\n"
-                + (f"\n![sage / floor and CPU per host against the host count]({plot})\n" if plot else "")) if scale else ""
-    load = (f" The machine's CPUs (2 cores, shared with other users' work) were {100 * median(busy):.0f} % busy (median; "
+    scale_md = ("\nThe scale rows in full (sshd-only hosts, no Ray; controller CPU = the command and its children; "
+                "peak memory = the summed PSS\nof the command's processes and of sage's SSH control masters, from one "
+                "more run each, sampled every 0.2 s;\nforks = the most Ansible workers seen at once):\n\n" + scale
+                + "\n"
+                + (f"\n![sage / floor and CPU per host against the host count]({plot})\n" if plot else "")
+                ) if scale else ""
+    load = (f" The machine's CPUs (2 cores, shared with other users' work) were {100 * median(busy):.0f} % busy "
+            "(median; "
             f"{100 * max(busy):.0f} % at most) as each of {len(busy)} rounds (cluster, peers, scale sizes) started, "
             f"after waiting up to "
             f"{args.quiet_wait:.0f} s each for at most {100 * args.quiet:.0f} %.") if busy else ""
+    where = f" sage from {args.sage_root}." if args.sage_root else ""
+    summary = (f"{seconds / 60:.1f} min in all; load average {loads[0]} before, {loads[1]} after; Ray auth {auth} for "
+               f"sage and the floor alike.{load}{where}")
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
     return f"""{BEGIN}
 ## Latest run
 
 `{cmd.strip()}`: {started:%Y-%m-%d %H:%M %Z}, {rounds_run(args)},
-{seconds / 60:.1f} min in all; load average {loads[0]} before, {loads[1]} after; Ray auth {auth} for sage and the floor alike.{load}{f" sage from {args.sage_root}." if args.sage_root else ""}
+{summary}
 
 {markdown_table(rows)}
 {phases_md}{scale_md}{peers_md}Machine:

@@ -84,9 +84,8 @@ def edit_workers(path: Path, add: Endpoint | None = None, remove: Endpoint | Non
         try:
             # Both lists present (they are equal): both get the same edit.
             for key in current.workers_keys or (WORKERS_KEY,):
-                new_text = make(new_text, path, key, expected, add, remove, settings=settings or None)
-                if new_text is None:
-                    break
+                if new_text is not None:
+                    new_text = make(new_text, path, key, expected, add, remove, settings=settings or None)
         except (YAMLError, ValueError, IndexError, AttributeError, TypeError, KeyError):
             new_text = None
         if new_text is None:
@@ -175,10 +174,12 @@ def _splice_workers(text: str, path: Path, list_key: str, expected: list[Endpoin
     joined = ",".join(map(str, expected))
 
     def scalar_value(style: str | None) -> str:
-        """The new text of a string-form value. It cannot hold a mapping: with settings it becomes a flow list."""
+        """The new text of a string-form value. It cannot hold a mapping: with settings (which come with the added
+        worker, the list's last) it becomes a flow list."""
         if not settings:
             return _render_like(joined, style)
-        return "[" + ", ".join([*(json.dumps(str(w)) for w in expected[:-1]), _mapping_item(add, settings)]) + "]"
+        items = [*(json.dumps(str(w)) for w in expected[:-1]), _mapping_item(expected[-1], settings)]
+        return "[" + ", ".join(items) + "]"
     if add is not None and remove is not None:
         return None
     if root is not None and (not isinstance(root, MappingNode) or root.flow_style):

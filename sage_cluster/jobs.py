@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError
+from ansible_collections.sage.cluster.plugins.plugin_utils.security import token_enabled
 
 from sage_cluster import dashboard, ray_node, security
 
@@ -209,6 +210,13 @@ def as_json(details: Any) -> dict[str, Any]:
     return {**details.model_dump(mode="json"), "status": status_of(details)}
 
 
+def result_json(job_id: str, details: Any, code: int, meaning: str) -> dict[str, Any]:
+    """What `sage job submit --json` and `sage job stop --json` print: the job as the command left it (details None:
+    not known), the command's exit code and what it means."""
+    return {"job_id": job_id, "status": status_of(details) if details is not None else None,
+            "message": getattr(details, "message", None) or None, "exit_code": code, "exit_meaning": meaning}
+
+
 def submitted(client: Any) -> list[Any]:
     """The jobs submitted through the Jobs API (not the drivers of `ray.init` sessions), oldest first."""
     jobs = [j for j in client.list_jobs() if j.submission_id]
@@ -218,9 +226,9 @@ def submitted(client: Any) -> list[Any]:
 def follow(client: Any, job_id: str, write: Callable[[str], None]) -> Any:
     """Print the job's output from its start until it ends; return its final details.
 
-    Ray's log stream (tail_job_logs) closes some 5 s after the job ended (measured on the rig), so the status is
-    polled beside it: once the job has ended, the stream is dropped and what it had not yet delivered is printed
-    from the job's full log."""
+    Ray's log stream (tail_job_logs) closes seconds after the job ended (docs/performance.md, "Figures behind the
+    code"), so the status is polled beside it: once the job has ended, the stream is dropped and what it had not
+    yet delivered is printed from the job's full log."""
     import asyncio  # only `sage job submit` waits on it: not on every sage command's start
 
     printed = 0
@@ -231,7 +239,7 @@ def follow(client: Any, job_id: str, write: Callable[[str], None]) -> Any:
             async for chunk in client.tail_job_logs(job_id):
                 write(chunk)
                 printed += len(chunk)
-        except Exception:  # noqa: BLE001: a broken stream (a vanished driver, a dropped tunnel) is not retried:
+        except Exception:  # a broken stream (a vanished driver, a dropped tunnel) is not retried:
             return         # the status says how the job ended, and the full log gives the rest
 
     async def until_ended() -> Any:
@@ -283,8 +291,8 @@ STALE_WAIT = 60  # seconds a finished job waits for the stale check's answer bef
 
 
 def stale_check(cfg: Config, warn: Callable[[str], None]) -> threading.Thread | None:
-    """Run status.yml in the background, beside the job (2.5-8 s on the rig's loaded cores, no faster than
-    the job's own start), and warn(one line) if it flags a node stale. Join the thread before exiting so the
+    """Run status.yml in the background, beside the job (it takes about as long as the job's own start), and
+    warn(one line) if it flags a node stale. Join the thread before exiting so the
     warning is not lost. None when no node gets deploys (a one-machine cluster)."""
     if not cfg.workers and cfgmod.is_this_machine(cfg["head"]["host"]):
         return None
@@ -293,7 +301,7 @@ def stale_check(cfg: Config, warn: Callable[[str], None]) -> threading.Thread | 
     def run() -> None:
         try:
             result = operations.run(cfg, operations.Invocation(json=True), "status.yml", "status")
-        except Exception:  # noqa: BLE001: a warning that cannot be computed is no reason to fail the job
+        except Exception:  # a warning that cannot be computed is no reason to fail the job
             return
         if stale := sorted(n for n, h in result.hosts.items() if (h.data.get("deploy") or {}).get("stale")):
             warn(f"{', '.join(stale)} run{'s' if len(stale) == 1 else ''} an older deploy than this machine's "
@@ -304,6 +312,8 @@ def stale_check(cfg: Config, warn: Callable[[str], None]) -> threading.Thread | 
     return thread
 
 
-def write_stdout(chunk: str) -> None:
-    sys.stdout.write(chunk)
-    sys.stdout.flush()
+def write_stdout(chunk: str, stream: TextIO | None = None) -> None:
+    """A job's output as it comes: on stdout, or on `stream` (stderr when stdout is for --json)."""
+    out = stream or sys.stdout
+    out.write(chunk)
+    out.flush()

@@ -51,8 +51,8 @@ def dashboard_warning(cfg: Config) -> str | None:
     host = cfg["head"]["dashboard_host"]
     if cfg["security"]["ray_auth"] == "off" and host not in cfgmod.LOOPBACK_NAMES:
         return (f"the Ray dashboard listens on {host}:{cfg['head']['dashboard_port']}; anyone who reaches it can "
-                "submit jobs that run any code on every node (CVE-2023-48022, ShadowRay) because security.ray_auth is off. "
-                "Turn token auth on, or bind the dashboard to 127.0.0.1.")
+                "submit jobs that run any code on every node (CVE-2023-48022, ShadowRay) because security.ray_auth is "
+                "off. Turn token auth on, or bind the dashboard to 127.0.0.1.")
     return None
 
 
@@ -170,7 +170,7 @@ def scale(invocation: Invocation, op: str, endpoint: Endpoint, settings: dict[st
     In check mode the file is left alone and the playbook runs in check mode against the edited config.
     """
     cfg = load(invocation)
-    if cfg.is_builtin:
+    if cfg.path is None:  # the built-in default
         raise ConfigError(f"there is no config file to add workers to. Fix: `sage config init` writes "
                           f"{cfgmod.DEFAULT_PATH}; set head.host there, then scale.")
     with cluster_lock(cfg.path):  # the edit reads the file anew under the lock: concurrent scales all count
@@ -237,10 +237,10 @@ def resource_mismatch(declared: dict[str, Any], resources: dict[str, float], lab
               if k not in RAY_RESOURCE_NAMES.values() and not k.startswith(("node:", "accelerator_type:"))}
     want_custom = declared.get("resources") or {}
     for name in sorted(set(custom) | set(want_custom)):
-        want, have = want_custom.get(name), custom.get(name)
-        if want is None or have is None or not math.isclose(want, have, abs_tol=1e-4):
-            out.append(f"{name} declared {'none' if want is None else f'{want:g}'}, "
-                       f"Ray has {'none' if have is None else f'{have:g}'}")
+        wanted, had = want_custom.get(name), custom.get(name)
+        if wanted is None or had is None or not math.isclose(wanted, had, abs_tol=1e-4):
+            out.append(f"{name} declared {'none' if wanted is None else f'{wanted:g}'}, "
+                       f"Ray has {'none' if had is None else f'{had:g}'}")
     want_labels = declared.get("labels") or {}
     for key in sorted(set(labels) | set(want_labels)):
         if want_labels.get(key) != labels.get(key):

@@ -5,7 +5,6 @@ and the run's verdict on Python versions. The wheels for nodes whose pip reaches
 from __future__ import annotations
 
 import platform
-from typing import Any
 
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, Endpoint, is_this_machine
 
@@ -16,12 +15,14 @@ from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult
 
 
-def provision(invocation: operations.Invocation, endpoints: list[Endpoint], wheelhouse: bool) -> tuple[Config, RunResult]:
+def provision(invocation: operations.Invocation, endpoints: list[Endpoint],
+              wheelhouse: bool) -> tuple[Config, RunResult]:
     cfg = operations.load(invocation)
     names = targets(cfg, endpoints)
     with cluster_lock(cfg.path):
-        return cfg, operations.run(cfg, invocation, "provision.yml", "provision", limit=",".join(names) if endpoints else None,
-                            extra={"sage_provision_wheelhouse": True} if wheelhouse else None)
+        return cfg, operations.run(cfg, invocation, "provision.yml", "provision",
+                                   limit=",".join(names) if endpoints else None,
+                                   extra={"sage_provision_wheelhouse": True} if wheelhouse else None)
 
 
 def targets(cfg: Config, endpoints: list[Endpoint]) -> list[str]:
@@ -46,8 +47,8 @@ def python_note(result: RunResult, match: str) -> str | None:
     if not seen or (len(seen) == 1 and mine in seen):
         return None
     where = "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in sorted(seen.items()))
-    driver = (f"a Ray driver started here needs {ray_node.PYTHON_MATCH_ENV}=minor (sage's own commands and `sage job` do "
-              "not start one here)")
+    driver = (f"a Ray driver started here needs {ray_node.PYTHON_MATCH_ENV}=minor (sage's own commands and "
+              "`sage job` do not start one here)")
     if len(seen) == 1:
         return f"Python {where}, {mine} on this machine: {driver}."
     if match == "minor":
@@ -73,16 +74,6 @@ def next_steps(cfg: Config, result: RunResult) -> list[str]:
             lines.append(f"{name}: another Ray release: `sage cluster provision {name}:{ports.get(name, 22)}` gives it "
                          "this machine's")
     return lines
-
-
-def rows(result: RunResult) -> list[dict[str, Any]]:
-    """Per host: result, the env's python and ray, and what was (or would be) done or the error."""
-    out = []
-    for name, h in sorted(result.hosts.items()):
-        p = h.data.get("provision") or {}
-        out.append({"host": name, "result": h.state, "python": p.get("python"), "ray": p.get("ray"),
-                    "detail": h.error or p.get("summary", "")})
-    return out
 
 
 def summary_note(cfg: Config, result: RunResult) -> None:

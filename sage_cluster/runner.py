@@ -99,7 +99,8 @@ def failure_reason(res: dict[str, Any]) -> str:
     if failure_kind(res) == node.NO_PYTHON:
         # The shell could not start the module's interpreter, which the inventory takes from the config.
         why = res["module_stderr"].strip().splitlines()[-1]
-        return f"cannot run the remote Python ({why}): fix remote.python_path in the config; sage cluster doctor checks it"
+        return (f"cannot run the remote Python ({why}): fix remote.python_path in the config; "
+                "sage cluster doctor checks it")
     if res.get("argument_errors"):
         # validate_argument_spec's msg is only a header ("Validation of arguments failed:"): the reasons are here.
         whose = (res.get("validate_args_context") or {}).get("name") or "the playbook"
@@ -184,14 +185,16 @@ def _close_without_delay() -> None:
     when pexpect, ptyprocess or ansible-runner change under it."""
     import pexpect
 
-    def spawnpty(self: Any, args: list[str], **kwargs: Any) -> Any:
-        pty = spawnpty.original(self, args, **kwargs)
+    original = pexpect.spawn._spawnpty
+    if original.__name__ == "spawnpty_without_delay":  # patched already
+        return
+
+    def spawnpty_without_delay(self: Any, args: list[str], **kwargs: Any) -> Any:
+        pty = original(self, args, **kwargs)
         pty.delayafterclose = 0
         return pty
 
-    if not hasattr(pexpect.spawn._spawnpty, "original"):
-        spawnpty.original = pexpect.spawn._spawnpty  # type: ignore[attr-defined]
-        pexpect.spawn._spawnpty = spawnpty
+    pexpect.spawn._spawnpty = spawnpty_without_delay
 
 
 def roles_check_their_variables(root: Path) -> bool:
@@ -255,7 +258,8 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
             # The ansible-playbook next to this Python first: no pyenv/asdf shim, the same environment.
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             "ANSIBLE_FORKS": str(max(10, len(cfg.workers) + 1)),
-            # The inventory is always the YAML file above: loading no other inventory plugin saves ~0.2 s a run.
+            # The inventory is always the YAML file above: loading no other inventory plugin saves time on every
+            # run (docs/performance.md, "Figures behind the code").
             "ANSIBLE_INVENTORY_ENABLED": "yaml",
         },
         quiet=True,

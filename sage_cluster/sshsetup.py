@@ -52,7 +52,8 @@ def read_password_file(path: str) -> str:
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"--password-file {path}: {exc.strerror}. Fix: name a readable file holding the password.")
+        raise ConfigError(
+            f"--password-file {path}: {exc.strerror}. Fix: name a readable file holding the password.") from None
     password = text.splitlines()[0] if text else ""
     if not password:
         raise ConfigError(f"--password-file {path}: the file is empty. Fix: write the password on its first line.")
@@ -90,7 +91,8 @@ def setup(invocation: operations.Invocation, endpoints: list[Endpoint], password
 
 def _run(cfg: Config, invocation: operations.Invocation, names: list[str], password: str | None) -> RunResult:
     if password is None:  # no prompt, and key login alone
-        return operations.run(cfg, invocation, "setup_ssh.yml", "setup-ssh", limit=",".join(names), extra={PASSWORD_VAR: ""})
+        return operations.run(cfg, invocation, "setup_ssh.yml", "setup-ssh", limit=",".join(names),
+                              extra={PASSWORD_VAR: ""})
     return operations.run(cfg, invocation, "setup_ssh.yml", "setup-ssh", limit=",".join(names),
                    passwords={re.escape(PROMPT) + r".*:\s*$": password})
 

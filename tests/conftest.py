@@ -48,7 +48,7 @@ class Sage:
         try:
             return proc.returncode, json.loads(proc.stdout)
         except json.JSONDecodeError:
-            raise AssertionError(f"not JSON from sage {' '.join(args)} --json:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(f"not JSON from sage {' '.join(args)} --json:\n{proc.stdout}\n{proc.stderr}") from None
 
 
 @pytest.fixture

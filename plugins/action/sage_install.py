@@ -41,4 +41,5 @@ class ActionModule(ProbedAction):
                    f"tmp=$(mktemp -- \"$dir/.deploy.XXXXXX\") && cat > \"$tmp\" && mv -f -- \"$tmp\" {path}")
         out = self._low_level_execute_command(command, in_data=json.dumps(record, indent=1).encode())
         if out["rc"] != 0:
-            raise AnsibleActionFail(f"cannot write the deploy record {path}: {(out['stderr'] or out['stdout']).strip()}")
+            why = (out["stderr"] or out["stdout"]).strip()
+            raise AnsibleActionFail(f"cannot write the deploy record {path}: {why}")

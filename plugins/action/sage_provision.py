@@ -3,9 +3,9 @@ no module on the node.
 
 ray_version and python_version default to this machine's Ray and Python (major.minor): the cluster runs what the
 controller runs, so its drivers and `sage` agree with every node. At the prepare stage the env is looked at first
-with one fixed shell command (the collection's module_utils/sage_provision.py: PROBE_COMMAND, the env's Python on stdin); when it
-already has the release, that is the result, and a second provision costs one SSH round trip per node. Otherwise,
-and for the install stage, the module runs (with the node's own Python: the env may not exist yet).
+with one fixed shell command (the collection's module_utils/sage_provision.py: PROBE_COMMAND, the env's Python on
+stdin); when it already has the release, that is the result, and a second provision costs one SSH round trip per
+node. Otherwise, and for the install stage, the module runs (with the node's own Python: the env may not exist yet).
 """
 from __future__ import annotations
 

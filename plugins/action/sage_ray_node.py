@@ -1,7 +1,8 @@
 """sage_ray_node, controller side: the options checked before any connection, and a node's status without a module.
 
 The options are checked here against the module's own spec and rules (ray_node.ARGUMENT_SPEC and ARGUMENT_RULES,
-in the collection sage.cluster's module_utils), as the deploy role's plugins check theirs: a bad one fails the task on the controller.
+in the collection sage.cluster's module_utils), as the deploy role's plugins check theirs: a bad one fails the task
+on the controller.
 
 query=status is what Ray's own table on the head cannot give: whether a raylet of this user runs on the node (and
 at which node IP, to match it against the head's table) and what was deployed there; the head's adds Ray's table

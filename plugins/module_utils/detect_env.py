@@ -2,8 +2,8 @@
 
 The conda env named conda_env in conda's own base (CONDA_EXE, or `conda` on the login PATH) or one of the usual
 bases; `base` is a base itself. Without one, the first python3 on the login PATH that imports Ray. ray_command is
-the `ray` beside that Python. What was found is kept in node.ENV_RECORD on the node until its Python stops existing, so a
-command costs no detection after the first.
+the `ray` beside that Python. What was found is kept in node.ENV_RECORD on the node until its Python stops
+existing, so a command costs no detection after the first.
 
 Standard library only; the finding takes the filesystem root, home, PATH and environ as arguments (and the test
 of whether a Python imports Ray as a function), so tests/unit/test_detect_env.py runs it on a fake tree.
@@ -97,7 +97,7 @@ def resolve(python_path, ray_command, conda_env, find_env):
 # --- on the node itself ---
 
 def imports_ray(python):
-    """Whether python finds the ray package, without importing it (about 0.03 s, against 2 s for the import)."""
+    """Whether python finds the ray package, without importing it (a fraction of the import's time)."""
     try:
         return subprocess.run([python, "-I", "-c", "import importlib.util, sys; "
                                "sys.exit(importlib.util.find_spec('ray') is None)"],

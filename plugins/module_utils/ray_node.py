@@ -156,7 +156,7 @@ ENV_SEPARATOR = "--- sage detected env"
 CACHED_PYTHON = ("py=$(sed -n 's/^\"python_path\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p' -- " + shell_path(ENV_RECORD)
                  + " 2>/dev/null); ")
 
-# Ray's node table from the dashboard's state API on the head: ~0.05 s against ~2 s for importing Ray. Reads
+# Ray's node table from the dashboard's state API on the head: far cheaper than importing Ray. Reads
 # {"url", "token"} as JSON on stdin, prints the response (nothing when the dashboard does not answer). Asked only
 # while the head's gcs_server runs (node_state's gcs_port): else the dashboard answers only at the timeout, 5 s
 # more for a status that has its verdict already (head_without_gcs).
@@ -273,7 +273,7 @@ def head_without_gcs(node_type, state):
     """Why a head whose raylet runs is down all the same (its gcs_server is gone: killed, crashed, OOM), or None.
 
     Said from the process table at once: asked over the network instead, a GCS that is gone costs Ray's client
-    timeouts (about 50 s) before anything answers."""
+    timeouts before anything answers."""
     if node_type == "head" and state["running"] and state["gcs_port"] is None:
         return ("Ray's GCS (gcs_server) is not running on this head, though its raylet is: the cluster is down and "
                 "its workers give up on it. Fix: `sage cluster start` starts the head again")

@@ -208,7 +208,8 @@ def install(module, p, prefix):
     if rc != 0 or done["needed"]:
         why = "timed out" if rc is None else f"exit {rc}"
         module.fail_json(msg=f"pip install ray[default]=={p['ray_version']} from {source} failed ({why}): "
-                             f"{telling_line(output.splitlines())} (log on the node: {p['log']})", sage={"provision": state})
+                             f"{telling_line(output.splitlines())} (log on the node: {p['log']})",
+                         sage={"provision": state})
     module.exit_json(changed=True, sage={"provision": dict(done, summary=f"{state['summary']} ({source})",
                                                            source=source)})
 

@@ -161,10 +161,12 @@ options:
     type: path
     default: ~/.ray/auth_token
   deploy_record:
-    description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as C(sage.deploy). Unset, not read.
+    description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as
+      C(sage.deploy). Unset, not read.
     type: path
   source_revision:
-    description: The controller's source revision; a deploy record with another one is reported stale. Unset or empty, no comparison.
+    description: The controller's source revision; a deploy record with another one is reported stale. Unset or
+      empty, no comparison.
     type: str
   num_cpus:
     description: CPUs Ray offers on this node (ray start --num-cpus); unset, Ray counts them.
@@ -211,10 +213,12 @@ options:
         to C(ray start) and on C(gcs_server)'s command line, where this user and root can read it in /proc.
     type: str
   gcs_namespace:
-    description: The cluster's own keys in the store (RAY_external_storage_namespace), so clusters sharing a Redis never mix.
+    description: The cluster's own keys in the store (RAY_external_storage_namespace), so clusters sharing a Redis
+      never mix.
     type: str
   gcs_reconnect_timeout:
-    description: With fault tolerance on, the seconds a worker's raylet waits for a lost head (RAY_gcs_rpc_server_reconnect_timeout_s).
+    description: With fault tolerance on, the seconds a worker's raylet waits for a lost head
+      (RAY_gcs_rpc_server_reconnect_timeout_s).
     type: int
 notes:
   - O(query=status) runs without a module on the node when it can. The action plugin (plugins/action/sage_ray_node.py)
@@ -382,7 +386,7 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 
-# Ask Ray's GCS for its node table: no driver, no job, about 1 s.
+# Ask Ray's GCS for its node table: no driver, no job.
 NODES_SNIPPET = r"""
 import json, sys
 from ray._raylet import GcsClient
@@ -705,7 +709,7 @@ class Node:
             if time.monotonic() > deadline:
                 self.fail(f"not alive in Ray after {self.p['timeout']} s: {', '.join(missing) or err}",
                           cluster=cluster_summary(nodes or []))
-            time.sleep(0.25)  # a dashboard query costs ~0.05 s: poll often, the start waits on this
+            time.sleep(0.25)  # a dashboard query is cheap: poll often, the start waits on this
 
 
 def main():

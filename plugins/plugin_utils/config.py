@@ -142,7 +142,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("ssh", "connect_timeout", 10, "timeout", "SSH connect timeout (seconds)"),
     Key("ssh", "strict_host_key_checking", "accept-new", "choice",
         "host key policy: yes | accept-new (learn a new host's key once) | no", ("yes", "accept-new", "no")),
-    Key("ssh", "known_hosts", str(STATE_DIR / "known_hosts"), "local_path", "known_hosts file the tool checks host keys against"),
+    Key("ssh", "known_hosts", str(STATE_DIR / "known_hosts"), "local_path",
+        "known_hosts file the tool checks host keys against"),
     Key("remote", "sage_home", "/home/sage", "abs_path", "project directory on remote nodes"),
     Key("remote", "python_path", "/opt/conda/envs/sage/bin/python", "env_path",
         'remote Python interpreter ("" or auto = detect on each node)'),
@@ -156,7 +157,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones",
         example='["data/", "*.log"]'),
     Key("deploy", "install", "auto", "install",
-        "after the copy: auto (pip install -e when pyproject.toml or setup.py) | none | [command, args...] in sage_home",
+        "after the copy: auto (pip install -e when pyproject.toml or setup.py) | none | [command, args...] "
+        "in sage_home",
         example='["./install.sh", "--yes"]'),
     Key("deploy", "pip_args", [], "list",
         "extra pip install arguments for auto, e.g. [\"--no-index\", \"--find-links\", \"/srv/wheels\"]",
@@ -270,7 +272,8 @@ class Found:
 
 
 def write_path(explicit: str | os.PathLike | None) -> Path:
-    """Where `sage config init` / `import` write: --config (or --output), else $SAGE_CONFIG, else ~/.sage/config.yaml."""
+    """Where `sage config init` / `import` write: --config (or --output), else $SAGE_CONFIG, else
+    ~/.sage/config.yaml."""
     return Path(explicit or os.environ.get("SAGE_CONFIG") or DEFAULT_PATH).expanduser()
 
 

@@ -1,4 +1,10 @@
-"""The `sage` command: one module per command group; each command calls one function in operations.py."""
+"""The `sage` command (also installed as `sage-cluster`): the root group, its --config and -v, and how errors exit.
+
+Where the commands are: cli/nodes.py the ones several groups share (start, stop, restart, status, logs, deploy,
+add, remove); cli/cluster.py, head.py, worker.py, job.py, config.py and inventory.py the rest of each group;
+cli/bootstrap.py setup-ssh and provision. They call the package's functions: operations.py for the playbook runs,
+jobs.py for Ray's Jobs API, config.py and config_edit.py for the config file.
+"""
 from __future__ import annotations
 
 import os
@@ -10,7 +16,7 @@ from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigE
 
 from sage_cluster import __version__
 from sage_cluster.cli.cluster import cluster
-from sage_cluster.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from sage_cluster.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, config_and_verbose
 from sage_cluster.cli.config import config
 from sage_cluster.cli.head import head
 from sage_cluster.cli.inventory import inventory
@@ -21,7 +27,8 @@ from sage_cluster.lock import LockBusy
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sage")
-def cli() -> None:
+@config_and_verbose
+def cli(config_path: str | None, verbose: int) -> None:
     """Run a Ray cluster on your own machines over SSH.
 
     Reads --config, $SAGE_CONFIG, the project's config/cluster.yaml, ./config/cluster.yaml,
@@ -35,6 +42,13 @@ def cli() -> None:
       sage cluster start
       sage cluster status
       sage job submit -- python script.py
+
+    --config and -v go before the command or after it; the command's own --config wins.
+
+    \b
+    Example, another cluster's config, with more Ansible output:
+      sage --config ~/lab.yaml -v cluster status
+      (the same as: sage cluster status --config ~/lab.yaml -v)
     """
 
 

@@ -1,4 +1,5 @@
-"""`sage cluster setup-ssh` and `sage cluster provision`: bare machines become cluster nodes (attached in cluster.py)."""
+"""`sage cluster setup-ssh` and `sage cluster provision`: bare machines become cluster nodes (attached in
+cluster.py)."""
 from __future__ import annotations
 
 import sys

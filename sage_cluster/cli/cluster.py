@@ -8,6 +8,7 @@ import click
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
+from ansible_collections.sage.cluster.plugins.plugin_utils.security import token_enabled
 
 from sage_cluster import operations
 from sage_cluster import ray_node, report, security
@@ -163,7 +164,8 @@ def token(invocation: Invocation) -> None:
 
     \b
     Example:
-      RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) ray job submit --address http://head:8265 -- python job.py
+      RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(sage cluster token) \\
+        ray job submit --address http://head:8265 -- python job.py
     """
     cfg = operations.load(invocation)
     if not token_enabled(cfg):

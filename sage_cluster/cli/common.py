@@ -33,17 +33,32 @@ class HostPort(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def config_and_verbose(fn: Callable) -> Callable:
+    """--config and -v: on every command, and on the groups above it (`sage --config X cluster status`)."""
+    # $SAGE_CONFIG is read by config.find(), not by click, so `sage cluster info` can say which named the file.
+    fn = click.option("-v", "--verbose", count=True, help="More Ansible output (-v, -vv, -vvv).")(fn)
+    return click.option("--config", "config_path", metavar="PATH", help=SEARCH_HELP)(fn)
+
+
+def invocation_of(config_path: str | None, verbose: int, check: bool, as_json: bool) -> Invocation:
+    """The command's options, with those given to the groups above it: the nearest --config, -v and --json count."""
+    ctx = click.get_current_context().parent
+    while ctx is not None:
+        config_path = config_path or ctx.params.get("config_path")
+        verbose += ctx.params.get("verbose") or 0
+        as_json = as_json or bool(ctx.params.get("as_json"))
+        ctx = ctx.parent
+    return Invocation(config=config_path, verbose=verbose, check=check, json=as_json)
+
+
 def common_options(*, check: bool = False, json: bool = False) -> Callable:
     """--config and -v on every command; --check and --json where they mean something. The command function gets
     them as its first argument, one Invocation."""
     def wrap(fn: Callable) -> Callable:
-        # $SAGE_CONFIG is read by config.find(), not by click, so `sage cluster info` can say which named the file.
-        @click.option("--config", "config_path", metavar="PATH", help=SEARCH_HELP)
-        @click.option("-v", "--verbose", count=True, help="More Ansible output (-v, -vv, -vvv).")
+        @config_and_verbose
         @functools.wraps(fn)
         def inner(config_path: str | None, verbose: int, **kwargs: Any) -> Any:
-            invocation = Invocation(config=config_path, verbose=verbose, check=kwargs.pop("check", False),
-                                    json=kwargs.pop("as_json", False))
+            invocation = invocation_of(config_path, verbose, kwargs.pop("check", False), kwargs.pop("as_json", False))
             return fn(invocation, **kwargs)
         if check:
             inner = click.option("--check", is_flag=True, help="Ansible check mode: report what would change.")(inner)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 from ruamel.yaml import YAML
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
@@ -34,21 +33,13 @@ def config(ctx: click.Context, invocation: Invocation) -> None:
 
 @config.command()
 @common_options(json=True)
-@click.pass_context
-def show(ctx: click.Context, invocation: Invocation) -> None:
+def show(invocation: Invocation) -> None:
     """Print the effective config: the file's values with defaults filled in.
 
     \b
     Example:
       sage config show --json
     """
-    # `sage config --config X show` names the file on the group: an option given there counts unless
-    # show's own command line gives it too.
-    group = ctx.parent
-    if (group.get_parameter_source("config_path") is ParameterSource.COMMANDLINE
-            and ctx.get_parameter_source("config_path") is not ParameterSource.COMMANDLINE):
-        invocation.config = group.params["config_path"]
-    invocation.json = invocation.json or group.params["as_json"]
     print_config(invocation)
 
 

@@ -53,21 +53,26 @@ def job() -> None:
 @click.option("--working-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Upload this local directory and run there, for code that was not deployed (default: run in "
                    "the deployed project, remote.sage_home).")
-@common_options()
+@click.option("--check-deploy", is_flag=True,
+              help="Also ask every node, beside the job, whether it runs this machine's deploy, and warn when one "
+                   "runs a stale one (the status playbook: a few seconds of SSH to every node).")
+@common_options(json=True)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 @job_errors
 def submit(invocation: operations.Invocation, command: tuple[str, ...], no_wait: bool, submission_id: str | None,
            entrypoint_num_cpus: float | None, entrypoint_num_gpus: float | None, entrypoint_resources: str | None,
-           runtime_env_json: str | None, env: tuple[str, ...], working_dir: str | None) -> None:
+           runtime_env_json: str | None, env: tuple[str, ...], working_dir: str | None, check_deploy: bool) -> None:
     """Run CMD in the deployed project (remote.sage_home) on the cluster, with the env of the node's Ray, and
-    stream its output. Exit 0 when the job succeeded, 1 when it failed or was stopped, 130 on Ctrl-C (the job
-    keeps running). Warns when a node runs a stale deploy.
+    stream its output. Exit 0 when the job succeeded (with --no-wait: was submitted), 1 when it failed or was
+    stopped, 130 on Ctrl-C (the job keeps running). With --json, the job's output goes to stderr and stdout gets
+    one object: job_id, status, message, exit_code, exit_meaning.
 
     \b
     Example:
       sage job submit -- python script.py --epochs 3
       sage job submit --no-wait --env MODE=fast -- python -m mypkg.train
       sage job submit --working-dir ./scratch -- python try.py
+      sage job submit --json --check-deploy -- python script.py > result.json
     """
     runtime_env = jobs.runtime_env(runtime_env_json, env, working_dir)
     resources = jobs.resources(entrypoint_resources)
@@ -75,7 +80,7 @@ def submit(invocation: operations.Invocation, command: tuple[str, ...], no_wait:
     entrypoint = jobs.entrypoint(list(command), None if working_dir else jobs.project_dir(cfg))
     with jobs.connect(cfg) as client:
         # Once the cluster answers; its warning comes while the job runs (the job is not held back for it).
-        check = jobs.stale_check(cfg, report.warn)
+        check = jobs.stale_check(cfg, report.warn) if check_deploy else None
         job_id = jobs.call("submit", submission_id, lambda: client.submit_job(
             entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env,
             entrypoint_num_cpus=entrypoint_num_cpus, entrypoint_num_gpus=entrypoint_num_gpus,
@@ -83,22 +88,34 @@ def submit(invocation: operations.Invocation, command: tuple[str, ...], no_wait:
         try:
             report.note(f"Job {job_id} submitted to the head {cfg['head']['host']}.")
             if no_wait:
-                click.echo(job_id)
                 report.note(jobs.how_to_follow(job_id))
-            details = None if no_wait else jobs.follow(client, job_id, jobs.write_stdout)
+            stream = sys.stderr if invocation.json else None
+            details = None if no_wait else jobs.follow(client, job_id, lambda text: jobs.write_stdout(text, stream))
             if check:
                 check.join(jobs.STALE_WAIT)  # its warning is not lost to an early exit
-            if details is not None:
-                outcome(client, job_id, details)
+            if details is None:
+                if invocation.json:
+                    details = jobs.call("read", job_id, lambda: client.get_job_info(job_id))
+                    report.emit_json(jobs.result_json(job_id, details, 0, "submitted; the job runs on"))
+                else:
+                    click.echo(job_id)
+                return
+            outcome(client, job_id, details, invocation.json)
         except KeyboardInterrupt:
             report.note(f"\nInterrupted: job {job_id} keeps running on the cluster. {jobs.how_to_follow(job_id)}")
+            if invocation.json:
+                report.emit_json(jobs.result_json(job_id, None, EXIT_INTERRUPTED,
+                                                  "interrupted; the job keeps running on the cluster"))
             sys.exit(EXIT_INTERRUPTED)
 
 
-def outcome(client: Any, job_id: str, details: Any) -> None:
-    """Exit with how the job ended: 0 succeeded; 1 failed or stopped, with its last lines."""
+def outcome(client: Any, job_id: str, details: Any, as_json: bool = False) -> None:
+    """Exit with how the job ended: 0 succeeded; 1 failed or stopped, with its last lines (on stderr)."""
     status = jobs.status_of(details)
-    if status == "SUCCEEDED":
+    code = 0 if status == "SUCCEEDED" else EXIT_FAILED
+    if as_json:
+        report.emit_json(jobs.result_json(job_id, details, code, f"the job {status.lower()}"))
+    if code == 0:
         report.note(f"Job {job_id} succeeded.")
         sys.exit(0)
     # Ray's message is its reason, then (for a failed entrypoint) a copy of the log: the reason is enough here.
@@ -107,7 +124,7 @@ def outcome(client: Any, job_id: str, details: Any) -> None:
                + (f": {reason}" if reason else "") + ". Its last lines:", err=True)
     for line in jobs.last_lines(client, job_id):
         click.echo(f"  | {line}", err=True)
-    sys.exit(EXIT_FAILED)
+    sys.exit(code)
 
 
 @job.command(name="list")
@@ -191,16 +208,21 @@ def logs(invocation: operations.Invocation, job_id: str, follow: bool) -> None:
 
 @job.command()
 @click.argument("job_id", metavar="ID")
-@common_options()
+@common_options(json=True)
 @job_errors
 def stop(invocation: operations.Invocation, job_id: str) -> None:
-    """Stop a running job (Ray ends its driver: SIGTERM, then SIGKILL) and wait until it has ended.
+    """Stop a running job (Ray ends its driver: SIGTERM, then SIGKILL) and wait until it has ended. Exit 0 once
+    it has ended (its status says how: STOPPED, or SUCCEEDED/FAILED if it ended first), 1 when it did not.
 
     \b
     Example:
       sage job stop raysubmit_XyZ
+      sage job stop raysubmit_XyZ --json
     """
     cfg = operations.load(invocation)
     with jobs.connect(cfg) as client:
         details = jobs.stop(client, job_id)
+    if invocation.json:
+        report.emit_json(jobs.result_json(job_id, details, 0, "the job has ended"))
+        return
     click.echo(f"Job {job_id}: {jobs.status_of(details)}.")

@@ -1,19 +1,13 @@
 """The commands that several groups share: one function each, attached to every group it serves, acting on
-the group it was called through (`sage head start` starts the head, `sage cluster start` the whole cluster).
-Every `sage` command and the function that runs it:
+the group it was called through (`sage head start` starts the head, `sage cluster start` the whole cluster):
 
-    sage cluster|head|worker start|stop|restart    start, stop, restart     (here)
-    sage cluster|head|worker status                status                   (here)
-    sage head logs, sage worker logs               logs                     (here)
-    sage cluster deploy, sage worker deploy        deploy                   (here)
-    sage cluster scale add|remove                  add, remove              (here)
-    sage worker add|remove                         add, remove              (here)
-    sage cluster info|dashboard|doctor|token       info, dashboard, ...     cli/cluster.py
-    sage worker config                             worker_config            cli/worker.py
-    sage config [show], sage config init           config, show, init       cli/config.py
-    sage inventory                                 inventory                cli/inventory.py
+    sage cluster|head|worker start|stop|restart|status
+    sage head|worker logs
+    sage cluster|worker deploy
+    sage cluster scale add|remove, sage worker add|remove
 
-Each calls one function of operations.py, which runs the playbook.
+Each calls one function of operations.py, which runs the playbook. The commands of one group only are in that
+group's module (cli/__init__.py says which is where).
 """
 from __future__ import annotations
 
@@ -33,7 +27,7 @@ from sage_cluster.operations import Invocation
 
 def scope() -> str:
     """What the running command acts on: the group it was called through (cluster, head or worker)."""
-    return click.get_current_context().parent.command.name
+    return click.get_current_context().command_path.split()[-2]
 
 
 def _act(invocation: Invocation, action: str) -> None:

@@ -142,7 +142,7 @@ def setup_ssh(s: BareSage, *args: str, password: str = PASSWORD) -> tuple[int, d
     try:
         return proc.returncode, json.loads(out), sampler
     except json.JSONDecodeError:
-        raise AssertionError(f"not JSON:\n{out}\n{err}")
+        raise AssertionError(f"not JSON:\n{out}\n{err}") from None
 
 
 def raylet_environs() -> list[list[str]]:
@@ -221,7 +221,8 @@ def test_provision_brings_each_node_the_controllers_ray(bare):
         source = "wheels from the controller" if name == OFFLINE else "the node's index"
         assert "changed" in line and source in line, proc.stdout
     # The nodes run Debian's 3.11.2, this machine 3.11.7: said, with what Ray needs for it.
-    assert "3.11.2 on b-head, b-w1, b-w2" in proc.stderr and "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in proc.stderr
+    assert "3.11.2 on b-head, b-w1, b-w2" in proc.stderr
+    assert "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in proc.stderr
     assert len(list((s.home / ".sage" / "wheels").glob(f"ray-{ray}-cp311-*/*.whl"))) > 10
 
     code, result = s.json("cluster", "provision")
@@ -343,7 +344,8 @@ def test_a_node_with_another_ray_is_brought_to_the_controllers(bare):
     code, result = s.json("cluster", "provision", timeout=900)
     assert code == 0, result
     assert states(result) == {HEAD: "ok", "b-w1": "ok", OFFLINE: "changed", NEW: "ok"}, result
-    assert result["hosts"][OFFLINE]["provision"]["summary"].startswith(f"upgrade ray 2.58.0 -> {controller_ray_version()}")
+    summary = result["hosts"][OFFLINE]["provision"]["summary"]
+    assert summary.startswith(f"upgrade ray 2.58.0 -> {controller_ray_version()}")
     assert installed_ray_version(str(rig.host(OFFLINE).home / "envs" / "ray")) == ray
     s("cluster", "start", check=True, timeout=600)
     code, status = s.json("cluster", "status")

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import config
-from ansible_collections.sage.cluster.plugins.plugin_utils import config
 
 from tests.conftest import Sage, user_env
 

@@ -142,9 +142,10 @@ def test_submit_runs_the_deployed_project_on_every_node_through_the_tunnel(clust
 
 def test_a_failing_script_fails_the_submit_with_its_output(cluster):
     s, _, _ = cluster
-    run = s("job", "submit", "--submission-id", "fails", "--", "python", "fail.py", timeout=300)
+    run = s("job", "submit", "--json", "--submission-id", "fails", "--", "python", "fail.py", timeout=300)
     assert run.returncode == 1, run.stderr
-    assert "about to fail" in run.stdout
+    result = json.loads(run.stdout)  # with --json, stdout is the one object; the job's output went to stderr
+    assert result["job_id"] == "fails" and result["status"] == "FAILED" and result["exit_code"] == 1, result
     assert "fails failed" in run.stderr and "about to fail" in run.stderr  # the id and the last lines
 
 
@@ -188,19 +189,25 @@ def test_ctrl_c_leaves_the_job_running_and_stop_ends_it(cluster):
     assert "sage job stop sleeper" in err
     assert job_json(s, "sleeper")["status"] == "RUNNING"
 
-    stopped = s("job", "stop", "sleeper", timeout=120)
-    assert stopped.returncode == 0 and "STOPPED" in stopped.stdout, stopped.stderr
+    stopped = s("job", "stop", "sleeper", "--json", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["status"] == "STOPPED", stopped.stdout
     assert job_json(s, "sleeper")["status"] == "STOPPED"
     left = rig.ssh(HEAD, ["pgrep", "-u", "sage", "-f", "time.sleep.600"], check=False).stdout
     assert left.strip() == ""
 
 
-def test_a_stale_deploy_warns_and_the_job_still_runs(cluster):
+def test_a_stale_deploy_warns_when_asked_and_the_job_still_runs(cluster):
     s, project, _ = cluster
     (project / "sagedemo" / "__init__.py").write_text("VERSION = 'v2'\n")  # not deployed
+    show = ["--", "python", "-c", "import sagedemo; print('VERSION', sagedemo.VERSION)"]
+    # Unasked, a submit runs no playbook: no Ansible run is recorded, and nothing is said about the deploy.
+    runs = set((s.home / ".sage" / "runs").iterdir())
+    run = s("job", "submit", *show, timeout=300)
+    assert run.returncode == 0 and "stale" not in run.stderr, run.stderr
+    assert set((s.home / ".sage" / "runs").iterdir()) == runs
     started = time.monotonic()
-    run = s("job", "submit", "--", "python", "-c", "import sagedemo; print('VERSION', sagedemo.VERSION)",
-            timeout=300)
+    run = s("job", "submit", "--check-deploy", *show, timeout=300)
     print(f"\nsubmit with a stale warning: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert run.returncode == 0, run.stderr
     warning = [ln for ln in run.stderr.splitlines() if "stale" in ln]

@@ -191,8 +191,9 @@ def test_status_is_status_yml_s_and_flags_nodes_that_run_other_code(ops):
     hosts = recap(proc.stdout)
     assert sum(h["ok"] + h["changed"] for h in hosts.values()) == 0, proc.stdout  # no task ran on a node
     for book, group in (("head.yml", "sage_head"), ("worker.yml", "sage_workers")):
-        proc = ops.playbook(book, "-e", "sage_action=status", check=False)
-        assert proc.returncode == 2 and f"playbooks/status.yml --limit {group}" in proc.stdout, proc.stdout
+        for action in ("status", "doctor"):  # doctor too has one path, doctor.yml
+            proc = ops.playbook(book, "-e", f"sage_action={action}", check=False)
+            assert proc.returncode == 2 and f"playbooks/{action}.yml --limit {group}" in proc.stdout, proc.stdout
 
     proc = ops.playbook("status.yml", env=ops.env(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"))
     result = json.loads(proc.stdout)

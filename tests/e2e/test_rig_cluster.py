@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 

@@ -62,7 +62,8 @@ remote:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    for rig in ray_rig([HEAD, SPARE, OTHER], root=rig_root("configs"), first_ip=80):  # one rig; torn down when the loop ends
+    # One rig; torn down when the loop ends.
+    for rig in ray_rig([HEAD, SPARE, OTHER], root=rig_root("configs"), first_ip=80):
         home = tmp_path_factory.mktemp("home")
         project = home / "SAGE"
         (project / "packages" / "sage-kernel").mkdir(parents=True)
@@ -179,8 +180,8 @@ def test_detected_paths_in_each_nodes_miniconda3(cluster, tmp_path):
             assert rows[(name, "ray_command")]["detail"] == f"auto: {found}/ray"
         # A worker whose env is nowhere fails alone, saying where it looked; the others stay up.
         config = project / "config" / "cluster.yaml"
-        config.write_text(config.read_text().replace(f'- host: "{OTHER}"\n      port: 22\n',
-                                                     f'- host: "{OTHER}"\n      port: 22\n      remote: {{conda_env: nosuch}}\n'))
+        entry = f'- host: "{OTHER}"\n      port: 22\n'
+        config.write_text(config.read_text().replace(entry, entry + "      remote: {conda_env: nosuch}\n"))
         start = d("cluster", "start", timeout=600)
         assert start.returncode == 1, start.stderr
         assert "no conda env 'nosuch' in /home/sage/miniconda3/envs/nosuch, " in start.stdout + start.stderr

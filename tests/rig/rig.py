@@ -111,7 +111,7 @@ class Rig:
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate host names: {names}")
         base = ipaddress.IPv4Address("127.0.0.0") + first_ip
-        if not (base + len(names) - 1) in ipaddress.IPv4Network("127.0.0.0/8") or first_ip < 2:
+        if (base + len(names) - 1) not in ipaddress.IPv4Network("127.0.0.0/8") or first_ip < 2:
             raise ValueError(f"first_ip={first_ip} puts hosts outside 127.0.0.2-127.255.255.254")
         self.hosts = [Host(name, str(base + i), self.root / "hosts" / name) for i, name in enumerate(names)]
         self._procs: dict[str, subprocess.Popen] = {}
@@ -492,7 +492,8 @@ def ensure_wheels(ray_version: str | None = None) -> Path:
     import sage_cluster  # noqa: F401  (puts the collection on sys.path)
     from ansible_collections.sage.cluster.plugins.plugin_utils.wheelhouse import build_wheelhouse
 
-    probe = "import os, platform, sys; print('%d.%d' % sys.version_info[:2], os.confstr('CS_GNU_LIBC_VERSION').split()[1], platform.machine())"
+    probe = ("import os, platform, sys; "
+             "print('%d.%d' % sys.version_info[:2], os.confstr('CS_GNU_LIBC_VERSION').split()[1], platform.machine())")
     python, glibc, machine = subprocess.run([HOST_PYTHON, "-c", probe], capture_output=True, text=True,
                                             check=True).stdout.split()
     return build_wheelhouse(ray_version or controller_ray_version(), python, glibc, machine, root=Path(WHEELS_ROOT))

@@ -152,7 +152,8 @@ def test_example_loads_every_object(standins: Path, tmp_path: Path):
     assert ssh_type["injectors"]["extra_vars"] == {"ansible_ssh_private_key_file": "{{ tower.filename }}"}
     start = next(t for t in of(calls, "job_template") if t["name"] == "sage cluster start")
     assert (start["project"], start["inventory"], start["execution_environment"]) == ("sage", "sage", "sage-ee")
-    assert start["credentials"] == ["sage SSH key", "sage Ray token"] and start["extra_vars"] == {"sage_action": "start"}
+    assert start["credentials"] == ["sage SSH key", "sage Ray token"]
+    assert start["extra_vars"] == {"sage_action": "start"}
     # The secrets are not in the output.
     assert "not a real key" not in proc.stdout and "f" * 64 not in proc.stdout
 
@@ -166,7 +167,8 @@ def test_admin_keys_reach_the_modules(standins: Path, tmp_path: Path):
         "  # credential: sage-cluster git\n": "  credential: sage-cluster git\n  timeout: 600\n",
         "sage_awx_job_template_defaults: {}\n":
             "sage_awx_job_template_defaults: {timeout: 1800, instance_groups: [sage-nodes]}\n",
-        "    playbook: playbooks/doctor.yml\n": "    playbook: playbooks/doctor.yml\n    execution_environment: other-ee\n",
+        "    playbook: playbooks/doctor.yml\n":
+            "    playbook: playbooks/doctor.yml\n    execution_environment: other-ee\n",
         "  update_cache_timeout: 0\n": "  update_cache_timeout: 0\n  timeout: 300\n",
     }
     for old, new in edits.items():

@@ -75,7 +75,8 @@ def test_python_note_says_when_patch_releases_differ():
     def host(name, version):
         return HostResult(name, data={"provision": {"python": version}})
     same = result(a=host("a", "3.11.2"), b=host("b", "3.11.2"))
-    assert "a Ray driver started here needs RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in provision.python_note(same, "minor")
+    note = provision.python_note(same, "minor")
+    assert "a Ray driver started here needs RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in note
     differ = result(a=host("a", "3.11.2"), b=host("b", "3.11.9"))
     note = provision.python_note(differ, "minor")
     assert "3.11.2 on a; 3.11.9 on b" in note and "they form one cluster" in note

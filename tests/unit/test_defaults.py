@@ -68,7 +68,8 @@ def test_a_new_schema_default_reaches_every_copy(copy: Path, monkeypatch: pytest
 def test_a_copy_edited_by_hand_is_found_and_mended(copy: Path) -> None:
     role = copy / "roles" / "sage_deploy"
     defaults = role / "defaults" / "main.yml"
-    defaults.write_text(defaults.read_text().replace("sage_deploy_install_timeout: 1200", "sage_deploy_install_timeout: 5"))
+    defaults.write_text(defaults.read_text().replace("sage_deploy_install_timeout: 1200",
+                                                     "sage_deploy_install_timeout: 5"))
     spec_file = role / "meta" / "argument_specs.yml"
     spec_file.write_text(spec_file.read_text().replace("        default: true\n", "        default: false\n"))
     doc = copy / roledoc.DOC

@@ -2,8 +2,12 @@
 and the CLI's answers to bad options (exit 2, one line, before any config or cluster is read)."""
 from __future__ import annotations
 
+import json
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -11,7 +15,7 @@ from click.testing import CliRunner
 from ansible_collections.sage.cluster.plugins.plugin_utils import config
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
 
-from sage_cluster import jobs
+from sage_cluster import jobs, operations
 from sage_cluster.cli import cli as sage_group
 from tests.unit.helpers import GUIDE_CONFIG, SAGE, run_many, stderr_lines
 
@@ -135,3 +139,113 @@ def test_bad_options_are_one_line_and_exit_2_before_anything_else(tmp_path: Path
         errors = [ln for ln in stderr_lines(proc) if ln.lower().startswith("error")]
         assert proc.returncode == 2 and len(errors) == 1, (name, proc.stderr)
         assert "Traceback" not in proc.stderr and "none.yaml" not in proc.stderr, (name, proc.stderr)
+
+
+# ---------------------------------------------------------------- --json, and no status playbook unasked
+
+class FakeRay:
+    """Ray's JobSubmissionClient as `sage job` uses it: a job that runs, prints two lines and ends as `ends`."""
+
+    def __init__(self, ends: str = "SUCCEEDED", message: str = "") -> None:
+        self.ends, self.message, self.asked = ends, message, 0
+        self.log, self.stopped = "line one\nline two\n", False
+
+    def submit_job(self, submission_id: str | None = None, **_: Any) -> str:
+        return submission_id or "raysubmit_fake"
+
+    def get_job_info(self, job_id: str) -> SimpleNamespace:
+        self.asked += 1
+        status = self.ends if self.asked > 1 or self.stopped else "RUNNING"
+        return SimpleNamespace(status=status, message=self.message if status == self.ends else "")
+
+    async def tail_job_logs(self, job_id: str):
+        yield self.log
+
+    def get_job_logs(self, job_id: str) -> str:
+        return self.log
+
+    def stop_job(self, job_id: str) -> bool:
+        self.stopped = True
+        return True
+
+
+@pytest.fixture
+def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A config with a remote head and workers (so a deploy check would have nodes to ask), Ray's client faked,
+    and every playbook run recorded: the answer says a worker's deploy is stale."""
+    (tmp_path / "cluster.yaml").write_text(GUIDE_CONFIG)
+    playbooks: list[str] = []
+
+    def run(cfg: Any, invocation: Any, playbook: str, *args: Any, **kwargs: Any) -> SimpleNamespace:
+        playbooks.append(playbook)
+        return SimpleNamespace(hosts={"sage2": SimpleNamespace(data={"deploy": {"stale": True}})})
+
+    ray = FakeRay()
+
+    @contextmanager
+    def connect(cfg: Any):
+        yield ray
+
+    monkeypatch.setattr(operations, "run", run)
+    monkeypatch.setattr(jobs, "connect", connect)
+    return SimpleNamespace(ray=ray, playbooks=playbooks, config=str(tmp_path / "cluster.yaml"), home=tmp_path)
+
+
+def sage(fake: SimpleNamespace, *argv: str) -> Any:
+    return CliRunner().invoke(sage_group, ["--config", fake.config, *argv], env={"HOME": str(fake.home)})
+
+
+def test_submit_runs_no_playbook_unless_asked_to_check_the_deploy(fake_cluster) -> None:
+    plain = sage(fake_cluster, "job", "submit", "--", "python", "x.py")
+    assert plain.exit_code == 0, plain.output
+    assert "line one\nline two\n" in plain.stdout and fake_cluster.playbooks == [] and "stale" not in plain.stderr
+    checked = sage(fake_cluster, "job", "submit", "--check-deploy", "--", "python", "x.py")
+    assert checked.exit_code == 0, checked.output
+    assert fake_cluster.playbooks == ["status.yml"]
+    assert "sage2 runs an older deploy than this machine's source (stale)" in checked.stderr
+
+
+@pytest.mark.parametrize("ends, message, code", [("SUCCEEDED", "", 0), ("FAILED", "exit code 3", 1),
+                                                 ("STOPPED", "stopped by a user", 1)])
+def test_submit_json_is_one_object_on_stdout_and_the_output_on_stderr(fake_cluster, ends, message, code) -> None:
+    fake_cluster.ray.ends, fake_cluster.ray.message = ends, message
+    result = sage(fake_cluster, "job", "submit", "--json", "--submission-id", "j1", "--", "python", "x.py")
+    assert result.exit_code == code, result.output
+    assert json.loads(result.stdout) == {"job_id": "j1", "status": ends, "message": message or None,
+                                         "exit_code": code, "exit_meaning": f"the job {ends.lower()}"}
+    assert "line one" in result.stderr
+
+
+def test_submit_json_without_waiting_says_it_was_submitted(fake_cluster) -> None:
+    result = sage(fake_cluster, "job", "submit", "--json", "--no-wait", "--", "python", "x.py")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["job_id"] == "raysubmit_fake" and data["status"] == "RUNNING" and data["exit_code"] == 0
+    assert data["exit_meaning"] == "submitted; the job runs on"
+
+
+def test_stop_json_gives_the_status_it_ended_with(fake_cluster) -> None:
+    result = sage(fake_cluster, "job", "stop", "j1", "--json")
+    assert result.exit_code == 0, result.output
+    assert fake_cluster.ray.stopped
+    assert json.loads(result.stdout) == {"job_id": "j1", "status": "SUCCEEDED", "message": None, "exit_code": 0,
+                                         "exit_meaning": "the job has ended"}
+    plain = sage(fake_cluster, "job", "stop", "j1")
+    assert plain.stdout == "Job j1: SUCCEEDED.\n"
+
+
+# ---------------------------------------------------------------- --config and -v on the root group
+
+def test_the_root_groups_config_and_verbose_reach_the_command(tmp_path: Path, monkeypatch) -> None:
+    seen: list[operations.Invocation] = []
+
+    def load(invocation: operations.Invocation) -> None:
+        seen.append(invocation)
+        raise SystemExit(0)  # what the command was given is all this test asks
+
+    monkeypatch.setattr(operations, "load", load)
+    other = tmp_path / "other.yaml"
+    for argv in (["--config", "x.yaml", "-v", "job", "list", "-v"], ["job", "list", "--config", "x.yaml", "-vv"],
+                 ["--config", str(other), "job", "list", "--config", "x.yaml", "-vv"]):
+        CliRunner().invoke(sage_group, argv, env={"HOME": str(tmp_path)})
+    assert [(i.config, i.verbose) for i in seen] == [("x.yaml", 2)] * 3  # the command's own --config wins

@@ -59,7 +59,8 @@ def test_documentation_is_the_argument_spec() -> None:
         doc = documented[name]
         assert doc.get("description"), f"option {name} is not described"
         # no_log is the code's business; the rest a reader of ansible-doc must see as the code has it.
-        assert {k: doc.get(k) for k in FIELDS if k != "no_log"} == {k: spec.get(k) for k in FIELDS if k != "no_log"}, name
+        shown = [k for k in FIELDS if k != "no_log"]
+        assert {k: doc.get(k) for k in shown} == {k: spec.get(k) for k in shown}, name
 
 
 def test_every_example_is_a_valid_call_on_its_own() -> None:
@@ -277,8 +278,8 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         (home / ".sage").mkdir(parents=True)
         (home / ".sage" / "deploy.json").write_text('{"revision": "abc123", "install": {"ok": false}}')
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
-        out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(home)},
-                             check=True).stdout
+        out = subprocess.run(["dash", "-c", command], capture_output=True, text=True,
+                             env={**os.environ, "HOME": str(home)}, check=True).stdout
         procs, record, _ = logic.parse_probe(out)
         # One Ray detector: the probe's view of this process is the module's own, read from /proc.
         assert procs[proc.pid] == logic.ray_processes()[proc.pid] == [str(raylet), "-c", "import time; time.sleep(60)",
@@ -442,5 +443,6 @@ def test_redis_ping_logs_in_then_pings() -> None:
     assert fake.address == ("r1", 6380)
     assert fake.sent == [b"*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$2\r\npw\r\n", b"*1\r\n$4\r\nPING\r\n"]
     wrong = FakeRedis([b"-WRONGPASS invalid username-password pair\r\n"])
-    assert logic.redis_ping("r1:6379", "bad", connect=wrong) == "AUTH answered -WRONGPASS invalid username-password pair"
+    assert logic.redis_ping("r1:6379", "bad", connect=wrong) == (
+        "AUTH answered -WRONGPASS invalid username-password pair")
     assert logic.redis_ping("127.0.0.1:1", None).startswith("cannot reach it")
