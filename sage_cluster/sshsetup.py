@@ -1,5 +1,5 @@
 """`sage cluster setup-ssh`: key login to every node, set up with the password where it fails
-(playbooks/setup_ssh.yml; the work on the nodes is roles/sage_provision's action_plugins/sage_key_login.py).
+(playbooks/setup_ssh.yml; the work on the nodes is the action plugins/action/sage_key_login.py).
 
 The password comes from $SAGE_SSH_PASSWORD, a --password-file or a hidden prompt on a terminal. It reaches the
 playbook as the answer to its vars_prompt, typed into ansible-playbook's terminal by ansible-runner: never an

@@ -51,13 +51,13 @@ class ActionModule(ProbedAction):
                 return result
         return super().act(result, args, task_vars)
 
-    def module_args(self, checked):
-        args = {k: v for k, v in self._task.args.items() if k not in ("auth_token_file", "auth_token_make")}
-        if checked.get("auth_token"):
-            args["auth_token"] = checked["auth_token"]
-        if checked.get("state") in ("start", "restart") and not args.get("ray_version"):
-            args["ray_version"] = controller.ray_version()
-        return args
+    def module_args(self, args):
+        out = {k: v for k, v in self._task.args.items() if k not in ("auth_token_file", "auth_token_make")}
+        if args.get("auth_token"):
+            out["auth_token"] = args["auth_token"]
+        if args.get("state") in ("start", "restart") and not out.get("ray_version"):
+            out["ray_version"] = controller.ray_version()
+        return out
 
     def _read_token(self, checked):
         """Put the controller's token into checked["auth_token"]; the failure's line, or None."""
@@ -83,12 +83,12 @@ class ActionModule(ProbedAction):
                 for name in arg.partition("=")[2].split():
                     Path(name).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def probe(self, checked):
-        if checked.get("query") != "status":
+    def probe(self, args):
+        if args.get("query") != "status":
             return None
         # The check expands a `path` option's ~ with the controller's home; the node's own is meant.
-        params = dict(checked, **{k: v for k, v in self._task.args.items()
-                                  if logic.ARGUMENT_SPEC[k]["type"] == "path"})
+        params = dict(args, **{k: v for k, v in self._task.args.items()
+                               if logic.ARGUMENT_SPEC[k]["type"] == "path"})
         report = self._status(params)
         if report is None:
             return None

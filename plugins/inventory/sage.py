@@ -1,3 +1,5 @@
+# Copyright: sage-cluster developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The inventory plugin sage.cluster.sage: a sage config as an Ansible inventory."""
 from __future__ import annotations
 
@@ -5,7 +7,7 @@ DOCUMENTATION = r"""
 name: sage
 short_description: A sage cluster's hosts, groups and variables, read from its sage config
 version_added: 0.1.0
-author: sage-cluster developers
+author: sage-cluster developers (!UNKNOWN)  # validate-modules asks for a GitHub handle; the project has none
 description:
   - Reads a sage config (the file the C(sage) CLI reads) and gives Ansible the inventory C(sage) itself runs the
     playbooks with, through the same code. The group C(sage_cluster) holds the groups C(sage_head) (the head) and
@@ -51,7 +53,8 @@ from pathlib import Path
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
-from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory, security
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, security
+from ansible_collections.sage.cluster.plugins.plugin_utils import inventory as rendering
 
 
 class InventoryModule(BaseInventoryPlugin):
@@ -62,11 +65,11 @@ class InventoryModule(BaseInventoryPlugin):
 
     def verify_file(self, path):
         # Or a link to such a file, under any name (molecule links its inventory in as `hosts`).
-        return super().verify_file(path) and any(p.endswith(("sage.yml", "sage.yaml"))
-                                                  for p in (path, os.path.realpath(path)))
+        names = (path, os.path.realpath(path))
+        return super().verify_file(path) and any(p.endswith(("sage.yml", "sage.yaml")) for p in names)
 
-    def parse(self, inventory_data, loader, path, cache=True):
-        super().parse(inventory_data, loader, path, cache)
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         named = self.get_option("config")
         if named:
@@ -79,7 +82,7 @@ class InventoryModule(BaseInventoryPlugin):
             raise AnsibleParserError(str(exc)) from None
         for line in cfg.warnings:
             self.display.warning(f"sage config: {line}")
-        self._add_group("all", inventory.build(cfg)["all"], None)
+        self._add_group("all", rendering.build(cfg)["all"], None)
 
     def _add_group(self, name, group, parent):
         """One group of the rendered inventory, with its variables, hosts and child groups."""

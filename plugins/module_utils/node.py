@@ -125,7 +125,7 @@ def versions(python, env=None):
     does not answer, in one line)."""
     try:
         proc = subprocess.run([python, "-c", VERSIONS], capture_output=True, text=True, timeout=60, env=env,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
         if proc.returncode == 0:
             return json.loads(proc.stdout), None
         return None, telling_line(proc.stderr.splitlines(), none=f"exit {proc.returncode}")

@@ -1,4 +1,4 @@
-"""The node logic of sage_ray_node, for its module (library/) and its action plugin (action_plugins/) alike: the
+"""The node logic of sage_ray_node, for its module (plugins/modules/) and its action plugin (plugins/action/) alike: the
 module's options and their rules, finding this user's Ray, the node's state and its `sage` report, the status
 probe, the `ray start` command line, the order in which Ray is terminated, and the dashboard's addresses.
 
@@ -24,6 +24,7 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 # role's ray_node_action and the playbooks' sage_action.
 STATES = ("start", "stop", "restart")
 QUERIES = ("status", "logs", "wait", "doctor")
+
 
 def _typed(kind, *names):
     return {name: dict(type=kind) for name in names}
@@ -122,7 +123,7 @@ def log_file(log_dir, node_type):
 
 
 def node_report(params, state, record=None, **extra):
-    """The `sage` result dict (RETURN of library/sage_ray_node.py), for the module and the status probe alike.
+    """The `sage` result dict (RETURN of plugins/modules/sage_ray_node.py), for the module and the status probe alike.
 
     params: the module's options; state: node_state(); record: the deploy record read, or None when not asked for;
     extra: what the query adds (log, doctor, cluster)."""
@@ -259,6 +260,7 @@ def node_state(procs):
 
 # Ray's own switch (check_version_info): "minor" lets nodes and drivers whose Python differs at the patch level meet.
 PYTHON_MATCH_ENV = "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL"
+
 
 def ray_drift(wanted, installed):
     """Why a node whose env holds the Ray releases `installed` must not start in a cluster of `wanted`, or None

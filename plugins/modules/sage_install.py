@@ -171,8 +171,8 @@ def main():
 def run(module, argv, p, log_path):
     """The install's exit code (None when it timed out) and output, which a fresh log keeps."""
     try:
-        rc, _, output = run_logged(argv, log_path, p["timeout"], f"in {p['dest']}: {argv}",
-                                   env=node_env(p["python_path"], p["conda_env"]), cwd=p["dest"], fresh=True)
+        rc, _seconds, output = run_logged(argv, log_path, p["timeout"], f"in {p['dest']}: {argv}",
+                                          env=node_env(p["python_path"], p["conda_env"]), cwd=p["dest"], fresh=True)
     except OSError as exc:
         how = "not found" if isinstance(exc, FileNotFoundError) else "is not executable"
         module.fail_json(msg=f"install command {argv[0]!r} {how} (run in {p['dest']}; config deploy.install)",

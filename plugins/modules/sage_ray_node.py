@@ -413,6 +413,7 @@ cleanup_redis_storage(host, int(port), ask["password"], tls, ask["namespace"], u
 # A worker's raylet that outlived its head reconnects to a healed one within seconds; this long it is given.
 RECONNECT_GRACE = 30
 
+
 def current_state():
     return node_state(ray_processes())
 

@@ -14,10 +14,10 @@ import jinja2
 import yaml
 
 from ansible_collections.sage.cluster.plugins.module_utils import source
-from ansible_collections.sage.cluster.plugins.plugin_utils.config import (AUTO, RAY_KEYS, Config, Endpoint,
-                                                                      is_this_machine)
-from ansible_collections.sage.cluster.plugins.plugin_utils.security import (redis_password_path, token_enabled,
-                                                                        token_path)
+from ansible_collections.sage.cluster.plugins.plugin_utils.config import (
+    AUTO, RAY_KEYS, Config, Endpoint, is_this_machine)
+from ansible_collections.sage.cluster.plugins.plugin_utils.security import (
+    redis_password_path, token_enabled, token_path)
 
 # The collection's root (plugins/plugin_utils/ is two levels down), wherever the collection is installed.
 TEMPLATES = Path(__file__).resolve().parents[2] / "inventory_templates"
