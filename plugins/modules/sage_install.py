@@ -19,8 +19,6 @@ description:
   - Nodes that share one env (NFS) take turns through a lock file in the env; an auto install that another
     node already made into the same env is not repeated.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
   - sage.cluster.attributes
   - sage.cluster.install_timeout
 attributes:

@@ -18,8 +18,6 @@ description:
   - Without a password and without a working key login, the task fails with C(sage.ssh) set to
     C(needs the password), so a caller can ask for it.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
   - sage.cluster.attributes
 attributes:
   check_mode:

@@ -19,17 +19,15 @@ description:
     the release is not touched again.
   - Check mode reports what would change.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
   - sage.cluster.attributes
   - sage.cluster.install_timeout
 attributes:
+  check_mode:
+    details: Reports what would be done (a venv made, Ray installed), and changes nothing.
   action:
     details:
       - The action plugin fills in the controller's Ray release and Python, and at the prepare stage looks at the
         env with one shell command first; an env already right starts no module on the node.
-  check_mode:
-    details: Reports what would be done (a venv made, Ray installed), and changes nothing.
   platform:
     details: Linux.
 options:

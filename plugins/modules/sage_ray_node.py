@@ -23,8 +23,6 @@ description:
   - The ray_node role passes every option from its variables (roles/ray_node/defaults/main.yml holds their
     defaults), so the options the role sets have no default of their own here.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
   - sage.cluster.attributes
 attributes:
   action:

@@ -19,8 +19,6 @@ description:
     rsync straight from Ansible's worker process.
   - Needs key-based SSH over the C(ssh) connection; a password cannot reach rsync's own ssh.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
   - sage.cluster.attributes
 attributes:
   check_mode:

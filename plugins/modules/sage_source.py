@@ -16,8 +16,6 @@ description:
     SSH key O(key_path) must not be deployed.
   - The answer is the same for every host, so run it with C(run_once).
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
   - sage.cluster.attributes
 attributes:
   check_mode:

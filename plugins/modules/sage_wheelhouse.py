@@ -16,8 +16,6 @@ description:
     M(sage.cluster.sage_provision) installs them with its O(sage.cluster.sage_provision#module:wheel_dir) option.
   - For glibc Linux nodes only; a node without glibc fails with one line saying so.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
   - sage.cluster.attributes
 attributes:
   check_mode:
