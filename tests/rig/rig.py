@@ -39,6 +39,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .hostinit import HOSTDIR_INSIDE, SYSTEMD_BINDS, cgroup_hierarchies
@@ -95,8 +96,24 @@ def requirements() -> list[str]:
     return missing
 
 
-def why_not_available() -> str | None:
-    missing = requirements()
+# What a systemd host runs besides SYSTEMD_UNITS, and the Debian package that has it.
+SYSTEMD_NEEDS = [(SYSTEMD, "systemd"), ("/usr/bin/dbus-daemon", "dbus"), ("/usr/bin/setpriv", "util-linux"),
+                 ("/usr/bin/nsenter", "util-linux")]
+
+
+def systemd_requirements() -> list[str]:
+    """What is missing for hosts whose PID 1 is systemd (empty when they can run here)."""
+    missing = [f"no {path} (Debian package {package})" for path, package in SYSTEMD_NEEDS if not os.path.exists(path)]
+    missing += [f"no /lib/systemd/system/{unit} (Debian packages systemd, dbus, polkitd)" for unit in SYSTEMD_UNITS
+                if not os.path.exists(f"/lib/systemd/system/{unit}")]
+    if not glob.glob("/lib/*/security/pam_systemd.so") + glob.glob("/usr/lib/*/security/pam_systemd.so"):
+        missing.append("no pam_systemd.so (Debian package libpam-systemd)")
+    return missing
+
+
+def why_not_available(systemd: bool = False) -> str | None:
+    """Why the rig cannot run here (None when it can); systemd=True: hosts whose PID 1 is systemd too."""
+    missing = requirements() + (systemd_requirements() if systemd else [])
     return "; ".join(missing) if missing else None
 
 
@@ -142,7 +159,7 @@ class Rig:
     """Usage: `with Rig(4) as rig: rig.ssh("sage-w1", ["hostname"])` (the context manager calls up/down)."""
 
     def __init__(self, hosts: int | list[str] = 4, *, root: str | os.PathLike | None = None,
-                 user: str = DEFAULT_USER, first_ip: int = 10, systemd: list[str] = (), sudo: list[str] = ()):
+                 user: str = DEFAULT_USER, first_ip: int = 10, systemd: Sequence[str] = (), sudo: Sequence[str] = ()):
         """systemd: the names of the hosts whose PID 1 is systemd; sudo: those of them where the rig user may
         run sudo without a password."""
         self.root = Path(root or os.environ.get("SAGE_RIG_ROOT") or DEFAULT_ROOT)
@@ -209,7 +226,7 @@ class Rig:
         cleanup_at_exit: also tear down at interpreter exit, SIGTERM or SIGHUP (pass False to
         leave the hosts running for other processes, as `python -m tests.rig up` does).
         """
-        reason = why_not_available()
+        reason = why_not_available(systemd=any(h.systemd for h in self.hosts))
         if reason:
             raise RuntimeError(f"rig not available: {reason}")
         if self.state_path.exists():  # a rig of a crashed run, or one left up on purpose: same root, same rig
@@ -273,7 +290,8 @@ class Rig:
         return found
 
     def status(self) -> list[dict]:
-        return [{"name": h.name, "ip": h.ip, "port": h.port, "init_pid": h.init_pid,
+        return [{"name": h.name, "ip": h.ip, "port": h.port, "init": "systemd" if h.systemd else "hostinit",
+                 "sudo": h.sudo, "init_pid": h.init_pid,
                  "running": self._alive(h), "ssh": _banner(h.ip, h.port, timeout=1.0)} for h in self.hosts]
 
     @classmethod
@@ -313,7 +331,7 @@ class Rig:
         """Every host of the rig crashes and boots again at once."""
         self.reboot(*(h.name for h in self.hosts))
 
-    def nsenter(self, name: str, argv: list[str], check: bool = True, timeout: float = 60
+    def nsenter(self, name: str, argv: list[str], check: bool = True, timeout: float | None = 60
                 ) -> subprocess.CompletedProcess:
         """Run argv as root inside a running host (its mount, UTS, IPC and PID namespaces), without SSH: e.g.
         ["systemctl", "--user", "-M", "sage@", "status", "x"] or ["journalctl", "-u", "ssh"] on a systemd host."""
@@ -495,7 +513,7 @@ class Rig:
             while not _banner(h.ip, h.port, timeout=0.5):
                 if (p and p.poll() is not None) or time.monotonic() > deadline:
                     self._save_state()
-                    tail = h.log.read_text(errors="replace")[-2000:]
+                    tail = h.log.read_text(errors="replace")[-2000:] + (self._journal(p) if h.systemd else "")
                     raise RuntimeError(f"host {h.name} ({h.ip}:{h.port}) did not start; log {h.log}:\n{tail}")
                 time.sleep(0.05)
             if h.init_pid is None:
@@ -535,6 +553,14 @@ class Rig:
             h.pid = h.init_pid = h.pidns = None
             if h.systemd:
                 self._remove_cgroups(h)
+
+    def _journal(self, p: subprocess.Popen) -> str:
+        """The end of a systemd host's journal, where its systemd logs (its /dev has no console)."""
+        with contextlib.suppress(RuntimeError, OSError, subprocess.SubprocessError):
+            out = subprocess.run(["nsenter", "-t", str(_child_of(p.pid, timeout=1)), "-m", "-p", "--", "journalctl",
+                                  "-b", "--no-pager", "-n", "40"], capture_output=True, text=True, timeout=10)
+            return f"\njournal:\n{out.stdout}{out.stderr}"
+        return ""
 
     def _remove_cgroups(self, h: Host) -> None:
         """Remove a dead systemd host's cgroup subtree (the dirs its systemd made), innermost first."""

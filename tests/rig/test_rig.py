@@ -120,7 +120,7 @@ UNIT = "\n".join(["[Unit]", "Description=a service of the rig user", "[Service]"
 
 @pytest.fixture(scope="module")
 def sd():
-    reason = why_not_available()
+    reason = why_not_available(systemd=True)
     if reason:
         pytest.skip(reason)
     with Rig(SD_NAMES, root="/var/tmp/sage-rig-selftest-systemd", first_ip=236, systemd=SD_NAMES[:2],
