@@ -16,10 +16,12 @@ acts on whatever it sees, and most of what it sees is shared with this machine, 
 it may act on is made the host's own first (a boot on the machine's own /tmp once deleted every
 file in it): its own cgroup subtree and cgroup namespace, a fresh read-only sysfs, /proc/sys
 read-only, its own /dev, /run, /tmp, /var/tmp, and per-host directories bound over the /etc and
-/var paths its units write (HOSTDIR/etc-systemd-system, var-lib-systemd, journal, sudoers.d, and
-the files hostname and machine-id). It runs only the units of HOSTDIR/units (SYSTEMD_UNIT_PATH
-replaces the unit search path: none of the machine's units, no generators) and /etc/systemd/system
-(the host's own), boots sage-rig.target, and may not load kernel modules nor set the clock.
+/var paths its units and its root write (HOSTDIR/etc-systemd-system, var-lib-systemd, journal,
+sudoers.d, etc-tmpfiles.d, and the files hostname and machine-id). It runs only the units of
+HOSTDIR/units (SYSTEMD_UNIT_PATH replaces the unit search path: none of the machine's units, no
+generators) and of /etc/systemd/system (the host's own), boots sage-rig.target, and may not load
+kernel modules nor set the clock. Its own messages go to its journal (journalctl), as there is no
+console.
 """
 import ctypes
 import os
@@ -34,7 +36,7 @@ HOSTDIR_INSIDE = "/run/rig"  # where a systemd host sees its HOSTDIR
 # /etc and /var paths of the machine that a systemd host gets its own of: HOSTDIR/<name> is bound there.
 SYSTEMD_BINDS = {"etc-systemd-system": "/etc/systemd/system", "var-lib-systemd": "/var/lib/systemd",
                  "journal": "/var/log/journal", "hostname": "/etc/hostname", "machine-id": "/etc/machine-id",
-                 "var-tmp": "/var/tmp", "sudoers.d": "/etc/sudoers.d"}
+                 "var-tmp": "/var/tmp", "sudoers.d": "/etc/sudoers.d", "etc-tmpfiles.d": "/etc/tmpfiles.d"}
 # Character devices of a systemd host's own /dev (major, minor).
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 

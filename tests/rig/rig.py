@@ -10,8 +10,9 @@ sage-rig.target, which starts sshd (`UsePAM yes`: a login gets a systemd user se
 XDG_RUNTIME_DIR), dbus, polkit, journald, systemd-logind and systemd-user-sessions, so the rig user's
 own systemd works (`systemctl --user`, `loginctl enable-linger`), and so do system units the host's
 root enables (WantedBy=multi-user.target, in the host's own /etc/systemd/system). Such a host has its
-own /run, /var/tmp, /var/lib/systemd (linger), /etc/systemd/system, /var/log/journal, /etc/hostname,
-/etc/machine-id and /etc/sudoers.d (see hostinit.py for why and how). `reboot(name)` kills its
+own /run, /var/tmp, /var/lib/systemd (linger), /etc/systemd/system, /etc/tmpfiles.d, /var/log/journal,
+/etc/hostname, /etc/machine-id and /etc/sudoers.d (see hostinit.py for why and how); the rest of /etc, /usr and
+/opt are the machine's, as on plain hosts. `reboot(name)` kills its
 namespace and boots it again (home, /var/lib/systemd, /etc/systemd/system and /var/tmp kept, /tmp
 emptied); `power_cut()` does that to every host at once; `nsenter(name, argv)` runs a command inside
 it as root without SSH (systemctl, journalctl). `sudo=[...]` lets the rig user run sudo without a

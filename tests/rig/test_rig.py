@@ -156,6 +156,10 @@ def test_systemd_host_boots_with_a_user_session(sd):
         assert out == [name, "systemd", f"/run/user/{uid}"]
         assert sd.nsenter(name, ["systemctl", "is-system-running", "--wait"]).stdout.strip() == "running"
     assert sd.ssh("rigsd-plain", ["cat", "/proc/1/comm"]).stdout.strip() == "python3"  # plain hosts beside them
+    # what sage starts today, a detached process, outlives the login that started it (logind kills no user's)
+    sd.ssh("rigsd-a", DETACH)
+    time.sleep(1)
+    assert sd.nsenter("rigsd-a", ["pgrep", "-u", sd.user, "-f", "sleep 1000"]).returncode == 0
     # the hosts reach each other, whatever their PID 1
     banner = sd.ssh("rigsd-plain", ["bash", "-c", "exec 3<>/dev/tcp/rigsd-a/22; head -c 7 <&3"]).stdout
     assert banner == "SSH-2.0"
@@ -194,6 +198,22 @@ def test_sudo_only_where_allowed(sd):
     assert sd.ssh("rigsd-a", ["sudo", "-n", "id", "-u"]).stdout.strip() == "0"
     for name in ("rigsd-b", "rigsd-plain"):
         assert sd.ssh(name, ["sudo", "-n", "true"], check=False).returncode != 0
+
+
+def test_system_unit_on_the_sudo_host(sd):
+    if not os.path.exists("/usr/bin/sudo"):
+        pytest.skip("sudo is not installed on this machine (.ci/run installs it)")
+    unit = UNIT.replace("WantedBy=default.target", "WantedBy=multi-user.target").replace(
+        "[Service]", f"[Service]\nUser={sd.user}")
+    script = ('printf %s "$1" | sudo -n tee /etc/systemd/system/rigtest-system.service >/dev/null'
+              ' && sudo -n systemctl daemon-reload && sudo -n systemctl enable --now rigtest-system.service')
+    sd.ssh("rigsd-a", ["sh", "-c", script, "sh", unit])
+    assert not os.path.exists("/etc/systemd/system/rigtest-system.service")  # the host's own /etc/systemd/system
+    sd.reboot("rigsd-a")
+    wait_for(lambda: sd.nsenter("rigsd-a", ["systemctl", "is-active", "rigtest-system.service"],
+                                check=False).stdout.strip() == "active")
+    owner = sd.nsenter("rigsd-a", ["systemctl", "show", "-p", "User", "--value", "rigtest-system.service"]).stdout
+    assert owner.strip() == sd.user
 
 
 def test_boot_leaves_the_machines_tmp_alone(sd):
