@@ -157,7 +157,8 @@ class Host:
 
 
 class Rig:
-    """Usage: `with Rig(4) as rig: rig.ssh("sage-w1", ["hostname"])` (the context manager calls up/down)."""
+    """Usage: `with Rig(4) as rig: rig.ssh("sage-w1", ["hostname"])` (the context manager calls up/down);
+    `Rig(names, systemd=["sage-w1"], sudo=["sage-w1"])` for hosts whose PID 1 is systemd."""
 
     def __init__(self, hosts: int | list[str] = 4, *, root: str | os.PathLike | None = None,
                  user: str = DEFAULT_USER, first_ip: int = 10, systemd: Sequence[str] = (), sudo: Sequence[str] = ()):
@@ -272,7 +273,8 @@ class Rig:
             raise RuntimeError(f"processes of the rig survived teardown: {left}")
 
     def leftover_processes(self, names: list[str] | None = None) -> list[tuple[int, str]]:
-        """(pid, cmdline) of every process in the PID namespace of a host (default: all) or running its hostinit."""
+        """(pid, cmdline) of every process in the PID namespace of a host (default: all) or running its hostinit
+        (a systemd host's PID 1 and everything its units started are in its namespace too)."""
         hosts = self.hosts if names is None else [self.host(n) for n in names]
         namespaces = {h.pidns for h in hosts if h.pidns}
         dirs = {str(h.dir).encode() for h in hosts}
