@@ -1,10 +1,15 @@
-"""python -m tests.rig up [N] | down | status | ssh NAME -- CMD...   (run as root from the repo root)
+"""python -m tests.rig up [N] | down | status | ssh NAME -- CMD | reboot NAME... | power-cut | nsenter NAME -- CMD
+(run as root from the repo root)
 
 Examples:
   python -m tests.rig up 4 --env          # sage-head, sage-w1..w3, and the Ray env on them
   python -m tests.rig up --names a,b,c --first-ip 100 --root /var/tmp/rig2
+  python -m tests.rig up 3 --systemd all --sudo sage-head   # PID 1 systemd everywhere, sudo on the head
   python -m tests.rig down --root /var/tmp/rig2 --purge
   python -m tests.rig ssh sage-w1 -- hostname
+  python -m tests.rig reboot sage-w1      # crash and boot again (home kept, /tmp emptied)
+  python -m tests.rig power-cut           # every host at once
+  python -m tests.rig nsenter sage-w1 -- systemctl --user -M sage@ list-units   # as root inside, no SSH
   python -m tests.rig status --json
   python -m tests.rig down
 """
@@ -16,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from .rig import DEFAULT_ROOT, Rig, ensure_env, why_not_available
+from .rig import DEFAULT_ROOT, Rig, default_names, ensure_env, why_not_available
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--first-ip", type=int, default=10, help="hosts get 127.0.0.(FIRST_IP + i)")
     up.add_argument("--user", default="sage")
     up.add_argument("--env", action="store_true", help="also ensure the Ray env on the hosts (ensure_env)")
+    up.add_argument("--systemd", default="", help="comma-separated hosts whose PID 1 is systemd, or 'all'")
+    up.add_argument("--sudo", default="", help="comma-separated systemd hosts where the user may sudo, no password")
     down = add("down", help="stop every host of the rig, whoever started it")
     down.add_argument("--purge", action="store_true", help="also delete the rig directory (keys, homes)")
     status = add("status", help="list hosts and whether they answer")
@@ -40,17 +47,25 @@ def main(argv: list[str] | None = None) -> int:
     ssh = add("ssh", help="run a command on a host as the rig user")
     ssh.add_argument("name")
     ssh.add_argument("command", nargs=argparse.REMAINDER)
+    reboot = add("reboot", help="crash hosts and boot them again (home kept, /tmp emptied)")
+    reboot.add_argument("names", nargs="+")
+    add("power-cut", help="crash every host at once and boot them again")
+    nsenter = add("nsenter", help="run a command as root inside a host, without SSH")
+    nsenter.add_argument("name")
+    nsenter.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
 
     if args.cmd == "up":
-        reason = why_not_available()
+        reason = why_not_available(systemd=bool(args.systemd))
         if reason:
             print(f"rig not available: {reason}", file=sys.stderr)
             return 2
         t0 = time.monotonic()
+        names = args.names.split(",") if args.names else default_names(args.n)
+        systemd = names if args.systemd == "all" else [n for n in args.systemd.split(",") if n]
         try:
-            rig = Rig(args.names.split(",") if args.names else args.n, root=args.root, user=args.user,
-                      first_ip=args.first_ip).up(cleanup_at_exit=False)
+            rig = Rig(names, root=args.root, user=args.user, first_ip=args.first_ip, systemd=systemd,
+                      sudo=[n for n in args.sudo.split(",") if n]).up(cleanup_at_exit=False)
         except (RuntimeError, ValueError) as e:
             print(e, file=sys.stderr)
             return 1
@@ -78,15 +93,32 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _print_status(rig)
     elif args.cmd == "ssh":
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        return subprocess.run([*rig.ssh_argv(args.name), "--", shlex.join(command)]).returncode
+        return subprocess.run([*rig.ssh_argv(args.name), "--", shlex.join(_command(args))]).returncode
+    elif args.cmd in ("reboot", "power-cut"):
+        t0 = time.monotonic()
+        try:
+            rig.reboot(*args.names) if args.cmd == "reboot" else rig.power_cut()
+        except (RuntimeError, KeyError) as e:
+            print(e, file=sys.stderr)
+            return 1
+        print(f"up again in {time.monotonic() - t0:.1f}s")
+    elif args.cmd == "nsenter":
+        done = rig.nsenter(args.name, _command(args), check=False, timeout=None)
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
     return 0
 
 
+def _command(args: argparse.Namespace) -> list[str]:
+    return args.command[1:] if args.command[:1] == ["--"] else args.command
+
+
 def _print_status(rig: Rig) -> None:
-    print(f"{'NAME':<14} {'IP':<15} {'INIT PID':>8}  RUNNING  SSH")
+    print(f"{'NAME':<14} {'IP':<15} {'INIT':<8} {'INIT PID':>8}  RUNNING  SSH")
     for s in rig.status():
-        print(f"{s['name']:<14} {s['ip']:<15} {s['init_pid'] or '-':>8}  {str(s['running']):<7}  {s['ssh']}")
+        pid = s["init_pid"] or "-"
+        print(f"{s['name']:<14} {s['ip']:<15} {s['init']:<8} {pid:>8}  {str(s['running']):<7}  {s['ssh']}")
 
 
 if __name__ == "__main__":

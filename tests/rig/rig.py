@@ -4,6 +4,21 @@ Each host is an sshd in its own mount, UTS and PID namespace (see hostinit.py), 
 its own loopback address 127.0.0.N:22, with its own hostname, /home/<user>, /tmp and /dev/shm.
 Hosts share the network namespace and /etc, so they reach each other over 127.0.0.x and all
 see the names this rig writes into /etc/hosts.
+
+Hosts whose PID 1 is systemd (`Rig(names, systemd=[...])`) sit beside the plain ones: systemd boots
+sage-rig.target, which starts sshd (`UsePAM yes`: a login gets a systemd user session and
+XDG_RUNTIME_DIR), dbus, polkit, journald, systemd-logind and systemd-user-sessions, so the rig user's
+own systemd works (`systemctl --user`, `loginctl enable-linger`), and so do system units the host's
+root enables (WantedBy=multi-user.target, in the host's own /etc/systemd/system). Such a host has its
+own /run, /var/tmp, /var/lib/systemd (linger), /etc/systemd/system, /etc/tmpfiles.d, /var/log/journal,
+/etc/hostname, /etc/machine-id and /etc/sudoers.d (see hostinit.py for why and how); the rest of /etc, /usr and
+/opt are the machine's, as on plain hosts. `reboot(name)` kills its
+namespace and boots it again (home, /var/lib/systemd, /etc/systemd/system and /var/tmp kept, /tmp
+emptied); `power_cut()` does that to every host at once; `nsenter(name, argv)` runs a command inside
+it as root without SSH (systemctl, journalctl). `sudo=[...]` lets the rig user run sudo without a
+password on those systemd hosts (when the machine has sudo). Every systemd host runs only units of the
+rig's own list (hostinit.py), never the machine's: it cannot start the machine's sshd on 0.0.0.0:22,
+set sysctls, load modules or clean the machine's /tmp.
 """
 from __future__ import annotations
 
@@ -25,7 +40,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+from .hostinit import HOSTDIR_INSIDE, SYSTEMD_BINDS, cgroup_hierarchies
 
 DEFAULT_ROOT = "/var/tmp/sage-rig"
 DEFAULT_ENV = "/opt/conda/envs/sage"
@@ -41,6 +59,18 @@ def rig_root(name: str) -> str:
     return f"{os.environ.get('SAGE_RIG_ROOT', DEFAULT_ROOT)}-{name}"
 ETC_HOSTS = "/etc/hosts"
 START_TIMEOUT = 20.0
+SYSTEMD_START_TIMEOUT = 90.0  # a boot to SSH takes seconds alone, much longer beside other boots on 2 busy cores
+SYSTEMD = "/lib/systemd/systemd"
+CGROUP_PARENT = "sage-rig"  # each systemd host's cgroup subtree is <hierarchy>/sage-rig/<its directory, escaped>
+# The machine's units a systemd host runs (linked from /lib/systemd/system into its unit directory); anything
+# else the machine has (sysctl, modules-load, tmpfiles, timesyncd, its sshd, getty, ...) does not exist there.
+SYSTEMD_UNITS = ["sysinit.target", "basic.target", "sockets.target", "timers.target", "paths.target",
+                 "slices.target", "multi-user.target", "network.target", "network-online.target",
+                 "nss-user-lookup.target", "remote-fs.target", "user.slice", "user-.slice.d",
+                 "dbus.socket", "dbus.service", "polkit.service", "systemd-journald.socket",
+                 "systemd-journald-dev-log.socket", "systemd-journald.service", "systemd-logind.service",
+                 "systemd-user-sessions.service", "user-runtime-dir@.service", "user@.service", "user@.service.d"]
+SYSTEMD_ALIASES = {"dbus-org.freedesktop.login1.service": "systemd-logind.service"}  # D-Bus activates logind by it
 
 
 def default_names(n: int) -> list[str]:
@@ -67,8 +97,24 @@ def requirements() -> list[str]:
     return missing
 
 
-def why_not_available() -> str | None:
-    missing = requirements()
+# What a systemd host runs besides SYSTEMD_UNITS, and the Debian package that has it.
+SYSTEMD_NEEDS = [(SYSTEMD, "systemd"), ("/usr/bin/dbus-daemon", "dbus"), ("/usr/bin/setpriv", "util-linux"),
+                 ("/usr/bin/nsenter", "util-linux")]
+
+
+def systemd_requirements() -> list[str]:
+    """What is missing for hosts whose PID 1 is systemd (empty when they can run here)."""
+    missing = [f"no {path} (Debian package {package})" for path, package in SYSTEMD_NEEDS if not os.path.exists(path)]
+    missing += [f"no /lib/systemd/system/{unit} (Debian packages systemd, dbus, polkitd)" for unit in SYSTEMD_UNITS
+                if not os.path.exists(f"/lib/systemd/system/{unit}")]
+    if not glob.glob("/lib/*/security/pam_systemd.so") + glob.glob("/usr/lib/*/security/pam_systemd.so"):
+        missing.append("no pam_systemd.so (Debian package libpam-systemd)")
+    return missing
+
+
+def why_not_available(systemd: bool = False) -> str | None:
+    """Why the rig cannot run here (None when it can); systemd=True: hosts whose PID 1 is systemd too."""
+    missing = requirements() + (systemd_requirements() if systemd else [])
     return "; ".join(missing) if missing else None
 
 
@@ -81,6 +127,8 @@ class Host:
     pid: int | None = None  # the `unshare` process (root PID namespace)
     init_pid: int | None = None  # hostinit.py, PID 1 of the host's namespace
     pidns: str | None = None  # e.g. "pid:[4026532301]", to find every process of the host
+    systemd: bool = False  # PID 1 is systemd (else hostinit.py)
+    sudo: bool = False  # the rig user may run sudo without a password (systemd hosts only)
 
     @property
     def home(self) -> Path:
@@ -98,12 +146,24 @@ class Host:
     def log(self) -> Path:
         return self.dir / "log"
 
+    @property
+    def cgroup(self) -> str:
+        """A systemd host's cgroup subtree, relative to each hierarchy's root."""
+        return f"{CGROUP_PARENT}/{str(self.dir).strip('/').replace('/', '-')}"
+
+    def path_inside(self, path: Path) -> Path:
+        """Where the host itself sees a file of its directory (a systemd host's own /var/tmp hides the rig's)."""
+        return Path(HOSTDIR_INSIDE) / path.relative_to(self.dir) if self.systemd else path
+
 
 class Rig:
-    """Usage: `with Rig(4) as rig: rig.ssh("sage-w1", ["hostname"])` (the context manager calls up/down)."""
+    """Usage: `with Rig(4) as rig: rig.ssh("sage-w1", ["hostname"])` (the context manager calls up/down);
+    `Rig(names, systemd=["sage-w1"], sudo=["sage-w1"])` for hosts whose PID 1 is systemd."""
 
     def __init__(self, hosts: int | list[str] = 4, *, root: str | os.PathLike | None = None,
-                 user: str = DEFAULT_USER, first_ip: int = 10):
+                 user: str = DEFAULT_USER, first_ip: int = 10, systemd: Sequence[str] = (), sudo: Sequence[str] = ()):
+        """systemd: the names of the hosts whose PID 1 is systemd; sudo: those of them where the rig user may
+        run sudo without a password."""
         self.root = Path(root or os.environ.get("SAGE_RIG_ROOT") or DEFAULT_ROOT)
         self.user = user
         self.first_ip = first_ip
@@ -113,7 +173,14 @@ class Rig:
         base = ipaddress.IPv4Address("127.0.0.0") + first_ip
         if (base + len(names) - 1) not in ipaddress.IPv4Network("127.0.0.0/8") or first_ip < 2:
             raise ValueError(f"first_ip={first_ip} puts hosts outside 127.0.0.2-127.255.255.254")
-        self.hosts = [Host(name, str(base + i), self.root / "hosts" / name) for i, name in enumerate(names)]
+        for kind, chosen in (("systemd", systemd), ("sudo", sudo)):
+            unknown = set(chosen) - set(names)
+            if unknown:
+                raise ValueError(f"{kind}= names hosts not in this rig: {sorted(unknown)}")
+        if set(sudo) - set(systemd):
+            raise ValueError(f"sudo= hosts must be systemd hosts too: {sorted(set(sudo) - set(systemd))}")
+        self.hosts = [Host(name, str(base + i), self.root / "hosts" / name, systemd=name in systemd,
+                           sudo=name in sudo) for i, name in enumerate(names)]
         self._procs: dict[str, subprocess.Popen] = {}
         self._cleanup_registered = False
 
@@ -161,7 +228,7 @@ class Rig:
         cleanup_at_exit: also tear down at interpreter exit, SIGTERM or SIGHUP (pass False to
         leave the hosts running for other processes, as `python -m tests.rig up` does).
         """
-        reason = why_not_available()
+        reason = why_not_available(systemd=any(h.systemd for h in self.hosts))
         if reason:
             raise RuntimeError(f"rig not available: {reason}")
         if self.state_path.exists():  # a rig of a crashed run, or one left up on purpose: same root, same rig
@@ -206,7 +273,8 @@ class Rig:
             raise RuntimeError(f"processes of the rig survived teardown: {left}")
 
     def leftover_processes(self, names: list[str] | None = None) -> list[tuple[int, str]]:
-        """(pid, cmdline) of every process in the PID namespace of a host (default: all) or running its hostinit."""
+        """(pid, cmdline) of every process in the PID namespace of a host (default: all) or running its hostinit
+        (a systemd host's PID 1 and everything its units started are in its namespace too)."""
         hosts = self.hosts if names is None else [self.host(n) for n in names]
         namespaces = {h.pidns for h in hosts if h.pidns}
         dirs = {str(h.dir).encode() for h in hosts}
@@ -225,7 +293,8 @@ class Rig:
         return found
 
     def status(self) -> list[dict]:
-        return [{"name": h.name, "ip": h.ip, "port": h.port, "init_pid": h.init_pid,
+        return [{"name": h.name, "ip": h.ip, "port": h.port, "init": "systemd" if h.systemd else "hostinit",
+                 "sudo": h.sudo, "init_pid": h.init_pid,
                  "running": self._alive(h), "ssh": _banner(h.ip, h.port, timeout=1.0)} for h in self.hosts]
 
     @classmethod
@@ -233,7 +302,9 @@ class Rig:
         """The rig described by ROOT/state.json, as written by whichever process started it."""
         root = Path(root or os.environ.get("SAGE_RIG_ROOT") or DEFAULT_ROOT)
         state = json.loads((root / "state.json").read_text())
-        rig = cls([h["name"] for h in state["hosts"]], root=root, user=state["user"], first_ip=state["first_ip"])
+        rig = cls([h["name"] for h in state["hosts"]], root=root, user=state["user"], first_ip=state["first_ip"],
+                  systemd=[h["name"] for h in state["hosts"] if h.get("systemd")],
+                  sudo=[h["name"] for h in state["hosts"] if h.get("sudo")])
         for h, saved in zip(rig.hosts, state["hosts"]):
             h.pid, h.init_pid, h.pidns = saved["pid"], saved["init_pid"], saved["pidns"]
             if not rig._alive(h):  # its pid and namespace inode may belong to someone else by now
@@ -249,6 +320,30 @@ class Rig:
         """Power a host off: every process in it dies at once (no shutdown scripts, like a crash)."""
         self._stop([name])
         self._save_state()
+
+    def reboot(self, *names: str) -> None:
+        """Crash and boot hosts again, all at once (no shutdown: every process dies like at a power cut). Home,
+        host key and, on a systemd host, /var/lib/systemd (linger), /etc/systemd/system and /var/tmp are kept;
+        /tmp is emptied, as Debian empties it at boot."""
+        self._stop(list(names))
+        for name in names:
+            self._empty_tmp(self.host(name))
+        self._start(list(names))
+
+    def power_cut(self) -> None:
+        """Every host of the rig crashes and boots again at once."""
+        self.reboot(*(h.name for h in self.hosts))
+
+    def nsenter(self, name: str, argv: list[str], check: bool = True, timeout: float | None = 60
+                ) -> subprocess.CompletedProcess:
+        """Run argv as root inside a running host (its mount, UTS, IPC and PID namespaces), without SSH: e.g.
+        ["systemctl", "--user", "-M", "sage@", "status", "x"] or ["journalctl", "-u", "ssh"] on a systemd host."""
+        h = self.host(name)
+        if not self._alive(h):
+            raise RuntimeError(f"host {name} is not running")
+        return subprocess.run(["nsenter", "-t", str(h.init_pid), "-m", "-u", "-i", "-p", "--", *argv],
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=check)
 
     def regenerate_host_key(self, name: str, update_known_hosts: bool = False) -> None:
         """Give a host a new host key and restart it.
@@ -309,31 +404,84 @@ class Rig:
         os.chmod(h.dir, 0o755)
         if not h.host_key.exists():
             _keygen(h.host_key, h.name)
-        for d in (h.home, h.tmp):
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(h.home, ignore_errors=True)
+        self._empty_tmp(h)
         shutil.copytree("/etc/skel", h.home)
         ssh_dir = h.home / ".ssh"
         ssh_dir.mkdir(mode=0o700)
         shutil.copy(self.key_path.with_suffix(".pub"), ssh_dir / "authorized_keys")
         os.chmod(ssh_dir / "authorized_keys", 0o600)
         os.chmod(h.home, 0o755)
-        h.tmp.mkdir()
-        os.chmod(h.tmp, 0o1777)
-        for path in [h.home, h.tmp, *h.home.rglob("*")]:
+        for path in [h.home, *h.home.rglob("*")]:
             os.lchown(path, pw.pw_uid, pw.pw_gid)
         self._write_sshd_config(h, password=False)
+        if h.systemd:
+            self._prepare_systemd(h)
+
+    def _empty_tmp(self, h: Host) -> None:
+        shutil.rmtree(h.tmp, ignore_errors=True)
+        h.tmp.mkdir()
+        os.chmod(h.tmp, 0o1777)
+
+    def _prepare_systemd(self, h: Host) -> None:
+        """A systemd host's own directories (bound over the machine's by hostinit.py), fresh, and its units."""
+        for own in SYSTEMD_BINDS:
+            path = h.dir / own
+            if path.is_dir():
+                shutil.rmtree(path)
+            if own in ("hostname", "machine-id"):
+                continue
+            path.mkdir(mode=0o755)
+        (h.dir / "var-tmp").chmod(0o1777)
+        (h.dir / "sudoers.d").chmod(0o750)
+        _write(h.dir / "hostname", h.name + "\n", 0o644)
+        if not (h.dir / "machine-id").exists():  # kept like the host key: the same machine after every up
+            _write(h.dir / "machine-id", os.urandom(16).hex() + "\n", 0o444)
+        if h.sudo:
+            _write(h.dir / "sudoers.d" / "sage-rig", f"{self.user} ALL=(ALL) NOPASSWD: ALL\n", 0o440)
+        units = h.dir / "units"
+        shutil.rmtree(units, ignore_errors=True)
+        units.mkdir()
+        (h.dir / "generators").mkdir(exist_ok=True)  # stays empty: the machine's generators do not run
+        for unit in SYSTEMD_UNITS:
+            (units / unit).symlink_to(f"/lib/systemd/system/{unit}")
+        for alias, unit in SYSTEMD_ALIASES.items():
+            (units / alias).symlink_to(unit)
+        config = h.path_inside(h.dir / "sshd_config")
+        _write(units / "ssh.service", "\n".join([
+            "[Unit]",
+            f"Description=OpenSSH server of rig host {h.name}",
+            # Logins need logind and dbus (pam_systemd) and no /run/nologin.
+            "After=network.target dbus.socket systemd-logind.service systemd-user-sessions.service",
+            "[Service]",
+            f"ExecStart={SSHD} -D -e -f {config}",
+            "KillMode=process",  # a restart of sshd keeps the logins, as Debian's ssh.service does
+            "Restart=on-failure",
+            "RuntimeDirectory=sshd",
+            "RuntimeDirectoryMode=0755",
+            "",
+        ]), 0o644)
+        _write(units / "sage-rig.target", "\n".join([
+            "[Unit]",
+            "Description=A rig host (booted instead of the machine's default target)",
+            "Requires=basic.target",
+            "Wants=multi-user.target ssh.service dbus.socket systemd-journald.service systemd-journald-dev-log.socket "
+            "systemd-logind.service systemd-user-sessions.service",
+            "After=basic.target multi-user.target ssh.service",
+            "",
+        ]), 0o644)
 
     def _write_sshd_config(self, h: Host, password: bool) -> None:
         _write(h.dir / "sshd_config", "\n".join([
             f"ListenAddress {h.ip}:{h.port}",
-            f"HostKey {h.host_key}",
+            f"HostKey {h.path_inside(h.host_key)}",
             "PidFile none",
             f"PasswordAuthentication {'yes' if password else 'no'}",
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
             "AuthorizedKeysFile .ssh/authorized_keys",
             "StrictModes yes",
-            "UsePAM no",
+            f"UsePAM {'yes' if h.systemd else 'no'}",  # PAM's pam_systemd gives a login its user session
             "PermitRootLogin no",
             f"AllowUsers {self.user}",
             "PrintMotd no",
@@ -349,21 +497,26 @@ class Rig:
         for h in hosts:  # launch all, then wait: 32 hosts start in about the time of one
             if self._alive(h):
                 continue
+            if h.systemd:  # its own IPC namespace too: logind removes a user's IPC objects at logout
+                unshare, init = ["--ipc"], ["systemd", h.cgroup]
+                self._remove_cgroups(h)  # a crashed run's
+            else:
+                unshare, init = [], ["sshd", str(h.dir / "sshd_config")]
             with open(h.log, "ab") as log:
                 p = subprocess.Popen(
-                    ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
-                     HOST_PYTHON, INIT, h.name, str(h.dir), self.user_home, str(h.dir / "sshd_config")],
+                    ["unshare", "--mount", "--uts", *unshare, "--pid", "--fork", "--mount-proc", "--kill-child",
+                     "--", HOST_PYTHON, INIT, h.name, str(h.dir), self.user_home, *init],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True)  # a Ctrl-C in the terminal goes to us, and we tear down in order
             self._procs[h.name] = p
             h.pid, h.init_pid, h.pidns = p.pid, None, None
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + (SYSTEMD_START_TIMEOUT if any(h.systemd for h in hosts) else START_TIMEOUT)
         for h in hosts:
             p = self._procs.get(h.name)
             while not _banner(h.ip, h.port, timeout=0.5):
                 if (p and p.poll() is not None) or time.monotonic() > deadline:
                     self._save_state()
-                    tail = h.log.read_text(errors="replace")[-2000:]
+                    tail = h.log.read_text(errors="replace")[-2000:] + (self._journal(p) if h.systemd else "")
                     raise RuntimeError(f"host {h.name} ({h.ip}:{h.port}) did not start; log {h.log}:\n{tail}")
                 time.sleep(0.05)
             if h.init_pid is None:
@@ -401,12 +554,44 @@ class Rig:
             time.sleep(0.05)
         for h in hosts:  # a dead namespace's inode number gets reused: forget it
             h.pid = h.init_pid = h.pidns = None
+            if h.systemd:
+                self._remove_cgroups(h)
+
+    def _journal(self, p: subprocess.Popen) -> str:
+        """The end of a systemd host's journal, where its systemd logs (its /dev has no console)."""
+        with contextlib.suppress(RuntimeError, OSError, subprocess.SubprocessError):
+            out = subprocess.run(["nsenter", "-t", str(_child_of(p.pid, timeout=1)), "-m", "-p", "--", "journalctl",
+                                  "-b", "--no-pager", "-n", "40"], capture_output=True, text=True, timeout=10)
+            return f"\njournal:\n{out.stdout}{out.stderr}"
+        return ""
+
+    def _remove_cgroups(self, h: Host) -> None:
+        """Remove a dead systemd host's cgroup subtree (the dirs its systemd made), innermost first."""
+        for hierarchy in cgroup_hierarchies():
+            top = Path(hierarchy) / h.cgroup
+            if not top.exists():
+                continue
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                deadline = time.monotonic() + 5
+                while True:
+                    try:
+                        os.rmdir(dirpath)
+                        break
+                    except OSError as e:  # EBUSY: its last processes are still exiting
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"cannot remove cgroup {dirpath} of host {h.name}: {e}") from None
+                        time.sleep(0.05)
+            with contextlib.suppress(OSError):  # other rigs may still have hosts in it
+                os.rmdir(top.parent)
 
     def _alive(self, h: Host) -> bool:
         """Is this host's init running (and really ours, not a recycled pid)?"""
         if not h.init_pid or _state(h.init_pid) in (None, "Z"):
             return False
         try:
+            if h.systemd:  # hostinit.py has exec'd systemd: PID 1 of the namespace the host was started in
+                return (os.readlink(f"/proc/{h.init_pid}/ns/pid") == h.pidns
+                        and os.path.realpath(f"/proc/{h.init_pid}/exe") == os.path.realpath(SYSTEMD))
             cmdline = Path(f"/proc/{h.init_pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
@@ -414,8 +599,8 @@ class Rig:
 
     def _save_state(self) -> None:
         state = {"user": self.user, "first_ip": self.first_ip,
-                 "hosts": [{"name": h.name, "ip": h.ip, "port": h.port, "pid": h.pid,
-                            "init_pid": h.init_pid, "pidns": h.pidns} for h in self.hosts]}
+                 "hosts": [{"name": h.name, "ip": h.ip, "port": h.port, "pid": h.pid, "init_pid": h.init_pid,
+                            "pidns": h.pidns, "systemd": h.systemd, "sudo": h.sudo} for h in self.hosts]}
         _write(self.state_path, json.dumps(state, indent=1) + "\n", 0o644)
 
     def _register_cleanup(self) -> None:
