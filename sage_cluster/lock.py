@@ -1,4 +1,7 @@
-"""One mutating command at a time per cluster: an flock on ~/.sage/locks/<config>.lock naming its holder."""
+"""One mutating command at a time per cluster: an flock on ~/.sage/locks/<config>.lock naming its holder.
+
+The playbooks a command runs hold the lock too (runner.held_by_playbooks): a killed sage's playbook keeps it until
+its last task has ended, so the next command never overlaps it."""
 from __future__ import annotations
 
 import fcntl
@@ -11,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sage_cluster.runner import state_dir
+from sage_cluster import report
+from sage_cluster.runner import held_by_playbooks, state_dir
 
 DEFAULT_WAIT = 300.0
 
@@ -30,9 +34,23 @@ def lock_path(config_path: Path | None) -> Path:
 def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text() or "{}")
-        return f"pid {info['pid']} ({info['command']})"
+        pid, command = info["pid"], info["command"]
     except (OSError, ValueError, KeyError):
         return "another process"
+    if _alive(pid):
+        return f"pid {pid} ({command})"
+    # sage is gone; its playbook holds the lock until the tasks it had begun end (runner.held_by_playbooks).
+    return f"the playbook of a killed `{command}` (pid {pid}), still ending its tasks on the nodes,"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: alive
+    return True
 
 
 @contextmanager
@@ -44,17 +62,22 @@ def cluster_lock(config_path: Path | None, wait: float | None = None) -> Iterato
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + wait
+        told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not told:
+                    report.note(f"Waiting up to {wait:g}s for the cluster's lock: {_holder(path)} holds it.")
+                    told = True
                 if time.monotonic() >= deadline:
                     raise LockBusy(f"the cluster is busy: {_holder(path)} holds its lock ({path}); "
                                    f"waited {wait:g}s. Try again when it ends.") from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": " ".join(["sage", *sys.argv[1:]])}).encode(), 0)
-        yield
+        with held_by_playbooks(fd):
+            yield
     finally:
         os.close(fd)  # releases the flock

@@ -275,8 +275,9 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
     mine = controller_versions()
     rows: list[dict[str, Any]] = []
 
-    def row(host: str, check: str, ok: bool, detail: str, fix: str = "") -> None:
-        rows.append({"host": host, "check": check, "ok": ok, "detail": detail, "fix": "" if ok else fix})
+    def row(host: str, check: str, ok: bool, detail: str, fix: str = "", warn: bool = False) -> None:
+        rows.append({"host": host, "check": check, "ok": ok, "warn": warn, "detail": detail,
+                     "fix": fix if warn or not ok else ""})
 
     user = cfg["ssh"]["user"]
     install = cfg["deploy"]["install"]
@@ -305,6 +306,9 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
                 sage_env.UNWRITABLE_FIX.format(user=user))
         for key in ("temp_dir", "log_dir"):
             row(host, key, d[key]["ok"], d[key]["detail"], f"make it writable for {user}, or change the config")
+            if space := d.get(f"{key}_space"):
+                row(host, f"{key} space", space["ok"], space["detail"],
+                    f"free space there, or set {key} in the config to a disk with room", warn=space["warn"])
         if store := d.get("gcs_store"):
             row(host, "gcs store", store["ok"], store["detail"],
                 "make head.gcs_storage_dir writable for the SSH user" if cfg["head"]["fault_tolerance"] == "local"

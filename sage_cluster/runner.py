@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,17 @@ def failure_reason(res: dict[str, Any]) -> str:
     return lines[0][:300] if lines else "failed (no message)"
 
 
+# ssh's words for a host that said nothing: no TCP answer, no banner, a keepalive unanswered, or the persisted
+# master that gave up on it (its session's client then only sees the master go).
+NO_ANSWER = ("Connection timed out", "not responding", "read from master failed", "mux_client_read_packet")
+
+
+def no_answer(res: dict[str, Any]) -> bool:
+    """Whether an unreachable host's failure is its silence, which ssh words in ways a person cannot act on."""
+    text = _text(res)
+    return any(words in text for words in NO_ANSWER)
+
+
 def _host_key_changed(text: str) -> str:
     fingerprint = re.search(r"(SHA256:\S+)", text)
     offending = re.search(r"Offending \S+ key in (\S+?):(\d+)", text)
@@ -128,8 +141,10 @@ class EventHandler:
     Fed one event dict at a time (ansible-runner's event_handler), so a unit test can feed it recorded events.
     """
 
-    def __init__(self, on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None,
+                 connect_timeout: Callable[[str], int] | None = None) -> None:
         self.on_event = on_event
+        self.connect_timeout = connect_timeout  # a host's ssh.connect_timeout, for the words of a silent host
         self.hosts: dict[str, HostResult] = {}
 
     def __call__(self, event: dict[str, Any]) -> bool:
@@ -154,6 +169,8 @@ class EventHandler:
             result.data.update(res.get("sage") or {})
         elif state == "unreachable":
             result.unreachable = True
+            if not result.error and self.connect_timeout and no_answer(res):
+                result.error = f"{host} did not answer within {self.connect_timeout(host)} s (ssh)"
             result.note_failure(res)
         if self.on_event and not (state == "ok" and data.get("task_action") in QUIET_ACTIONS):
             self.on_event(host, "changed" if state == "ok" and res.get("changed") else state,
@@ -175,26 +192,61 @@ def _rotate(runs: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _close_without_delay() -> None:
-    """ansible-runner closes ansible-playbook's pty once the process has ended; ptyprocess then sleeps 0.1 s
-    ("to give the kernel time") before checking that it has: a tenth of a second of every command, spent after
-    the work is done. A pty pexpect opens in this process closes at once; a child still alive is still ended.
+# Descriptors every playbook inherits: the cluster lock's (lock.py, held_by_playbooks).
+_INHERITED: set[int] = set()
+
+
+@contextmanager
+def held_by_playbooks(fd: int) -> Iterator[None]:
+    """The playbooks run inside this block inherit fd (open, not close-on-exec), and so do the workers Ansible forks
+    from them: an flock on it is released only when sage and every one of them has closed it."""
+    _INHERITED.add(fd)
+    try:
+        yield
+    finally:
+        _INHERITED.discard(fd)
+
+
+def _patch_playbook_spawn() -> None:
+    """How ansible-runner starts ansible-playbook under a pty (pexpect), changed in three ways:
+
+    - The cluster lock outlives a killed sage until its playbook is done (issue 32: a SIGKILLed `sage cluster
+      start` left its playbook running, and the next command, which took the freed lock, overlapped it). Ending
+      the playbook with sage instead would not end its work: a module already running on a node (a `ray start`)
+      goes on after its ssh is gone, and Ansible's workers leave ansible-playbook's session (setsid), beyond a
+      process group kill. So the playbook inherits the lock's descriptor (_INHERITED): the next command waits
+      until the last worker, which waits for its node's module, has ended.
+    - SIGHUP ends ansible-playbook again (ansible-runner has it ignored): sage's death closes the pty, the kernel
+      sends SIGHUP, and the orphan starts no new task; the tasks in flight end on their own, under the lock.
+    - ansible-runner closes the pty once the process has ended; ptyprocess then sleeps 0.1 s ("to give the kernel
+      time") before checking that it has: a tenth of a second of every command, spent after the work is done. A
+      pty pexpect opens in this process closes at once; a child still alive is still ended.
 
     The runner's one private API (pexpect.spawn._spawnpty): ansible-runner runs playbooks only through pexpect
-    (RunnerConfig sets runner_mode itself) and has no setting for the delay. tests/unit/test_runner.py fails
+    (RunnerConfig sets runner_mode itself) and has no setting for any of this. tests/unit/test_runner.py fails
     when pexpect, ptyprocess or ansible-runner change under it."""
     import pexpect
 
     original = pexpect.spawn._spawnpty
-    if original.__name__ == "spawnpty_without_delay":  # patched already
+    if original.__name__ == "spawn_playbook":  # patched already
         return
 
-    def spawnpty_without_delay(self: Any, args: list[str], **kwargs: Any) -> Any:
-        pty = original(self, args, **kwargs)
+    def spawn_playbook(self: Any, args: list[str], preexec_fn: Callable[[], None] | None = None,
+                       **kwargs: Any) -> Any:
+        fds = tuple(_INHERITED)
+
+        def in_the_child() -> None:
+            if preexec_fn is not None:
+                preexec_fn()  # pexpect's: ignores SIGHUP
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            for fd in fds:
+                os.set_inheritable(fd, True)
+
+        pty = original(self, args, preexec_fn=in_the_child, pass_fds=fds, **kwargs)
         pty.delayafterclose = 0
         return pty
 
-    pexpect.spawn._spawnpty = spawnpty_without_delay
+    pexpect.spawn._spawnpty = spawn_playbook
 
 
 def roles_check_their_variables(root: Path) -> bool:
@@ -216,7 +268,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
     suppress_env_files)."""
     import ansible_runner  # slow to import: only commands that run a playbook pay for it
 
-    _close_without_delay()
+    _patch_playbook_spawn()
     root = ansible_root()
     security.prepare_controller(cfg)
     runs = state_dir() / "runs"
@@ -229,7 +281,7 @@ def run_playbook(cfg: Config, playbook: str, extravars: dict[str, Any], *, limit
     inv_path.write_text(inventory.render(cfg), encoding="utf-8")
     os.chmod(inv_path, 0o600)
 
-    events = EventHandler(on_event)
+    events = EventHandler(on_event, connect_timeout=lambda host: cfg.node(host)["ssh"]["connect_timeout"])
 
     def on_status(status: dict[str, Any], runner_config: Any = None) -> None:
         # ansible-runner writes the whole environment to artifacts/<id>/command; it has no place there.

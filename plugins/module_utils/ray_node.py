@@ -122,6 +122,52 @@ def log_file(log_dir, node_type):
     return os.path.join(log_dir, f"{node_type}.log")
 
 
+# The free space a node's temp and log dirs need. A `ray start` writes its session there (logs, sockets, the
+# dashboard's files: tens of MiB); on a full disk it does not say so, its GCS "timed out during startup". Above
+# 95 % used Ray's own floor (local_fs_capacity_threshold) stops it spilling objects to disk.
+SPACE_FAIL_BYTES = 256 * 2**20
+SPACE_WARN_BYTES = 2**30
+SPACE_WARN_USED = 0.95
+SPACE_LIMITS = "fail below 256 MiB, warn below 1 GiB or above 95 % used"
+
+
+def nearest_existing(path):
+    """path, or its nearest parent that exists (where a dir to be made would go)."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _size(n):
+    unit = "B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+
+
+def free_space(path, statvfs=os.statvfs):
+    """{ok, warn, detail}: the free space of the file system path is (or will be) on, against the limits above."""
+    st = statvfs(nearest_existing(path))
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    used = 1 - st.f_bfree / st.f_blocks if st.f_blocks else 0.0
+    ok = free >= SPACE_FAIL_BYTES
+    warn = ok and (free < SPACE_WARN_BYTES or used > SPACE_WARN_USED)
+    return {"ok": ok, "warn": warn,
+            "detail": f"{path}: {_size(free)} free of {_size(total)}, {used:.0%} used ({SPACE_LIMITS})"}
+
+
+def no_space(node_type, params, statvfs=os.statvfs):
+    """Why a node's start may have failed for want of space (its temp or log dir below the fail limit), or None."""
+    for key in ("temp_dir", "log_dir"):
+        space = free_space(params[key], statvfs)
+        if not space["ok"]:
+            return (f"no space left: {space['detail']}; free some there, or set {node_type}.{key} in the config "
+                    "to a disk with room")
+    return None
+
+
 def node_report(params, state, record=None, **extra):
     """The `sage` result dict (RETURN of plugins/modules/sage_ray_node.py), for the module and the status probe alike.
 

@@ -323,7 +323,8 @@ sage:
     doctor:
       description:
         - Read-only checks. C(time), the node's clock (epoch seconds); C(python_path), C(ray_command), C(temp_dir),
-          C(log_dir) each as C({ok, detail}); C(versions) as C({python, ray}) or C({error}); on the head, C(ports),
+          C(log_dir) each as C({ok, detail}); C(temp_dir_space), C(log_dir_space) as C({ok, warn, detail}) (free
+          space against the limits of module_utils/ray_node.py); C(versions) as C({python, ray}) or C({error}); on the head, C(ports),
           each head port as C({ok, detail}) (free, or held by this cluster's Ray).
       type: dict
       returned: O(query=doctor)
@@ -378,9 +379,9 @@ from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUT
 from ansible_collections.sage.cluster.plugins.module_utils.node import (
     HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, cluster_summary, fault_tolerance_env, head_without_gcs, log_file,
-    node_report, node_state, ray_drift, ray_processes, redis_args, redis_ping, resource_args, rocksdb_path,
-    start_argv, state_api_argv, state_api_input, state_api_nodes, terminate)
+    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, cluster_summary, fault_tolerance_env, free_space, head_without_gcs,
+    log_file, nearest_existing, no_space, node_report, node_state, ray_drift, ray_processes, redis_args, redis_ping,
+    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 
@@ -555,6 +556,7 @@ class Node:
             checks["env_writable"] = {"ok": why is None, "detail": why or f"{env_prefix(p['python_path'])} is writable"}
         for key in ("temp_dir", "log_dir"):
             checks[key] = self.writable(p[key])
+            checks[f"{key}_space"] = free_space(p[key])
         if p["node_type"] == "head":
             checks["ports"] = {str(port): self.port_state(port, state)
                                for port in (p["head_port"], p["dashboard_port"])}
@@ -569,9 +571,7 @@ class Node:
     @staticmethod
     def writable(path):
         """Whether this user can write path, or make it in its nearest existing parent."""
-        probe = path
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe)
+        probe = nearest_existing(path)
         ok = os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
         return {"ok": ok, "detail": path if probe == path else f"{path} (to be created in {probe})"}
 
@@ -619,6 +619,8 @@ class Node:
         if rc != 0:
             terminate()  # leave no half-started Ray (a dashboard without a raylet) behind
             reason = telling_line(output.splitlines())
+            if space := no_space(self.p["node_type"], self.p):
+                reason = f"{space} (Ray said: {reason})"
             self.fail(f"ray start failed ({cut or f'exit {rc}'}): {reason} (log: {self.log_file})")
         if self.p["node_type"] == "head":
             self.mark_started(True)

@@ -6,6 +6,7 @@ come through render(), so there is one renderer.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,17 @@ def ssh_options(ssh: dict[str, Any]) -> list[str]:
             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes"]
 
 
-def ssh_common_args(cfg: Config) -> str:
-    return shlex.join(ssh_options(cfg["ssh"]))
+def keepalive_options(connect_timeout: int) -> list[str]:
+    """ssh's keepalive from ssh.connect_timeout. Ansible's ssh masters persist (ControlPersist, ansible.cfg): a new
+    session through a master whose host hangs waits for the master's keepalive, not for ConnectTimeout, so the
+    keepalive gives up after about connect_timeout too (3 unanswered, one every third of it). Not in ansible.cfg:
+    ssh takes an option's first value, and ansible.cfg's ssh_args come before these."""
+    return ["-o", f"ServerAliveInterval={max(1, math.ceil(connect_timeout / 3))}", "-o", "ServerAliveCountMax=3"]
+
+
+def ssh_common_args(ssh: dict[str, Any]) -> str:
+    """An ssh section's options for Ansible's connection: the host key policy and the keepalive."""
+    return shlex.join([*ssh_options(ssh), *keepalive_options(ssh["connect_timeout"])])
 
 
 def python_interpreter(cfg: Config) -> str:
@@ -122,8 +132,8 @@ def node_vars(cfg: Config, host: str) -> dict[str, Any]:
     ssh = own.get("ssh", {})
     if "key_path" in ssh:
         out["ansible_ssh_private_key_file"] = str(Path(ssh["key_path"]).expanduser())
-    if {"strict_host_key_checking", "known_hosts"} & set(ssh):
-        out["ansible_ssh_common_args"] = shlex.join(ssh_options(node["ssh"]))
+    if {"strict_host_key_checking", "known_hosts", "connect_timeout"} & set(ssh):
+        out["ansible_ssh_common_args"] = ssh_common_args(node["ssh"])
     if "python_path" in own.get("remote", {}):
         out["ansible_python_interpreter"] = _interpreter(node["remote"]["python_path"])
     return out
@@ -137,7 +147,7 @@ def render(cfg: Config) -> str:
     return env.get_template("inventory.yml.j2").render(
         source=cfg.path or "the built-in single-machine default",
         ssh=ssh,
-        ssh_common_args=ssh_common_args(cfg),
+        ssh_common_args=ssh_common_args(cfg["ssh"]),
         python_interpreter=python_interpreter(cfg),
         role_vars=role_vars(cfg),
         head_vars=node_type_vars(cfg["head"]),

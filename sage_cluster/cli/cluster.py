@@ -136,8 +136,8 @@ def dashboard(invocation: Invocation, port: int | None) -> None:
 @common_options(json=True)
 def doctor(invocation: Invocation) -> None:
     """Check every node: SSH, python_path, ray_command, the same Python and Ray versions everywhere (this
-    machine too), temp and log dirs writable, head ports free or held by this cluster's Ray, clock skew.
-    Exit 1 if any check fails.
+    machine too), temp and log dirs writable and their free space, head ports free or held by this cluster's Ray,
+    clock skew. Exit 1 if any check fails.
 
     \b
     Example:
@@ -149,8 +149,8 @@ def doctor(invocation: Invocation) -> None:
     if invocation.json:
         report.emit_json({"ok": not failed, "controller": operations.controller_versions(), "checks": rows})
     else:
-        click.echo(report.table([[r["host"], r["check"], "ok" if r["ok"] else "FAIL", r["detail"], r["fix"]]
-                                 for r in rows], ["HOST", "CHECK", "RESULT", "DETAIL", "FIX"]))
+        click.echo(report.table([[r["host"], r["check"], "FAIL" if not r["ok"] else "WARN" if r["warn"] else "ok",
+                                  r["detail"], r["fix"]] for r in rows], ["HOST", "CHECK", "RESULT", "DETAIL", "FIX"]))
         click.echo(f"{len(failed)} check(s) failed." if failed else "All checks passed.")
     sys.exit(exit_code(result) if result.interrupted else (EXIT_FAILED if failed else 0))
 

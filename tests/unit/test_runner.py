@@ -4,6 +4,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from sage_cluster import runner
 from sage_cluster.runner import EventHandler, failure_reason
 from tests.unit.helpers import PY_SAGE, run
@@ -78,8 +80,8 @@ def test_ansible_playbooks_pty_closes_without_ptyprocess_sleep_and_a_live_child_
     assert list(inspect.signature(pexpect.spawn._spawnpty).parameters)[:2] == ["self", "args"]
     assert 'self.runner_mode = "pexpect"' in inspect.getsource(RunnerConfig.__init__)
 
-    runner._close_without_delay()
-    runner._close_without_delay()  # once per run: wrapping again would stack wrappers
+    runner._patch_playbook_spawn()
+    runner._patch_playbook_spawn()  # once per run: wrapping again would stack wrappers
     done = pexpect.spawn("true")
     done.expect(pexpect.EOF)
     assert done.ptyproc.delayafterclose == 0
@@ -126,3 +128,32 @@ def test_a_bad_value_in_playbooks_host_vars_is_refused_by_the_roles_in_sages_run
     assert proc.returncode == 1, proc.stderr
     error = json.loads(proc.stdout)["hosts"]["localhost"]["error"]
     assert error.startswith("ray_node refused its variables: argument 'ray_node_head_port' is of type str"), error
+
+
+def test_a_playbook_holds_the_cluster_lock_until_it_ends_and_dies_of_sighup(tmp_path: Path) -> None:
+    """Issue 32, finding 3: the lock's flock lives in the spawned process once sage has let go of it; a hangup (the
+    pty of a killed sage closing) ends that process, which ansible-runner would have ignore it."""
+    import fcntl
+    import os
+    import signal
+
+    import pexpect
+
+    runner._patch_playbook_spawn()
+    path = tmp_path / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with runner.held_by_playbooks(fd):
+        child = pexpect.spawn("sleep", ["30"], ignore_sighup=True)
+    os.close(fd)  # sage is gone
+    other = os.open(path, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        child.kill(signal.SIGHUP)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.signalstatus == signal.SIGHUP
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the child has ended
+    finally:
+        os.close(other)
