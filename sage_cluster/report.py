@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ansible_collections.sage.cluster.plugins.module_utils.ray_node import lost_head_fate
+
 from sage_cluster.runner import RunResult
 
 _COLOURS = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
@@ -68,7 +70,7 @@ def node_rows(result: RunResult) -> list[list[str]]:
 def fault_tolerance_text(store: dict[str, Any]) -> str:
     """The head's fault tolerance in words: where the GCS keeps its tables."""
     return (f"Fault tolerance: {store['mode']}, the GCS's tables in {store['store']} (namespace {store['namespace']}): "
-            "a lost head is healed by `sage cluster start`, the workers wait for it")
+            + lost_head_fate(store["mode"]))
 
 
 def deployed_text(deploy: dict[str, Any] | None) -> str:

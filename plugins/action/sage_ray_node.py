@@ -93,7 +93,7 @@ class ActionModule(ProbedAction):
         if report is None:
             return None
         answer = {"changed": False, "sage": report}
-        if why := logic.head_without_gcs(params["node_type"], report):
+        if why := logic.head_without_gcs(params["node_type"], report, params.get("fault_tolerance")):
             answer.update(failed=True, msg=why)
         return answer
 

@@ -271,14 +271,23 @@ def ray_drift(wanted, installed):
             "head's): Ray refuses to mix releases. Fix: `sage cluster provision` gives it " + wanted)
 
 
-def head_without_gcs(node_type, state):
-    """Why a head whose raylet runs is down all the same (its gcs_server is gone: killed, crashed, OOM), or None.
+def lost_head_fate(mode):
+    """What a lost head means for the cluster under fault tolerance `mode`: the one sentence the head's status row
+    and the status footer both say, so they cannot disagree."""
+    if (mode or "none") == "none":
+        return "the cluster is down and its workers give up on it"
+    return "a lost head is healed by `sage cluster start`, the workers wait for it"
+
+
+def head_without_gcs(node_type, state, mode=None):
+    """Why a head whose raylet runs is down all the same (its gcs_server is gone: killed, crashed, OOM), or None;
+    mode: the head's fault_tolerance.
 
     Said from the process table at once: asked over the network instead, a GCS that is gone costs Ray's client
     timeouts before anything answers."""
     if node_type == "head" and state["running"] and state["gcs_port"] is None:
-        return ("Ray's GCS (gcs_server) is not running on this head, though its raylet is: the cluster is down and "
-                "its workers give up on it. Fix: `sage cluster start` starts the head again")
+        return (f"Ray's GCS (gcs_server) is not running on this head, though its raylet is: {lost_head_fate(mode)}. "
+                "Fix: `sage cluster start` starts the head again")
     return None
 
 

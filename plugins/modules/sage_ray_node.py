@@ -732,7 +732,7 @@ def main():
                 node.mark_started(False)  # a clean restart, not a heal
         started, state = node.start(state)
         changed = changed or started or token_changed
-    if query == "status" and (why := head_without_gcs(p["node_type"], state)):
+    if query == "status" and (why := head_without_gcs(p["node_type"], state, p.get("fault_tolerance"))):
         node.fail(why)
     extra = {}
     if query == "logs":

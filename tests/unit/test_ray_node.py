@@ -446,3 +446,15 @@ def test_redis_ping_logs_in_then_pings() -> None:
     assert logic.redis_ping("r1:6379", "bad", connect=wrong) == (
         "AUTH answered -WRONGPASS invalid username-password pair")
     assert logic.redis_ping("127.0.0.1:1", None).startswith("cannot reach it")
+
+
+def test_a_lost_head_is_told_alike_on_its_row_and_in_the_footer() -> None:
+    """Issue 32, finding 5: with fault tolerance the row said the workers give up, the footer that they wait."""
+    from sage_cluster.report import fault_tolerance_text
+
+    for mode in ("local", "redis"):
+        row = logic.head_without_gcs("head", logic.node_state({101: RAYLET}), mode)
+        footer = fault_tolerance_text({"mode": mode, "store": "/x", "namespace": "n"})
+        assert logic.lost_head_fate(mode) in row and logic.lost_head_fate(mode) in footer
+        assert "give up" not in row and "wait for it" in row
+    assert "give up" in logic.head_without_gcs("head", logic.node_state({101: RAYLET}), "none")
