@@ -304,6 +304,11 @@ sage:
       description: The GCS port of the gcs_server on this node (a running head), or null.
       type: int
       returned: always
+    raylet_state:
+      description: The raylet's process state in /proc (T or t is stopped, not working), as the status probe reads
+        it; null when the module answers or no raylet runs.
+      type: str
+      returned: always
     pids:
       description: This user's Ray processes on the node.
       type: list
@@ -380,9 +385,9 @@ from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUT
 from ansible_collections.sage.cluster.plugins.module_utils.node import (
     HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, cluster_summary, fault_tolerance_env, head_without_gcs, log_file,
-    node_report, node_state, ray_drift, ray_processes, redis_args, redis_ping, resource_args, rocksdb_path,
-    start_argv, state_api_argv, state_api_input, state_api_nodes, terminate)
+    ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host, cluster_summary,
+    fault_tolerance_env, head_without_gcs, log_file, node_report, node_state, ray_drift, ray_processes, redis_args,
+    redis_ping, resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 
@@ -701,12 +706,18 @@ class Node:
             self.fail("Ray is not running on the head: start it first (sage head start)")
         want = set(self.p["wait_for"])
         deadline = time.monotonic() + self.p["timeout"]
+        grace = None  # when every host has its node: how long Ray may still list an old one
         while True:
             nodes, err = self.cluster_nodes(state)
             alive = {n["node_ip"] for n in nodes or [] if n["alive"]}
             missing = sorted(want - alive)
             if not missing and nodes is not None:
-                return cluster_summary(nodes)
+                grace = grace or min(deadline, time.monotonic() + OLD_NODE_GRACE)
+                old = alive_per_host(nodes, want)
+                if not old or time.monotonic() > grace:
+                    if old:
+                        self.note = "; ".join(f"{ip}: {alive_count_note(c)}" for ip, c in sorted(old.items()))
+                    return cluster_summary(nodes)
             if time.monotonic() > deadline:
                 self.fail(f"not alive in Ray after {self.p['timeout']} s: {', '.join(missing) or err}",
                           cluster=cluster_summary(nodes or []))
