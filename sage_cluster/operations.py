@@ -14,7 +14,7 @@ from typing import Any
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint
 
-from ansible_collections.sage.cluster.plugins.module_utils import sage_env
+from ansible_collections.sage.cluster.plugins.module_utils import ray_node, sage_env
 from sage_cluster import config_edit, report, source
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
@@ -197,11 +197,23 @@ def status(invocation: Invocation, scope: str) -> tuple[Config, RunResult, dict[
     result = empty_worker_result(cfg, scope) or run(cfg, invocation, "status.yml", "status", limit=GROUPS[scope])
     view = report.cluster_view(result) or {}
     add_ray_resources(result, view)
+    note_alive_per_host(result, view)
     alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
     if view.get("nodes") is not None:
         healthy = healthy and all(h.data.get("node_ip") in alive_ips for h in result.hosts.values())
     return cfg, result, {"healthy": healthy, "cluster": view}
+
+
+def note_alive_per_host(result: RunResult, view: dict[str, Any]) -> None:
+    """Give each host whose Ray runs but that Ray's table lists other than once alive its count and why (issue 32:
+    a node Ray dropped, an old node not dropped yet), so that its own row says it."""
+    if view.get("nodes") is None:
+        return
+    running = {h.data.get("node_ip"): h for h in result.hosts.values()
+               if h.data.get("running") and not (h.failed or h.unreachable)}
+    for ip, count in ray_node.alive_per_host(view["nodes"], running).items():
+        running[ip].data.update(ray_alive=count, ray_note=ray_node.alive_count_note(count))
 
 
 # A node's declared resources (ray start options) -> the names Ray reports them under.

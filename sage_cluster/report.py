@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ansible_collections.sage.cluster.plugins.module_utils.ray_node import lost_head_fate
+
 from sage_cluster.runner import RunResult
 
 _COLOURS = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
@@ -58,17 +60,25 @@ def node_rows(result: RunResult) -> list[list[str]]:
         d = h.data
         if h.unreachable or h.failed:
             ray = h.state
+        elif d.get("ray_alive") == 0:
+            ray = "dropped by Ray"  # its raylet runs, but Ray no longer counts it (operations.note_alive_per_host)
         else:
             ray = "running" if d.get("running") else "stopped"
         rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", node_resources(d),
-                     deployed_text(d.get("deploy")), h.error])
+                     deployed_text(d.get("deploy")), h.error or d.get("ray_note", "")])
     return rows
+
+
+def old_nodes_text(result: RunResult) -> str:
+    """Why Ray counts more alive nodes than hosts: " (an old node not dropped yet: h1, h2)", else ""."""
+    hosts = sorted(n for n, h in result.hosts.items() if h.data.get("ray_alive", 1) > 1)
+    return f" (Ray still lists an old node of {', '.join(hosts)}: see its row)" if hosts else ""
 
 
 def fault_tolerance_text(store: dict[str, Any]) -> str:
     """The head's fault tolerance in words: where the GCS keeps its tables."""
     return (f"Fault tolerance: {store['mode']}, the GCS's tables in {store['store']} (namespace {store['namespace']}): "
-            "a lost head is healed by `sage cluster start`, the workers wait for it")
+            + lost_head_fate(store["mode"]))
 
 
 def deployed_text(deploy: dict[str, Any] | None) -> str:

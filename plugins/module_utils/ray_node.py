@@ -193,8 +193,10 @@ def node_report(params, state, record=None, **extra):
 # by default): this user's processes as /proc has them (the module reads the same files, and ray_of() is the one
 # rule for both) and the deploy record, in one fixed POSIX sh command. A head whose GCS runs (node_state, from that
 # table) is then asked for Ray's node table (state_api_command). Only paths are put in, quoted; the dashboard's
-# URL and the token come on stdin. A process is one line: its pid, a space, its arguments separated by \x1f (US).
-PROCESS_TABLE = ("for d in /proc/[0-9]*; do [ -O \"$d\" ] && { printf '%s ' \"${d#/proc/}\"; "
+# URL and the token come on stdin. A process is one line: its pid, its state (the letter after the command name
+# in /proc/PID/stat, read by shell builtins: no process more per process), its arguments separated by \x1f (US).
+PROCESS_TABLE = ("for d in /proc/[0-9]*; do [ -O \"$d\" ] && { read -r st < \"$d/stat\"; s=${st##*) }; "
+                 "printf '%s %s ' \"${d#/proc/}\" \"${s%% *}\"; "
                  "tr '\\000\\n' '\\037 ' < \"$d/cmdline\"; echo; }; done 2>/dev/null; ")
 PROBE_SEPARATOR = "--- sage deploy record"
 ENV_SEPARATOR = "--- sage detected env"
@@ -269,17 +271,19 @@ def _json_dict(text):
 
 def parse_probe(stdout):
     """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the cached finding of
-    detected paths ({} when none, or its Python is gone))."""
+    detected paths ({} when none, or its Python is gone), the processes' states {pid: letter})."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
     # Run without stdin (a worker's), the command gets a tty from Ansible's ssh (-tt): lines end in \r\n then.
     procs_text, _, rest = ("\n" + stdout.replace("\r\n", "\n")).partition(f"\n{PROBE_SEPARATOR}\n")
     record_text, _, env_text = rest.partition(f"\n{ENV_SEPARATOR}\n")
-    table = {}
+    table, states = {}, {}
     for line in procs_text.splitlines():
-        pid, _, cmdline = line.partition(" ")
+        pid, _, rest = line.partition(" ")
+        letter, _, cmdline = rest.partition(" ")
         if pid.isdigit():
             table[int(pid)] = cmdline.rstrip("\x1f").split("\x1f")
-    return ray_of(table), _json_dict(record_text), _json_dict(env_text)
+            states[int(pid)] = letter
+    return ray_of(table), _json_dict(record_text), _json_dict(env_text), states
 
 
 def options_of(procs, name):
@@ -290,8 +294,9 @@ def options_of(procs, name):
     return None
 
 
-def node_state(procs):
-    """What runs here, from the process table: the raylet (this node's Ray) and, on a head, the gcs_server."""
+def node_state(procs, states=None):
+    """What runs here, from the process table: the raylet (this node's Ray) and, on a head, the gcs_server;
+    states: the processes' /proc states {pid: letter}, when read (the status probe), for stopped_raylet."""
     raylet = options_of(procs, "raylet")
     gcs = options_of(procs, "gcs_server")
     port = (gcs or {}).get("gcs_server_port", "")
@@ -301,7 +306,24 @@ def node_state(procs):
         "gcs_address": raylet.get("gcs-address") if raylet else None,
         "gcs_port": int(port) if port.isdigit() else None,
         "pids": sorted(procs),
+        "raylet_state": (states or {}).get(next((pid for pid, argv in procs.items()
+                                                  if os.path.basename(argv[0]) == "raylet"), None)),
     }
+
+
+# /proc's states of a process that runs no code until someone resumes it: stopped (SIGSTOP, SIGTSTP) and stopped
+# by a tracer (a debugger).
+STOPPED_STATES = ("T", "t")
+
+
+def stopped_raylet(state):
+    """Why a node whose raylet is there is not working all the same (the kernel does not run it), or None.
+
+    Ray's own health check takes about a minute to drop such a node, and counts it alive until then."""
+    if state["running"] and state.get("raylet_state") in STOPPED_STATES:
+        return ("this node's raylet is stopped (/proc state T: SIGSTOP or a debugger): it runs no "
+                "task and Ray drops the node within about a minute. Fix: `kill -CONT` it, or `sage cluster restart`")
+    return None
 
 
 # Ray's own switch (check_version_info): "minor" lets nodes and drivers whose Python differs at the patch level meet.
@@ -317,14 +339,23 @@ def ray_drift(wanted, installed):
             "head's): Ray refuses to mix releases. Fix: `sage cluster provision` gives it " + wanted)
 
 
-def head_without_gcs(node_type, state):
-    """Why a head whose raylet runs is down all the same (its gcs_server is gone: killed, crashed, OOM), or None.
+def lost_head_fate(mode):
+    """What a lost head means for the cluster under fault tolerance `mode`: the one sentence the head's status row
+    and the status footer both say, so they cannot disagree."""
+    if (mode or "none") == "none":
+        return "the cluster is down and its workers give up on it"
+    return "a lost head is healed by `sage cluster start`, the workers wait for it"
+
+
+def head_without_gcs(node_type, state, mode=None):
+    """Why a head whose raylet runs is down all the same (its gcs_server is gone: killed, crashed, OOM), or None;
+    mode: the head's fault_tolerance.
 
     Said from the process table at once: asked over the network instead, a GCS that is gone costs Ray's client
     timeouts before anything answers."""
     if node_type == "head" and state["running"] and state["gcs_port"] is None:
-        return ("Ray's GCS (gcs_server) is not running on this head, though its raylet is: the cluster is down and "
-                "its workers give up on it. Fix: `sage cluster start` starts the head again")
+        return (f"Ray's GCS (gcs_server) is not running on this head, though its raylet is: {lost_head_fate(mode)}. "
+                "Fix: `sage cluster start` starts the head again")
     return None
 
 
@@ -471,3 +502,27 @@ def cluster_summary(nodes):
         for k, v in n["resources"].items():
             totals[k] = totals.get(k, 0) + v
     return {"alive": len(alive), "nodes": nodes, "resources": totals}
+
+
+# How long a start waits, once every host has a new node, for Ray to drop the old node of a restarted raylet: Ray
+# counts it alive until its health check fails (4-8 s seen, about 15 s at Ray's default period and threshold).
+OLD_NODE_GRACE = 20
+
+
+def alive_per_host(nodes, ips):
+    """Ray's alive nodes at each of the hosts' node IPs that has not exactly one: {ip: count}. Each host runs one
+    raylet, so none (Ray dropped it) or more than one (the old one not dropped yet) is said per host."""
+    counts = {ip: 0 for ip in ips}
+    for n in nodes:
+        if n["alive"] and n["node_ip"] in counts:
+            counts[n["node_ip"]] += 1
+    return {ip: c for ip, c in counts.items() if c != 1}
+
+
+def alive_count_note(count):
+    """A host's row when Ray lists other than one alive node for it (alive_per_host)."""
+    if count == 0:
+        return ("Ray lists no alive node for this host: Ray dropped it (its raylet did not answer Ray's health "
+                "checks). Fix: `sage cluster start` restarts it")
+    return (f"Ray still lists {count} alive nodes for this host: the old raylet's until Ray's health check drops it "
+            "(seconds), and the new one")

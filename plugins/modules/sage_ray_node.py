@@ -302,6 +302,11 @@ sage:
       description: The GCS port of the gcs_server on this node (a running head), or null.
       type: int
       returned: always
+    raylet_state:
+      description: The raylet's process state in /proc (T or t is stopped, not working), as the status probe reads
+        it; null when the module answers or no raylet runs.
+      type: str
+      returned: always
     pids:
       description: This user's Ray processes on the node.
       type: list
@@ -324,8 +329,8 @@ sage:
       description:
         - Read-only checks. C(time), the node's clock (epoch seconds); C(python_path), C(ray_command), C(temp_dir),
           C(log_dir) each as C({ok, detail}); C(temp_dir_space), C(log_dir_space) as C({ok, warn, detail}) (free
-          space against the limits of module_utils/ray_node.py); C(versions) as C({python, ray}) or C({error}); on the head, C(ports),
-          each head port as C({ok, detail}) (free, or held by this cluster's Ray).
+          space against the limits of module_utils/ray_node.py); C(versions) as C({python, ray}) or C({error}); on
+          the head, C(ports), each head port as C({ok, detail}) (free, or held by this cluster's Ray).
       type: dict
       returned: O(query=doctor)
     python_path:
@@ -379,9 +384,10 @@ from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUT
 from ansible_collections.sage.cluster.plugins.module_utils.node import (
     HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, PYTHON_MATCH_ENV, cluster_summary, fault_tolerance_env, free_space, head_without_gcs,
-    log_file, nearest_existing, no_space, node_report, node_state, ray_drift, ray_processes, redis_args, redis_ping,
-    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, terminate)
+    ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host, cluster_summary,
+    fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing, no_space, node_report, node_state,
+    ray_drift, ray_processes, redis_args, redis_ping, resource_args, rocksdb_path, start_argv, state_api_argv,
+    state_api_input, state_api_nodes, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 
@@ -701,12 +707,18 @@ class Node:
             self.fail("Ray is not running on the head: start it first (sage head start)")
         want = set(self.p["wait_for"])
         deadline = time.monotonic() + self.p["timeout"]
+        grace = None  # when every host has its node: how long Ray may still list an old one
         while True:
             nodes, err = self.cluster_nodes(state)
             alive = {n["node_ip"] for n in nodes or [] if n["alive"]}
             missing = sorted(want - alive)
             if not missing and nodes is not None:
-                return cluster_summary(nodes)
+                grace = grace or min(deadline, time.monotonic() + OLD_NODE_GRACE)
+                old = alive_per_host(nodes, want)
+                if not old or time.monotonic() > grace:
+                    if old:
+                        self.note = "; ".join(f"{ip}: {alive_count_note(c)}" for ip, c in sorted(old.items()))
+                    return cluster_summary(nodes)
             if time.monotonic() > deadline:
                 self.fail(f"not alive in Ray after {self.p['timeout']} s: {', '.join(missing) or err}",
                           cluster=cluster_summary(nodes or []))
@@ -732,7 +744,7 @@ def main():
                 node.mark_started(False)  # a clean restart, not a heal
         started, state = node.start(state)
         changed = changed or started or token_changed
-    if query == "status" and (why := head_without_gcs(p["node_type"], state)):
+    if query == "status" and (why := head_without_gcs(p["node_type"], state, p.get("fault_tolerance"))):
         node.fail(why)
     extra = {}
     if query == "logs":

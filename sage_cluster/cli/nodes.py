@@ -108,7 +108,7 @@ def status(invocation: Invocation) -> None:
         if view.get("error"):
             click.echo(f"Ray (from the head): {view['error']}")
         elif "alive" in view:
-            click.echo(f"Ray (from the head): {view['alive']} alive node(s); "
+            click.echo(f"Ray (from the head): {view['alive']} alive node(s){report.old_nodes_text(result)}; "
                        f"{report.format_resources(view.get('resources', {}))}")
         for h in result.hosts.values():
             if h.data.get("dashboard_url") and h.data.get("running"):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,8 @@ def test_return_documents_the_sage_dict_the_playbooks_and_runner_read() -> None:
     assert report["deploy"] == {"revision": "abc", "install_ok": True, "stale": False}
     assert report["declared"] == {"num_cpus": 2} and report["log"] == ["x"] and report["running"]
     worker = logic.node_report({"node_type": "worker"}, logic.node_state({}))
-    assert set(worker) == {"running", "node_ip", "gcs_address", "gcs_port", "pids", "node_type", "declared"}
+    assert set(worker) == {"running", "node_ip", "gcs_address", "gcs_port", "pids", "raylet_state", "node_type",
+                          "declared"}
 
 
 ROLE_TASK = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage.cluster.sage_ray_node"]
@@ -169,9 +171,10 @@ def test_ray_processes_are_this_users_ray_and_nothing_else(tmp_path: Path) -> No
 def test_node_state() -> None:
     head = logic.node_state({101: RAYLET, 102: GCS})
     assert head == {"running": True, "node_ip": "10.0.0.5", "gcs_address": "10.0.0.1:6379", "gcs_port": 6379,
-                    "pids": [101, 102]}
+                    "pids": [101, 102], "raylet_state": None}
     leftover = logic.node_state({104: ["ray::IDLE"]})  # a worker process without its raylet: Ray is not running
-    assert leftover == {"running": False, "node_ip": None, "gcs_address": None, "gcs_port": None, "pids": [104]}
+    assert leftover == {"running": False, "node_ip": None, "gcs_address": None, "gcs_port": None, "pids": [104],
+                        "raylet_state": None}
 
 
 def test_a_head_whose_gcs_is_gone_is_down_and_a_worker_is_not_judged_by_it() -> None:
@@ -280,7 +283,7 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
         out = subprocess.run(["dash", "-c", command], capture_output=True, text=True,
                              env={**os.environ, "HOME": str(home)}, check=True).stdout
-        procs, record, _ = logic.parse_probe(out)
+        procs, record, _, _ = logic.parse_probe(out)
         # One Ray detector: the probe's view of this process is the module's own, read from /proc.
         assert procs[proc.pid] == logic.ray_processes()[proc.pid] == [str(raylet), "-c", "import time; time.sleep(60)",
                                                                       "--node_ip_address=10.9.8.7",
@@ -294,6 +297,15 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         # Ansible's ssh runs a probe without stdin on a pty: the same output with \r\n line ends reads the same.
         assert logic.parse_probe(out.replace("\n", "\r\n"))[1] == record == {"revision": "abc123",
                                                                              "install": {"ok": False}}
+        # Issue 32, finding 1: a raylet the kernel stops (SIGSTOP) is there, but not working.
+        assert logic.stopped_raylet(logic.node_state(procs, logic.parse_probe(out)[3])) is None
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)
+        out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, check=True).stdout
+        procs, _, _, states = logic.parse_probe(out)
+        why = logic.stopped_raylet(logic.node_state(procs, states))
+        assert states[proc.pid] == "T" and why.startswith("this node's raylet is stopped")
+        assert logic.stopped_raylet(logic.node_state(procs)) is None  # the module's view: no states read
     finally:
         proc.kill()
         proc.wait()
@@ -357,9 +369,9 @@ def test_the_head_is_asked_for_its_table_only_while_its_gcs_runs() -> None:
 
 
 def test_a_zombie_or_another_process_is_not_ray_for_the_probe_either() -> None:
-    out = ("101 " + "\x1f".join(RAYLET) + "\x1f\n106 \n105 /usr/bin/python3\x1fserver.py\x1f\n"
+    out = ("101 S " + "\x1f".join(RAYLET) + "\x1f\n106 Z \n105 S /usr/bin/python3\x1fserver.py\x1f\n"
            f"{logic.PROBE_SEPARATOR}\n")
-    procs, record, _ = logic.parse_probe(out)
+    procs, record, _, _ = logic.parse_probe(out)
     assert procs == {101: RAYLET} and record == {}
 
 
@@ -446,3 +458,27 @@ def test_redis_ping_logs_in_then_pings() -> None:
     assert logic.redis_ping("r1:6379", "bad", connect=wrong) == (
         "AUTH answered -WRONGPASS invalid username-password pair")
     assert logic.redis_ping("127.0.0.1:1", None).startswith("cannot reach it")
+
+
+def test_a_lost_head_is_told_alike_on_its_row_and_in_the_footer() -> None:
+    """Issue 32, finding 5: with fault tolerance the row said the workers give up, the footer that they wait."""
+    from sage_cluster.report import fault_tolerance_text
+
+    for mode in ("local", "redis"):
+        row = logic.head_without_gcs("head", logic.node_state({101: RAYLET}), mode)
+        footer = fault_tolerance_text({"mode": mode, "store": "/x", "namespace": "n"})
+        assert logic.lost_head_fate(mode) in row and logic.lost_head_fate(mode) in footer
+        assert "give up" not in row and "wait for it" in row
+    assert "give up" in logic.head_without_gcs("head", logic.node_state({101: RAYLET}), "none")
+
+
+def test_alive_nodes_are_counted_per_host_not_in_total() -> None:
+    """Issue 32, findings 1 and 2: a host Ray dropped, and a host whose old node Ray still lists, are said per host."""
+    def node(ip: str, alive: bool = True) -> dict[str, Any]:
+        return {"node_ip": ip, "alive": alive}
+
+    nodes = [node("10.0.0.1"), node("10.0.0.2"), node("10.0.0.2"), node("10.0.0.3", alive=False), node("10.0.0.9")]
+    assert logic.alive_per_host(nodes, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]) == {"10.0.0.2": 2, "10.0.0.3": 0}
+    assert logic.alive_per_host(nodes, ["10.0.0.1"]) == {}
+    assert "dropped" in logic.alive_count_note(0) and "sage cluster start" in logic.alive_count_note(0)
+    assert "2 alive nodes" in logic.alive_count_note(2) and "old raylet" in logic.alive_count_note(2)
