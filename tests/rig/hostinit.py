@@ -14,7 +14,7 @@ PID namespace exits, the kernel kills every process left in it, which is how a h
 A systemd host: this script builds a machine around systemd, then execs it as PID 1. systemd
 acts on whatever it sees, and most of what it sees is shared with this machine, so everything
 it may act on is made the host's own first (a boot on the machine's own /tmp once deleted every
-file in it): its own cgroup subtree and cgroup namespace, a fresh read-only sysfs, /proc/sys
+file in it): its own cgroup subtree and cgroup namespace, the machine's sysfs bound read-only, /proc/sys
 read-only, its own /dev, /run, /tmp, /var/tmp, and per-host directories bound over the /etc and
 /var paths its units and its root write (HOSTDIR/etc-systemd-system, var-lib-systemd, journal,
 sudoers.d, etc-tmpfiles.d, and the files hostname and machine-id). It runs only the units of
@@ -97,8 +97,11 @@ def own_cgroups(cgroup: str) -> None:
             f.write("0")  # this process
     if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWCGROUP) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWCGROUP)")
-    # A fresh read-only sysfs (no write to the shared kernel's /sys), the cgroup mounts on top of it.
-    mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", "/sys")
+    # The machine's sysfs bound alone (none of its submounts: the cgroup mounts go on top) and read-only, so no
+    # write reaches the shared kernel's /sys. A bind, not a fresh sysfs: some kernels refuse a read-only sysfs
+    # while the network namespace's is mounted read-write ("sysfs already mounted on /sys", CI's machine).
+    mount("--bind", "/sys", "/sys")
+    mount("-o", "remount,bind,ro,nosuid,nodev,noexec", "/sys")
     if hierarchies == [CGROUP_FS]:
         mount("-t", "cgroup2", "-o", "nosuid,nodev,noexec", "cgroup2", CGROUP_FS)
         return
