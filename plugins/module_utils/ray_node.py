@@ -300,14 +300,14 @@ def node_state(procs, states=None):
     raylet = options_of(procs, "raylet")
     gcs = options_of(procs, "gcs_server")
     port = (gcs or {}).get("gcs_server_port", "")
+    raylet_pid = next((pid for pid, argv in procs.items() if os.path.basename(argv[0]) == "raylet"), None)
     return {
         "running": raylet is not None,
         "node_ip": raylet.get("node_ip_address") if raylet else None,
         "gcs_address": raylet.get("gcs-address") if raylet else None,
         "gcs_port": int(port) if port.isdigit() else None,
         "pids": sorted(procs),
-        "raylet_state": (states or {}).get(next((pid for pid, argv in procs.items()
-                                                  if os.path.basename(argv[0]) == "raylet"), None)),
+        "raylet_state": (states or {}).get(raylet_pid),
     }
 
 
