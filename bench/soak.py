@@ -168,6 +168,17 @@ class Soak:
         self.signal_host(host, "raylet", signal.SIGSTOP)  # the heal must replace it (heal() thaws a survivor)
         return None
 
+    def fill_temp_dir(self, host: str) -> Callable[[], None]:
+        """The worker's Ray dies and its temp dir is full: a small file system of its own over it, filled. Its
+        first start must fail saying so; the heal runs once the space is back."""
+        self.kill_raylet(host)
+        self.rig.nsenter(host, ["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", TEMP_DIR])
+        self.rig.nsenter(host, ["dd", "if=/dev/zero", f"of={TEMP_DIR}/filler", "bs=64k"], check=False)
+
+        def free() -> None:
+            self.rig.nsenter(host, ["umount", "-l", TEMP_DIR])
+        return free
+
     def hang_sshd(self, host: str) -> Callable[[], None]:
         self.signal_host(host, "sshd", signal.SIGSTOP)
         return lambda: self.signal_host(host, "sshd", signal.SIGCONT)
@@ -178,6 +189,7 @@ class Soak:
         "head GCS killed": ("kill_head_gcs", "head"),
         "raylet hung": ("hang_raylet", "worker"),
         "sshd hung": ("hang_sshd", "worker"),
+        "temp dir full": ("fill_temp_dir", "worker"),
     }
     # Faults of sage itself, mid-start: the cluster is first given work to do (a worker's raylet killed).
     SAGE_FAULTS = {"sage killed mid-start": signal.SIGKILL, "sage interrupted mid-start": signal.SIGINT,
@@ -204,6 +216,8 @@ class Soak:
                 c.anomalies.append(f"no status row named {host}")
             if c.status_s > STATUS_BOUND:
                 c.anomalies.append(f"status took {c.status_s:.0f} s (bound {STATUS_BOUND} s)")
+            if fault == "temp dir full":
+                self.start_names_full_disk(c)
             if undo:
                 undo()
         self.heal(c)
@@ -227,6 +241,12 @@ class Soak:
         first.send_signal(sig)
         first.wait(timeout=120)
         c.status_rc = first.returncode
+
+    def start_names_full_disk(self, c: Cycle) -> None:
+        rc, _, result, _ = self.sage("cluster", "start")
+        error = (result.get("hosts", {}).get(c.host) or {}).get("error") or ""
+        if rc == 0 or "no space left" not in error or TEMP_DIR not in error:
+            c.anomalies.append(f"a start on the full temp dir exited {rc} without naming it: {error[:160]!r}")
 
     def heal(self, c: Cycle) -> None:
         c.heal_rc, c.heal_s, start, err = self.sage("cluster", "start")
