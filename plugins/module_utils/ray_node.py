@@ -316,6 +316,18 @@ def node_state(procs, states=None):
 STOPPED_STATES = ("T", "t")
 
 
+def process_states(pids, proc="/proc"):
+    """{pid: its one-letter state in /proc/PID/stat} of the pids still there."""
+    states = {}
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, str(pid), "stat")) as fh:
+                states[pid] = fh.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+    return states
+
+
 def stopped_raylet(state):
     """Why a node whose raylet is there is not working all the same (the kernel does not run it), or None.
 

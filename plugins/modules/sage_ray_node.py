@@ -384,10 +384,10 @@ from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUT
 from ansible_collections.sage.cluster.plugins.module_utils.node import (
     HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host, cluster_summary,
-    fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing, no_space, node_report, node_state,
-    ray_drift, ray_processes, redis_args, redis_ping, resource_args, rocksdb_path, start_argv, state_api_argv,
-    state_api_input, state_api_nodes, terminate)
+    ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host,
+    cluster_summary, fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing, no_space,
+    node_report, node_state, process_states, ray_drift, ray_processes, redis_args, redis_ping, resource_args,
+    rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, stopped_raylet, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 
@@ -420,7 +420,8 @@ RECONNECT_GRACE = 30
 
 
 def current_state():
-    return node_state(ray_processes())
+    procs = ray_processes()
+    return node_state(procs, process_states(procs))
 
 
 class Node:
@@ -513,8 +514,8 @@ class Node:
         return f"{self.resolve(self.p['head_host'], 'head host')}:{self.p['head_port']}"
 
     def joined(self, state):
-        """Whether this node's running Ray belongs to the configured cluster."""
-        if not state["running"]:
+        """Whether this node's running Ray belongs to the configured cluster (a stopped raylet works for none)."""
+        if not state["running"] or stopped_raylet(state):
             return False
         if self.p["node_type"] == "head":
             return state["gcs_port"] == self.p["head_port"]
@@ -610,8 +611,10 @@ class Node:
         if self.p["node_type"] == "worker":
             self.check_head_reachable()
             if state["pids"]:
-                self.note = ("its Ray was not part of the cluster (a new head does not know it): restarted, its "
-                             "tasks and actors lost")
+                what = ("its raylet was stopped (SIGSTOP or a debugger)" if stopped_raylet(state)
+                        else "its Ray was not part of the cluster (a new head does not know it)" if state["running"]
+                        else "its raylet had died (what was left of its Ray ended)")
+                self.note = f"{what}: restarted, its tasks and actors lost"
         elif self.prepare_store(state):
             self.note = self.lost_head_note()
         if state["pids"]:  # Ray from another cluster or config, or what is left of a lost head: replace it

@@ -64,6 +64,12 @@ def test_a_stopped_raylet_is_a_failed_row_naming_its_host_at_once(running, frig)
         assert all(data["hosts"][h]["result"] == "ok" for h in (HEAD, WORKERS[1])), data
         text = running("cluster", "status", check=False).stdout
         assert any(line.startswith(WORKERS[0]) and "raylet is stopped" in line for line in text.splitlines()), text
+        # One start heals it: the stopped raylet is replaced, and the start says why.
+        code, start = running.json("cluster", "start")
+        assert code == 0, {n: h["error"] for n, h in start["hosts"].items()}
+        assert "raylet was stopped" in (start["hosts"][WORKERS[0]].get("note") or ""), start["hosts"][WORKERS[0]]
+        assert raylet(frig, WORKERS[0]) != pid
+        assert status(running)[0] == 0
     finally:
         frig.ssh(WORKERS[0], ["kill", "-CONT", pid], check=False)
 
@@ -76,6 +82,8 @@ def test_after_a_heal_each_host_has_one_alive_node_or_says_why(running, frig):
     ips = {frig.host(n).ip: n for n in ALL}
     alive = Counter(n["node_ip"] for n in data["cluster"]["nodes"] if n["alive"])
     notes = " ".join(h.get("note") or "" for h in start["hosts"].values())
+    # What is left of its Ray (if its agents outlived the raylet) is not "a Ray of another cluster".
+    assert "not part of the cluster" not in (start["hosts"][WORKERS[1]].get("note") or ""), start["hosts"][WORKERS[1]]
     for ip, name in ips.items():
         # One node per host, unless both start and status say Ray still lists the old one.
         assert alive[ip] == 1 or ("old raylet" in notes and "old raylet" in data["hosts"][name].get("ray_note", "")), \

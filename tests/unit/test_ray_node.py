@@ -177,6 +177,16 @@ def test_node_state() -> None:
                         "raylet_state": None}
 
 
+def test_process_states_read_proc_and_a_stopped_raylet_is_named(tmp_path) -> None:
+    for pid, stat in ((101, "101 (raylet) T 1 101"), (102, "102 (gcs (odd) name) S 1 102")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat + " 0 0\n")
+    states = logic.process_states([101, 102, 103], proc=str(tmp_path))  # 103 is gone
+    assert states == {101: "T", 102: "S"}
+    assert "raylet is stopped" in logic.stopped_raylet(logic.node_state({101: RAYLET, 102: GCS}, states))
+    assert logic.stopped_raylet(logic.node_state({101: RAYLET}, {101: "S"})) is None
+
+
 def test_a_head_whose_gcs_is_gone_is_down_and_a_worker_is_not_judged_by_it() -> None:
     assert logic.head_without_gcs("head", logic.node_state({101: RAYLET, 102: GCS})) is None
     why = logic.head_without_gcs("head", logic.node_state({101: RAYLET}))  # after `pkill -9 gcs_server`
