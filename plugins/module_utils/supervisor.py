@@ -64,7 +64,8 @@ def unit_text(argv, log_path, env_path, node_type):
         "",
         "[Service]",
         "Type=simple",
-        f"EnvironmentFile={unit_word(env_path)}",
+        # A path, not a word: systemd takes quotes here as part of the name (and then ignores the file).
+        "EnvironmentFile=" + env_path.replace("%", "%%"),
         "ExecStart=" + " ".join(words),
         "Restart=on-failure",
         f"RestartSec={RESTART_SEC}",

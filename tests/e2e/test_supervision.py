@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 
 from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
@@ -110,6 +111,30 @@ def test_a_rebooted_worker_is_back_alive_within_60_s(started, srig):
     srig.reboot(WORKERS[1])
     took = all_alive(started, 60)
     print(f"worker reboot -> every node alive: {took:.1f} s")
+
+
+def test_one_start_moves_a_running_node_off_the_unit_and_back(started, srig):
+    config = started.config.read_text()
+    values = yaml.safe_load(config)
+    values["workers_ssh_hosts"] = [{"host": WORKERS[0], "remote": {"supervisor": "none"}}, f"{WORKERS[1]}:22",
+                                   f"{PLAIN}:22"]
+    started.config.write_text(yaml.safe_dump(values))
+    try:
+        code, check = started.json("cluster", "start", "--check", timeout=300)
+        assert "would have: stopped, disabled and removed" in check["hosts"][WORKERS[0]].get("note", ""), check
+        assert systemctl(srig, WORKERS[0], "is-active").stdout.strip() == "active"  # --check changed nothing
+        code, data = started.json("cluster", "start", timeout=300)
+        assert code == 0, data
+        assert "moved to plain processes" in data["hosts"][WORKERS[0]]["note"], data["hosts"][WORKERS[0]]
+        assert srig.ssh(WORKERS[0], ["test", "-e", UNIT_FILE], check=False).returncode == 1
+        assert UNIT not in srig.ssh(WORKERS[0], ["cat", f"/proc/{raylet(srig, WORKERS[0])}/cgroup"]).stdout
+        assert status(started)["hosts"][WORKERS[0]]["supervisor"]["text"] == "none: config"
+    finally:
+        started.config.write_text(config)
+    code, data = started.json("cluster", "start", timeout=300)
+    assert code == 0 and "moved to the systemd unit" in data["hosts"][WORKERS[0]]["note"], data["hosts"][WORKERS[0]]
+    assert len(srig.ssh(WORKERS[0], ["pgrep", "-u", srig.user, "-x", "raylet"]).stdout.split()) == 1
+    all_alive(started, 60)
 
 
 def test_a_stopped_cluster_stays_stopped_through_a_reboot(started, srig):

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 import subprocess
 
+import pytest
+
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node, supervisor
+from ansible_collections.sage.cluster.plugins.plugin_utils import config, inventory
 
 ARGV = ["/opt/env/bin/ray", "start", "--node-ip-address=10.0.0.2", "--temp-dir=/tmp/ray_head",
         '--resources={"accel": 1}', "--redis-username=default", "--redis-password=s3cr%t$pw", "--head"]
@@ -17,7 +21,7 @@ def test_the_unit_runs_ray_start_block_and_holds_no_secret():
     assert '"--redis-password="${SAGE_RAY_REDIS_PASSWORD}' in text
     assert '"--block"' in text and "ExecStop" not in text
     for line in ("Restart=on-failure", "StartLimitIntervalSec=0", "KillMode=control-group", "TimeoutStopSec=30",
-                 "LimitNOFILE=1048576", 'EnvironmentFile="/home/u/.sage/ray-node.env"', "WantedBy=default.target"):
+                 "LimitNOFILE=1048576", 'EnvironmentFile=/home/u/.sage/ray-node.env', "WantedBy=default.target"):
         assert line in text.splitlines(), line
     # systemd's specifiers and variables are escaped: the JSON of --resources reaches Ray as it is.
     assert '"--resources={\\"accel\\": 1}"' in text
@@ -69,3 +73,12 @@ def test_the_status_probe_reads_the_supervisor_in_its_one_command(tmp_path):
     assert facts["unit"] is None and facts["pid1"]  # no unit file: no systemctl run
     assert ray_node.parse_supervisor("pid1=systemd\nlinger=yes\nunit=yes\nActiveState=active\nNRestarts=0\n") == {
         "pid1": "systemd", "linger": True, "unit": {"ActiveState": "active", "NRestarts": "0"}}
+
+
+def test_a_bad_supervisor_is_one_line_naming_file_and_key():
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse("remote:\n  supervisor: sometimes\n", Path("c.yaml"))
+    assert "c.yaml:2" in str(exc.value) and "remote.supervisor" in str(exc.value) and "\n" not in str(exc.value)
+    cfg = config.parse("workers_ssh_hosts:\n  - {host: w1, remote: {supervisor: none}}\n", Path("c.yaml"))
+    assert inventory.node_vars(cfg, "w1") == {"ray_node_supervisor": "none"}
+    assert inventory.role_vars(cfg)["ray_node_supervisor"] == "auto"
