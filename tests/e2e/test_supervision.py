@@ -14,6 +14,7 @@ from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
 from tests.rig import rig_root
 from tests.rig.config import sage_config
+from tests.rig.rig import DEFAULT_ENV
 
 pytestmark = pytest.mark.rig
 
@@ -111,6 +112,17 @@ def test_a_rebooted_worker_is_back_alive_within_60_s(started, srig):
     srig.reboot(WORKERS[1])
     took = all_alive(started, 60)
     print(f"worker reboot -> every node alive: {took:.1f} s")
+
+
+def test_a_hand_run_ray_stop_fails_the_row_and_start_fixes_it(started, srig):
+    srig.ssh(WORKERS[1], [f"{DEFAULT_ENV}/bin/ray", "stop"], timeout=120)
+    data = status(started)
+    row = data["hosts"][WORKERS[1]]
+    assert row["result"] == "failed" and "no raylet runs under it" in row["error"], row
+    assert row["supervisor"]["unit"]["active_state"] == "active", row
+    proc = started("cluster", "start", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    all_alive(started, 30)
 
 
 def test_one_start_moves_a_running_node_off_the_unit_and_back(started, srig):
