@@ -64,9 +64,16 @@ def node_rows(result: RunResult) -> list[list[str]]:
             ray = "dropped by Ray"  # its raylet runs, but Ray no longer counts it (operations.note_alive_per_host)
         else:
             ray = "running" if d.get("running") else "stopped"
-        rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", node_resources(d),
+        rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", supervisor_text(d), node_resources(d),
                      deployed_text(d.get("deploy")), h.error or d.get("ray_note", "")])
     return rows
+
+
+def supervisor_text(d: dict[str, Any]) -> str:
+    """Who keeps the node's Ray running, with its unit's restart count when it has a unit."""
+    sup = d.get("supervisor") or {}
+    restarts = (sup.get("unit") or {}).get("restarts")
+    return sup.get("text", "-") + (f", {restarts} restart(s)" if restarts else "")
 
 
 def old_nodes_text(result: RunResult) -> str:

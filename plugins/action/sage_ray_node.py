@@ -29,6 +29,7 @@ from pathlib import Path
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible_collections.sage.cluster.plugins.module_utils import detect_env
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node as logic
+from ansible_collections.sage.cluster.plugins.module_utils import supervisor
 from ansible_collections.sage.cluster.plugins.plugin_utils import controller
 from ansible_collections.sage.cluster.plugins.plugin_utils.checked_action import ProbedAction
 from ansible_collections.sage.cluster.plugins.plugin_utils.ray_token import read_token
@@ -94,7 +95,7 @@ class ActionModule(ProbedAction):
             return None
         answer = {"changed": False, "sage": report}
         if why := (logic.head_without_gcs(params["node_type"], report, params.get("fault_tolerance"))
-                   or logic.stopped_raylet(report)):
+                   or logic.stopped_raylet(report) or supervisor.unit_without_ray(report["supervisor"], report)):
             answer.update(failed=True, msg=why)
         return answer
 
@@ -106,7 +107,7 @@ class ActionModule(ProbedAction):
         out = self.shell(logic.probe_command(record_path or "/dev/null", shlex.quote, detected=auto))
         if out is None:
             return None
-        procs, record, cached, states = logic.parse_probe(out)
+        procs, record, cached, states, facts = logic.parse_probe(out)
         if auto:
             # What the module found here, while it still exists; else the module finds it again.
             if "python_path" not in cached or cached.get("asked") != params.get("conda_env"):
@@ -114,7 +115,8 @@ class ActionModule(ProbedAction):
             found = detect_env.resolve(params["python_path"], params["ray_command"], params.get("conda_env"),
                                        lambda: cached)
             params = dict(params, python_path=found["python_path"], ray_command=found["ray_command"])
-        report = logic.node_report(params, logic.node_state(procs, states), record if record_path else None)
+        report = logic.node_report(params, logic.node_state(procs, states), record if record_path else None,
+                                   supervisor=supervisor.describe(params.get("supervisor"), facts))
         if head_view and report["running"] and not logic.head_without_gcs(params["node_type"], report):
             ask = logic.state_api_input(params["dashboard_host"], params["dashboard_port"], params.get("auth_token"))
             nodes = logic.state_api_nodes(self.shell(logic.state_api_command(params["python_path"], shlex.quote),

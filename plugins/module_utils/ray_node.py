@@ -15,6 +15,8 @@ import time
 
 from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
+from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
+    LINGER_DIR, PROPERTIES, SUPERVISORS, UNIT, UNIT_PATH)
 
 # Bind addresses that mean "every interface": a client on the node reaches such a dashboard on loopback, and
 # a person elsewhere at the head's host name.
@@ -38,6 +40,7 @@ ARGUMENT_SPEC = {
     "node_type": dict(type="str", required=True, choices=["head", "worker"]),
     "python_version_match": dict(type="str", choices=["minor", "patch"]),
     "fault_tolerance": dict(type="str", choices=["none", "local", "redis"]),
+    "supervisor": dict(type="str", choices=list(SUPERVISORS)),
     "cluster_view": dict(type="bool", default=False),
     "wait_for": dict(type="list", elements="str"),
     "auth_token": dict(type="str", no_log=True),
@@ -252,13 +255,40 @@ def state_api_nodes(text):
         return None
 
 
+# The supervisor's facts (module_utils/supervisor.py): PID 1's name and linger by shell builtins; the unit's state
+# from systemctl only where the unit file is (a node without it pays no process more). ssh's login session has
+# XDG_RUNTIME_DIR; a session without it gets the user manager's usual place.
+SUPERVISOR_SEPARATOR = "--- sage supervisor"
+SUPERVISOR_PROBE = (f"echo; echo '{SUPERVISOR_SEPARATOR}'; read -r c < /proc/1/comm; echo \"pid1=$c\"; "
+                    f"[ -e {LINGER_DIR}/\"${{USER:-$(id -un)}}\" ] && echo linger=yes; "
+                    f"[ -f {shell_path(UNIT_PATH)} ] && {{ echo unit=yes; "
+                    "XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)} systemctl --user show "
+                    + " ".join(f"-p {p}" for p in PROPERTIES) + f" {UNIT} 2>/dev/null; }}; ")
+
+
 def probe_command(record_path, quote, detected=False):
     """detected: also print the cached finding of `auto` paths (node.ENV_RECORD) while its Python exists."""
     path = shell_path(record_path, quote)
     command = PROCESS_TABLE + f"echo '{PROBE_SEPARATOR}'; cat -- {path} 2>/dev/null; "
     if detected:
         command += CACHED_PYTHON + f"echo; echo '{ENV_SEPARATOR}'; [ -x \"$py\" ] && cat -- {shell_path(ENV_RECORD)}; "
-    return command + "exit 0"
+    return command + SUPERVISOR_PROBE + "exit 0"
+
+
+def parse_supervisor(text):
+    """The supervisor section of the probe's output -> {pid1, linger, unit} (unit: its properties, or None)."""
+    facts = {"pid1": None, "linger": False, "unit": None}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "pid1":
+            facts["pid1"] = value
+        elif key == "linger":
+            facts["linger"] = True
+        elif key == "unit":
+            facts["unit"] = {}
+        elif key in PROPERTIES and facts["unit"] is not None:
+            facts["unit"][key] = value
+    return facts
 
 
 def _json_dict(text):
@@ -271,10 +301,12 @@ def _json_dict(text):
 
 def parse_probe(stdout):
     """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the cached finding of
-    detected paths ({} when none, or its Python is gone), the processes' states {pid: letter})."""
+    detected paths ({} when none, or its Python is gone), the processes' states {pid: letter}, the supervisor's
+    facts (parse_supervisor))."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
     # Run without stdin (a worker's), the command gets a tty from Ansible's ssh (-tt): lines end in \r\n then.
     procs_text, _, rest = ("\n" + stdout.replace("\r\n", "\n")).partition(f"\n{PROBE_SEPARATOR}\n")
+    rest, _, supervisor_text = rest.partition(f"\n{SUPERVISOR_SEPARATOR}\n")
     record_text, _, env_text = rest.partition(f"\n{ENV_SEPARATOR}\n")
     table, states = {}, {}
     for line in procs_text.splitlines():
@@ -283,7 +315,7 @@ def parse_probe(stdout):
         if pid.isdigit():
             table[int(pid)] = cmdline.rstrip("\x1f").split("\x1f")
             states[int(pid)] = letter
-    return ray_of(table), _json_dict(record_text), _json_dict(env_text), states
+    return ray_of(table), _json_dict(record_text), _json_dict(env_text), states, parse_supervisor(supervisor_text)
 
 
 def options_of(procs, name):

@@ -218,6 +218,17 @@ options:
     description: With fault tolerance on, the seconds a worker's raylet waits for a lost head
       (RAY_gcs_rpc_server_reconnect_timeout_s).
     type: int
+  supervisor:
+    description:
+      - Who keeps Ray running. V(auto), a systemd user unit (C(~/.config/systemd/user/sage-ray.service), linger
+        enabled) where the node's PID 1 is systemd and C(systemctl --user) works, else plain processes; V(systemd),
+        the unit or a failed start saying why; V(none), plain processes. Unset, V(auto).
+      - The unit runs the same C(ray start) with C(--block), C(Restart=on-failure), no start limit; every value of
+        its environment (the Redis password too) is in C(~/.sage/ray-node.env), mode 0600, never in the unit.
+      - O(state=start) moves a node between plain processes and the unit, stopping the other kind first;
+        O(state=stop) stops and disables the unit (a stopped node stays stopped through a reboot).
+    type: str
+    choices: [auto, systemd, none]
 notes:
   - O(query=status) runs without a module on the node when it can. The action plugin (plugins/action/sage_ray_node.py)
     runs one fixed POSIX sh command through the connection's shell (C(/bin/sh -c), Ansible's executable); it lists
@@ -365,6 +376,13 @@ sage:
       description: Where the head's GCS keeps its tables, as C({mode, store, namespace}).
       type: dict
       returned: head only, with O(fault_tolerance) local or redis
+    supervisor:
+      description:
+        - Who keeps Ray running here, as C({kind, text, unit}); C(kind) V(systemd) or V(none); C(text) in words, e.g.
+          "systemd (user unit, linger on)", or for V(none) why not (PID 1 is not systemd, the config); C(unit), when
+          there is a unit file, C({name, active_state, sub_state, enabled, restarts}).
+      type: dict
+      returned: success
     note:
       description: What a start found and did beyond starting, e.g. a head healed on its store, a worker restarted.
       type: str
@@ -373,6 +391,7 @@ sage:
 
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -390,6 +409,9 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, stopped_raylet, terminate)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
+from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
+    ENV_PATH, PROPERTIES, RUNNING_STATES, UNIT, UNIT_PATH, choose, describe, env_text, linger_path, parse_show,
+    under_unit, unit_text)
 
 # Ask Ray's GCS for its node table: no driver, no job.
 NODES_SNIPPET = r"""
@@ -415,6 +437,28 @@ host, port, tls = get_address(ask["address"])
 cleanup_redis_storage(host, int(port), ask["password"], tls, ask["namespace"], username="default")
 """
 
+# The unit's PATH before the env's bin directory: a user manager's own PATH is not the login's.
+UNIT_BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def read_text(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def write_file(path, text, mode):
+    """Write text to path atomically with mode (its directory made 0700 when missing)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
 # A worker's raylet that outlived its head reconnects to a healed one within seconds; this long it is given.
 RECONNECT_GRACE = 30
 
@@ -429,6 +473,8 @@ class Node:
         self.m = module
         self.p = module.params
         self.p["fault_tolerance"] = self.p["fault_tolerance"] or "none"
+        self.p["supervisor"] = self.p["supervisor"] or "auto"
+        self.user = pwd.getpwuid(os.getuid()).pw_name
         self.asked = {k: self.p[k] for k in ("python_path", "ray_command")}
         self.not_found = self.find_paths()
         self.note = None  # what a start found and did, for the report
@@ -458,8 +504,9 @@ class Node:
         except OSError as exc:
             self.fail(f"cannot resolve {what} {name!r} on this host: {exc}")
 
-    def env(self):
-        env = node_env(self.p["python_path"], self.p["conda_env"])
+    def env(self, base=None):
+        """The env of `ray start`: this process's (base None), or base's only (the unit's)."""
+        env = node_env(self.p["python_path"], self.p["conda_env"], base)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         env.update(fault_tolerance_env(self.p))
         if self.p["auth_token"]:
@@ -492,12 +539,7 @@ class Node:
             pass
         if self.m.check_mode:
             return True
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token + "\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_file(path, token + "\n", 0o600)
         return True
 
     def check_executables(self):
@@ -599,8 +641,52 @@ class Node:
         return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address(),
                           resources=resource_args(p))
 
+    def systemctl(self, *args):
+        """`systemctl --user args`: (ok, its telling line of failure)."""
+        env = dict(os.environ)
+        env.setdefault("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")  # a session without it: the usual place
+        proc = subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, env=env, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        return proc.returncode == 0, proc.stdout if proc.returncode == 0 else telling_line(proc.stderr.splitlines())
+
+    def must_systemctl(self, *args):
+        ok, out = self.systemctl(*args)
+        if not ok:
+            self.fail(f"systemctl --user {' '.join(args)} failed: {out}")
+        return out
+
+    def supervisor_facts(self):
+        """What status reads too (module_utils/supervisor.py): PID 1's name, linger, the unit's properties."""
+        unit = None
+        if os.path.isfile(os.path.expanduser(UNIT_PATH)):
+            ok, out = self.systemctl("show", *(f"--property={p}" for p in PROPERTIES), UNIT)
+            unit = parse_show(out) if ok else {}
+        return {"pid1": (read_text("/proc/1/comm") or "").strip(), "linger": os.path.exists(linger_path(self.user)),
+                "unit": unit}
+
+    def choose_supervisor(self):
+        """systemd or none for this node (supervisor.choose); turns linger on where it is off and allowed."""
+        asked, facts = self.p["supervisor"], self.supervisor_facts()
+        manager_error = linger_error = None
+        if asked != "none" and facts["pid1"] == "systemd":
+            ok, out = self.systemctl("show", "--property=Version")
+            manager_error = None if ok else out
+            if ok and not facts["linger"] and not self.m.check_mode:
+                proc = subprocess.run(["loginctl", "enable-linger"], capture_output=True, text=True, timeout=60,
+                                      stdin=subprocess.DEVNULL)
+                linger_error = telling_line(proc.stderr.splitlines()) if proc.returncode != 0 else None
+        kind, why = choose(asked, facts["pid1"], manager_error, linger_error, self.user)
+        if kind == "fail":
+            self.fail(f"remote.supervisor is systemd, but {why}")
+        return kind, facts
+
     def start(self, state):
         self.need_paths()
+        kind, facts = self.choose_supervisor()
+        if kind == "systemd":
+            return self.start_unit(state, facts["unit"] or {})
+        if facts["unit"] is not None:
+            state = self.leave_unit(state)
         if self.joined(state):
             return False, state
         if self.m.check_mode:
@@ -634,6 +720,80 @@ class Node:
         if self.p["node_type"] == "head":
             self.mark_started(True)
         return True, current_state()
+
+    def start_unit(self, state, unit):
+        """Start Ray as the user unit: write it and its env file where they differ, (re)start it where it changed or
+        runs no joined Ray, enable it, and wait for its raylet (a head's GCS too)."""
+        p = self.p
+        unit_path, env_path = os.path.expanduser(UNIT_PATH), os.path.expanduser(ENV_PATH)
+        text, secret = unit_text(self.start_argv(), self.log_file, env_path, p["node_type"])
+        env = env_text({**self.env(base={"PATH": UNIT_BASE_PATH}), **secret})
+        unit_changed = read_text(unit_path) != text
+        env_changed = read_text(env_path) != env or os.stat(env_path).st_mode & 0o077 != 0
+        active, enabled = unit.get("ActiveState") in RUNNING_STATES, unit.get("UnitFileState") == "enabled"
+        plain = [pid for pid in state["pids"] if not under_unit(pid)]
+        if not (unit_changed or env_changed or plain) and active and enabled and self.joined(state):
+            return False, state
+        did = [f"{'rewrote' if os.path.exists(unit_path) else 'wrote'} {UNIT}" if unit_changed else "",
+               "its env file changed" if env_changed and not unit_changed else "",
+               "stopped Ray's plain processes (moved to the systemd unit)" if plain else "",
+               f"{'restarted' if active else 'started'} {UNIT}" + ("" if enabled else ", enabled at boot")]
+        self.note = "; ".join(filter(None, did))
+        if self.m.check_mode:
+            self.note = "would have: " + self.note
+            return True, state
+        self.check_executables()
+        if why := ray_drift(p["ray_version"], installed_ray(p["python_path"])):
+            self.fail(why, kind=RAY_DRIFT)
+        if p["node_type"] == "worker":
+            self.check_head_reachable()
+        elif self.prepare_store(state):
+            self.note = f"{self.lost_head_note()}; {self.note}"
+        if plain or active:
+            terminate()  # Ray's processes first: gcs_server ignores the unit's SIGTERM while its clients live
+        write_file(env_path, env, 0o600)
+        if unit_changed:
+            write_file(unit_path, text, 0o644)
+            self.must_systemctl("daemon-reload")
+        self.must_systemctl("enable", UNIT)
+        self.must_systemctl("restart", UNIT)
+        state = self.wait_unit()
+        if p["node_type"] == "head":
+            self.mark_started(True)
+        return True, state
+
+    def wait_unit(self):
+        """This node's Ray state once the unit's raylet (a head's GCS too) runs; fails at the timeout, when the unit
+        failed, or a worker's head stops answering."""
+        p = self.p
+        deadline = time.monotonic() + p["timeout"]
+        while True:
+            state = current_state()
+            if state["running"] and (p["node_type"] == "worker" or state["gcs_port"] == p["head_port"]):
+                return state
+            why = self.head_unreachable() if p["node_type"] == "worker" else None
+            if why is None and time.monotonic() > deadline:
+                why = f"timed out after {p['timeout']} s"
+            if why is None and self.systemctl("is-failed", "--quiet", UNIT)[0]:
+                why = "the unit failed"
+            if why:
+                reason = telling_line(tail(self.log_file, 20))
+                self.fail(f"Ray did not start under {UNIT} ({why}): {reason} (log: {self.log_file}; "
+                          f"journalctl --user -u {UNIT})")
+            time.sleep(0.5)
+
+    def leave_unit(self, state):
+        """supervisor none on a node that has the unit: stop and disable it, remove it and its env file."""
+        self.note = f"stopped, disabled and removed {UNIT} (moved to plain processes)"
+        if self.m.check_mode:
+            self.note = "would have: " + self.note
+            return state
+        self.stop(state)
+        for path in (UNIT_PATH, ENV_PATH):
+            if os.path.exists(os.path.expanduser(path)):
+                os.remove(os.path.expanduser(path))
+        self.must_systemctl("daemon-reload")
+        return current_state()
 
     def lost_head_note(self):
         """What a start says of a head that was lost, not stopped."""
@@ -681,10 +841,19 @@ class Node:
             os.remove(marker)
 
     def stop(self, state):
-        if not state["pids"]:
+        """Stop this user's Ray; a unit is disabled first (so it does not restart it, nor start it at boot) and
+        stopped after (its `ray start --block` outlives Ray's processes ended with SIGTERM)."""
+        unit = self.supervisor_facts()["unit"] if os.path.isfile(os.path.expanduser(UNIT_PATH)) else None
+        unit_on = unit is not None and (unit.get("UnitFileState") == "enabled"
+                                        or unit.get("ActiveState") in RUNNING_STATES)
+        if not state["pids"] and not unit_on:
             return False, state
         if not self.m.check_mode:
+            if unit_on:
+                self.must_systemctl("disable", UNIT)
             terminate()
+            if unit_on:
+                self.must_systemctl("stop", UNIT)
         return True, current_state()
 
     def dashboard_nodes(self):
@@ -763,6 +932,7 @@ def main():
         extra["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
     if node.note:
         extra["note"] = node.note
+    extra["supervisor"] = describe(p["supervisor"], node.supervisor_facts())
     record = read_json(p["deploy_record"]) if query in ("status", "doctor") and p["deploy_record"] else None
     module.exit_json(changed=changed, sage=node_report(p, state, record, **extra))
 

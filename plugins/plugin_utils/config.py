@@ -38,6 +38,8 @@ SAGE_SECTIONS = ("daemon", "jobmanager", "output", "monitor")
 # head.fault_tolerance: where the GCS keeps its tables so that a restarted head takes its cluster back (none: in
 # its memory, lost with it).
 FAULT_TOLERANCE = ("none", "local", "redis")
+# remote.supervisor: who keeps a node's Ray running (module_utils/supervisor.py decides `auto` on each node).
+SUPERVISORS = ("auto", "systemd", "none")
 
 
 class ConfigError(Exception):
@@ -153,6 +155,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("remote", "python_version_match", "minor", "choice",
         "how alike the nodes' Pythons must be for Ray: minor (3.11.2 and 3.11.7 form one cluster) | patch (Ray's "
         "own default: the same patch release everywhere)", ("minor", "patch")),
+    Key("remote", "supervisor", "auto", "choice",
+        "who keeps Ray running on a node: auto (a systemd user unit where the node's PID 1 is systemd and the SSH "
+        "user's systemctl --user works, else plain processes) | systemd (the unit, or the start fails saying why) "
+        "| none (plain processes, as started by sage only)", SUPERVISORS),
     Key("deploy", "source", ".", "local_path", "local project directory that deploy copies (default: the current one)"),
     Key("deploy", "exclude", [], "list", "extra rsync exclude patterns, added to the built-in ones",
         example='["data/", "*.log"]'),

@@ -102,7 +102,8 @@ def status(invocation: Invocation) -> None:
         report.emit_json({**report.run_json(result), **health})
     else:
         click.echo(report.table(report.node_rows(result),
-                                ["HOST", "ROLE", "RAY", "NODE IP", "RESOURCES (RAY)", "DEPLOYED", "ERROR"]))
+                                ["HOST", "ROLE", "RAY", "NODE IP", "SUPERVISOR", "RESOURCES (RAY)", "DEPLOYED",
+                                 "ERROR"]))
         report.resource_warnings(result)
         view = health["cluster"]
         if view.get("error"):

@@ -293,7 +293,7 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
         out = subprocess.run(["dash", "-c", command], capture_output=True, text=True,
                              env={**os.environ, "HOME": str(home)}, check=True).stdout
-        procs, record, _, _ = logic.parse_probe(out)
+        procs, record, _, _, _ = logic.parse_probe(out)
         # One Ray detector: the probe's view of this process is the module's own, read from /proc.
         assert procs[proc.pid] == logic.ray_processes()[proc.pid] == [str(raylet), "-c", "import time; time.sleep(60)",
                                                                       "--node_ip_address=10.9.8.7",
@@ -312,7 +312,7 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         proc.send_signal(signal.SIGSTOP)
         time.sleep(0.2)
         out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, check=True).stdout
-        procs, _, _, states = logic.parse_probe(out)
+        procs, _, _, states, _ = logic.parse_probe(out)
         why = logic.stopped_raylet(logic.node_state(procs, states))
         assert states[proc.pid] == "T" and why.startswith("this node's raylet is stopped")
         assert logic.stopped_raylet(logic.node_state(procs)) is None  # the module's view: no states read
@@ -381,7 +381,7 @@ def test_the_head_is_asked_for_its_table_only_while_its_gcs_runs() -> None:
 def test_a_zombie_or_another_process_is_not_ray_for_the_probe_either() -> None:
     out = ("101 S " + "\x1f".join(RAYLET) + "\x1f\n106 Z \n105 S /usr/bin/python3\x1fserver.py\x1f\n"
            f"{logic.PROBE_SEPARATOR}\n")
-    procs, record, _, _ = logic.parse_probe(out)
+    procs, record, _, _, _ = logic.parse_probe(out)
     assert procs == {101: RAYLET} and record == {}
 
 
