@@ -10,7 +10,8 @@ the repository root, inside tests/rig/isolated:
 
     tests/rig/isolated python3 -m bench.soak [--cycles 20] [--modes none,local] [--seed 1] [--out docs/reliability.md]
 
-Exit 1 when any cycle had an anomaly. tests/e2e/test_soak.py runs a short soak: every fault once.
+Exit 1 when any cycle had an anomaly. tests/e2e/test_soak.py runs a short soak: the four faults the soak found
+wanting, once each.
 """
 from __future__ import annotations
 
