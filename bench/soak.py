@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import sage_cluster  # noqa: F401  (puts the collection sage.cluster on sys.path)
+from ansible_collections.sage.cluster.plugins.module_utils.ray_node import STOPPED_STATES, process_states
 from bench.layout import REPO
 from bench.measure import log
 from bench.report import write_doc
@@ -259,7 +261,7 @@ class Soak:
         if left := self.our_playbooks():
             c.anomalies.append(f"ansible-playbook of an earlier run still running after the heal: {left}")
         for name in HOSTS:  # a frozen raylet the heal did not replace: thaw it for the next cycle, and say so
-            stopped = [p for p in self.host_pids(name, "raylet") if _state(p) == "T"]
+            stopped = [p for p, st in process_states(self.host_pids(name, "raylet")).items() if st in STOPPED_STATES]
             if stopped:
                 c.anomalies.append(f"{name}: a stopped raylet survived the heal")
                 for pid in stopped:
@@ -280,13 +282,6 @@ class Soak:
         if not c.job:
             why = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
             c.anomalies.append(f"the job failed (exit {proc.returncode}, ran on {ran}): {why}")
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return None
 
 
 def table(cycles: list[Cycle]) -> str:
