@@ -69,8 +69,10 @@ def unit_text(argv, log_path, env_path, node_type):
         "ExecStart=" + " ".join(words),
         "Restart=on-failure",
         f"RestartSec={RESTART_SEC}",
-        # No ExecStop=ray stop (it kills every Ray of the host): the cgroup is signalled, past Ray's own 16 s grace.
-        "KillMode=control-group",
+        # No ExecStop=ray stop (it kills every Ray of the host). `ray start --block` ends its Ray gracefully on
+        # SIGTERM (Ray's own 16 s grace); what is left then gets SIGKILL. mixed, not control-group: when --block
+        # died of a crash, processes of that Ray that ignore SIGTERM would hold the restart for TimeoutStopSec.
+        "KillMode=mixed",
         "TimeoutStopSec=30",
         "LimitNOFILE=1048576",
         "",
@@ -143,11 +145,20 @@ def describe(asked, facts):
 
 
 def unit_without_ray(supervisor, state):
-    """Why a node whose unit is active runs no raylet all the same, or None."""
+    """Why a node whose unit runs, or is about to run Ray again, has no raylet, or None."""
     unit = supervisor.get("unit") or {}
-    if unit.get("active_state") == "active" and not state["running"]:
-        return (f"its {UNIT} is active but no raylet runs under it (a hand-run `ray stop` ends Ray's processes, not "
-                "the unit's `ray start --block`). Fix: `sage cluster start` restarts it")
+    if state["running"]:
+        return None
+    if unit.get("active_state") in ("activating", "deactivating"):  # auto-restart is one of activating's states
+        return (f"its Ray ended and {UNIT} starts it again within {RESTART_SEC} s (restarts so far: "
+                f"{unit.get('restarts')}); see it with `sage cluster status` then")
+    if unit.get("active_state") == "active":
+        # The two look alike from outside: a `ray start` that has not started its raylet yet, and a `ray start
+        # --block` left without Ray by a hand-run `ray stop` (its SIGTERM counts as a clean exit; when one process
+        # exits otherwise, e.g. one still starting, --block exits too and the unit restarts Ray).
+        return (f"its {UNIT} is active but no raylet runs under it: Ray is still starting (a worker waits for its "
+                "head), or a hand-run `ray stop` ended it, which the unit does not restart. Fix for the latter: "
+                "`sage cluster start` restarts it")
     return None
 
 

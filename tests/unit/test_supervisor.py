@@ -20,7 +20,7 @@ def test_the_unit_runs_ray_start_block_and_holds_no_secret():
     assert secret == {"SAGE_RAY_REDIS_PASSWORD": "s3cr%t$pw"}
     assert '"--redis-password="${SAGE_RAY_REDIS_PASSWORD}' in text
     assert '"--block"' in text and "ExecStop" not in text
-    for line in ("Restart=on-failure", "StartLimitIntervalSec=0", "KillMode=control-group", "TimeoutStopSec=30",
+    for line in ("Restart=on-failure", "StartLimitIntervalSec=0", "KillMode=mixed", "TimeoutStopSec=30",
                  "LimitNOFILE=1048576", 'EnvironmentFile=/home/u/.sage/ray-node.env', "WantedBy=default.target"):
         assert line in text.splitlines(), line
     # systemd's specifiers and variables are escaped: the JSON of --resources reaches Ray as it is.
@@ -61,6 +61,9 @@ def test_status_describes_the_supervisor_and_flags_a_unit_without_ray():
                             "enabled": True, "restarts": 2}}
     assert "ray stop" in supervisor.unit_without_ray(sup, {"running": False})
     assert supervisor.unit_without_ray(sup, {"running": True}) is None
+    restarting = {"unit": {**sup["unit"], "active_state": "activating", "sub_state": "auto-restart"}}
+    assert "starts it again within 5 s (restarts so far: 2)" in supervisor.unit_without_ray(restarting,
+                                                                                          {"running": False})
     assert supervisor.describe("none", {"pid1": "systemd", "unit": None})["text"] == "none: config"
     assert supervisor.describe("auto", {"pid1": "hostinit.py", "unit": None}) == {
         "kind": "none", "text": "none: PID 1 is not systemd"}
