@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import textwrap
 import time
 
 import pytest
 
 from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
+from tests.e2e import actor
 from tests.rig import rig_root
 from tests.rig.config import sage_config
-from tests.rig.rig import DEFAULT_ENV
 
 pytestmark = pytest.mark.rig
 
@@ -31,30 +30,6 @@ REDIS_PASSWORD = "drill-redis-secret-7c1f"
 # The drill that outlasts the workers' wait sets this one; the others keep the default (600 s): a heal on a rig
 # whose 2 cores other runs share took over 40 s.
 SHORT_RECONNECT_TIMEOUT = 15
-
-# Runs on the head: the count of a named detached actor on a worker (created there the first time), plus one.
-COUNTER = textwrap.dedent("""
-    import sys, ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    ray.init(address=sys.argv[1], namespace="drill", log_to_driver=False)
-
-    @ray.remote(max_restarts=0)
-    class Counter:
-        def __init__(self):
-            self.n = 0
-
-        def incr(self):
-            self.n += 1
-            return self.n
-
-    try:
-        counter = ray.get_actor("counter")
-    except ValueError:
-        node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == sys.argv[2])
-        counter = Counter.options(name="counter", lifetime="detached", scheduling_strategy=
-                                  NodeAffinitySchedulingStrategy(node, soft=False)).remote()
-    print(ray.get(counter.incr.remote(), timeout=60))
-""")
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +106,7 @@ def raylets(rig, name: str) -> list[str]:
 
 def count(rig) -> int:
     """The drill actor's next count (it lives on ft-w1)."""
-    run = rig.ssh(HEAD, ["env", "RAY_AUTH_MODE=token", f"{DEFAULT_ENV}/bin/python", "-c", COUNTER,
-                         f"{rig.host(HEAD).ip}:{PORT}", rig.host(WORKERS[0]).ip], timeout=180)
-    return int(run.stdout.strip().splitlines()[-1])
+    return actor.count(rig, HEAD, PORT, WORKERS[0])
 
 
 def status_names_the_head(s: Sage) -> None:
