@@ -115,7 +115,7 @@ def check(path, rules, pid1, config_key):
         return {"ok": True, "warn": False, "detail": f"{path}: no systemd-tmpfiles age cleanup reaches it", "fix": ""}
     where = f"{rule['file']}: " if rule["file"] else ""
     return {"ok": True, "warn": True,
-            "detail": (f"{path} is under {rule['path']}, whose files unused for {rule['age']} systemd-tmpfiles "
-                       f"deletes ({where}`{rule['line']}`): a node running for weeks loses Ray's files there"),
+            "detail": (f"{path}: systemd-tmpfiles deletes its files unused for {rule['age']} ({where}"
+                       f"`{rule['line']}`), so a node that runs for weeks loses Ray's files there"),
             "fix": (f"an admin adds the line `x {path}` to {EXCLUSION_FILE} on the node, or set {config_key} in the "
                     f"config to a directory outside {rule['path']}")}

@@ -33,7 +33,9 @@ def cluster() -> None:
 @cluster.command()
 @common_options(json=True)
 def info(invocation: Invocation) -> None:
-    """Show the cluster's configuration: head, ports, dashboard, workers, remote paths.
+    """Show the cluster's configuration: head, ports, dashboard, workers, remote paths, each node's supervisor as
+    configured (remote.supervisor; status says what a node has, doctor what a start would give it). Reads the
+    config only: no node is asked.
 
     \b
     Example:
