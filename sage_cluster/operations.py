@@ -14,7 +14,7 @@ from typing import Any
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint
 
-from ansible_collections.sage.cluster.plugins.module_utils import ray_node, sage_env
+from ansible_collections.sage.cluster.plugins.module_utils import ray_node, sage_env, supervisor
 from sage_cluster import config_edit, report, source
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
@@ -97,6 +97,14 @@ def node_action(invocation: Invocation, scope: str, action: str) -> tuple[Config
         report.warn(warning)
     with cluster_lock(cfg.path):
         return cfg, run(cfg, invocation, PLAYBOOKS[scope], action)
+
+
+def supervisors(cfg: Config) -> dict[str, dict[str, str]]:
+    """Each node's remote.supervisor and what it means, from the config alone: info asks no node (status and doctor
+    say what each node has, and would get)."""
+    hosts = [cfg["head"]["host"], *(w.host for w in cfg.workers)]
+    return {host: {"asked": (asked := cfg.node(host)["remote"]["supervisor"]), "text": supervisor.configured(asked)}
+            for host in hosts}
 
 
 def deploy_plan(cfg: Config) -> tuple[str, str | None]:
@@ -316,11 +324,15 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
             row(host, "env", writable or not installs,
                 detail if writable or installs else f"{detail}: fine, deploy.install installs nothing there",
                 sage_env.UNWRITABLE_FIX.format(user=user))
+        sup = d["supervisor"]
+        row(host, "supervisor", sup["ok"], sup["detail"], sup["fix"], warn=sup["warn"])
         for key in ("temp_dir", "log_dir"):
             row(host, key, d[key]["ok"], d[key]["detail"], f"make it writable for {user}, or change the config")
             if space := d.get(f"{key}_space"):
                 row(host, f"{key} space", space["ok"], space["detail"],
                     f"free space there, or set {key} in the config to a disk with room", warn=space["warn"])
+            cleanup = d[f"{key}_cleanup"]
+            row(host, f"{key} cleanup", cleanup["ok"], cleanup["detail"], cleanup["fix"], warn=cleanup["warn"])
         if store := d.get("gcs_store"):
             row(host, "gcs store", store["ok"], store["detail"],
                 "make head.gcs_storage_dir writable for the SSH user" if cfg["head"]["fault_tolerance"] == "local"

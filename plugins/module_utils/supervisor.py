@@ -97,10 +97,15 @@ def env_text(env):
     return "".join(f"{key}={env_value(value)}\n" for key, value in sorted(env.items()))
 
 
-def choose(asked, pid1, manager_error, linger_error, user):
+# What only an admin can do where a node refuses its user linger (polkit): the line start and doctor both give.
+ADMIN_LINGER = "An admin runs: sudo loginctl enable-linger {user}"
+
+
+def choose(asked, pid1, manager_error, linger_error, user, linger=True):
     """Which supervisor a node gets: ("systemd", why) or ("none", why), or ("fail", why) when the config says
     systemd and the node cannot have it. pid1: /proc/1/comm; manager_error: why `systemctl --user` does not work
-    (None: it does); linger_error: why linger is off and could not be turned on (None: it is on)."""
+    (None: it does); linger_error: why linger is off and could not be turned on (None: it is on, or was not tried);
+    linger: whether it is on (off and not tried: doctor, check mode, which change nothing)."""
     if asked == "none":
         return "none", "config"
     if pid1 != "systemd":
@@ -109,10 +114,46 @@ def choose(asked, pid1, manager_error, linger_error, user):
         why = f"no systemd user manager for {user} ({manager_error})"
     elif linger_error:
         why = (f"linger is off for {user} and could not be turned on ({linger_error}); without it the unit stops at "
-               f"logout. An admin runs: sudo loginctl enable-linger {user}")
+               f"logout. {ADMIN_LINGER.format(user=user)}")
+    elif not linger:
+        return "systemd", "user unit, linger off: `sage cluster start` turns it on (loginctl enable-linger)"
     else:
         return "systemd", "user unit, linger on"
     return ("fail" if asked == "systemd" else "none"), why
+
+
+def configured(asked):
+    """What the config alone says of a node's supervisor (`sage cluster info`, which asks no node; status and
+    doctor say what the node has or would get)."""
+    if asked == "systemd":
+        return "systemd: a user unit, or the start fails saying why"
+    if asked == "auto":
+        return "auto: a systemd user unit where the node's PID 1 is systemd and its user manager works, else none"
+    return "none: config"
+
+
+def refusal(why):
+    """The one line of a node whose config says systemd and that cannot have it (choose's "fail")."""
+    return f"remote.supervisor is systemd, but {why}"
+
+
+def doctor_check(asked, facts, manager_error, user):
+    """Doctor's supervisor row, {ok, warn, detail, fix}: what `sage cluster start` gives this node (choose, with
+    linger only read: doctor changes nothing) and, when it differs, what runs it now (describe)."""
+    kind, why = choose(asked, facts["pid1"], manager_error, None, user, linger=facts["linger"])
+    if kind == "fail":
+        return {"ok": False, "warn": False, "detail": refusal(why),
+                "fix": "set remote.supervisor to auto (plain processes where systemd cannot be had) or none, for "
+                       "this node or every node"}
+    detail = ("" if asked == kind else f"{asked} -> ") + (f"systemd ({why})" if kind == "systemd" else f"none: {why}")
+    now = describe(asked, facts)
+    if now["kind"] != kind:
+        detail += f"; now {now['text']}"
+    # Linger is off: start asks logind for it, which the node's polkit may refuse (start then says so).
+    warn = kind == "systemd" and not facts["linger"]
+    fix = (f"`sage cluster start` turns linger on; if the node refuses (the start says so), "
+           f"{ADMIN_LINGER.format(user=user)}" if warn else "")
+    return {"ok": True, "warn": warn, "detail": detail, "fix": fix}
 
 
 def parse_show(text):

@@ -342,6 +342,12 @@ sage:
           C(log_dir) each as C({ok, detail}); C(temp_dir_space), C(log_dir_space) as C({ok, warn, detail}) (free
           space against the limits of module_utils/ray_node.py); C(versions) as C({python, ray}) or C({error}); on
           the head, C(ports), each head port as C({ok, detail}) (free, or held by this cluster's Ray).
+        - C(supervisor) as C({ok, warn, detail, fix}), what O(state=start) would give the node (systemd or none, and
+          why; failed when O(supervisor=systemd) cannot be had) and what runs it now where that differs. Linger is
+          only read, a warning while it is off (the start turns it on, where the node allows).
+        - C(temp_dir_cleanup), C(log_dir_cleanup) as C({ok, warn, detail, fix}), on a node whose PID 1 is systemd a
+          warning when a tmpfiles.d age rule (Debian 13's /tmp, 10 days) deletes old files there and no C(x) line
+          excludes the dir (module_utils/tmpfiles.py).
       type: dict
       returned: O(query=doctor)
     python_path:
@@ -399,6 +405,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.sage.cluster.plugins.module_utils import tmpfiles
 from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO, NotFound, resolve_here
 from ansible_collections.sage.cluster.plugins.module_utils.node import (
     HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
@@ -410,8 +417,8 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
-    ENV_PATH, PROPERTIES, RUNNING_STATES, UNIT, UNIT_PATH, choose, describe, env_text, linger_path, parse_show,
-    under_unit, unit_text)
+    ENV_PATH, PROPERTIES, RUNNING_STATES, UNIT, UNIT_PATH, choose, describe, doctor_check, env_text, linger_path,
+    parse_show, refusal, under_unit, unit_text)
 
 # Ask Ray's GCS for its node table: no driver, no job.
 NODES_SNIPPET = r"""
@@ -603,9 +610,14 @@ class Node:
             checks["versions"] = found if err is None else {"error": err}
             why = unwritable(p["python_path"])
             checks["env_writable"] = {"ok": why is None, "detail": why or f"{env_prefix(p['python_path'])} is writable"}
+        facts = self.supervisor_facts()
+        checks["supervisor"] = doctor_check(p["supervisor"], facts, self.manager_error(p["supervisor"], facts),
+                                            self.user)
+        rules = tmpfiles.parse(tmpfiles.config_text()) if facts["pid1"] == "systemd" else []
         for key in ("temp_dir", "log_dir"):
             checks[key] = self.writable(p[key])
             checks[f"{key}_space"] = free_space(p[key])
+            checks[f"{key}_cleanup"] = tmpfiles.check(p[key], rules, facts["pid1"], f"{p['node_type']}.{key}")
         if p["node_type"] == "head":
             checks["ports"] = {str(port): self.port_state(port, state)
                                for port in (p["head_port"], p["dashboard_port"])}
@@ -667,18 +679,23 @@ class Node:
     def choose_supervisor(self):
         """systemd or none for this node (supervisor.choose); turns linger on where it is off and allowed."""
         asked, facts = self.p["supervisor"], self.supervisor_facts()
-        manager_error = linger_error = None
-        if asked != "none" and facts["pid1"] == "systemd":
-            ok, out = self.systemctl("show", "--property=Version")
-            manager_error = None if ok else out
-            if ok and not facts["linger"] and not self.m.check_mode:
-                proc = subprocess.run(["loginctl", "enable-linger"], capture_output=True, text=True, timeout=60,
-                                      stdin=subprocess.DEVNULL)
-                linger_error = telling_line(proc.stderr.splitlines()) if proc.returncode != 0 else None
+        manager_error, linger_error = self.manager_error(asked, facts), None
+        if asked != "none" and facts["pid1"] == "systemd" and not manager_error and not facts["linger"] \
+                and not self.m.check_mode:
+            proc = subprocess.run(["loginctl", "enable-linger"], capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+            linger_error = telling_line(proc.stderr.splitlines()) if proc.returncode != 0 else None
         kind, why = choose(asked, facts["pid1"], manager_error, linger_error, self.user)
         if kind == "fail":
-            self.fail(f"remote.supervisor is systemd, but {why}")
+            self.fail(refusal(why))
         return kind, facts
+
+    def manager_error(self, asked, facts):
+        """Why this user's systemd manager does not answer, where the node could have a unit; else None."""
+        if asked == "none" or facts["pid1"] != "systemd":
+            return None
+        ok, out = self.systemctl("show", "--property=Version")
+        return None if ok else out
 
     def start(self, state):
         self.need_paths()

@@ -33,7 +33,9 @@ def cluster() -> None:
 @cluster.command()
 @common_options(json=True)
 def info(invocation: Invocation) -> None:
-    """Show the cluster's configuration: head, ports, dashboard, workers, remote paths.
+    """Show the cluster's configuration: head, ports, dashboard, workers, remote paths, each node's supervisor as
+    configured (remote.supervisor; status says what a node has, doctor what a start would give it). Reads the
+    config only: no node is asked.
 
     \b
     Example:
@@ -45,7 +47,8 @@ def info(invocation: Invocation) -> None:
         sends, refused = operations.deploy_plan(cfg)
         report.emit_json({"config_file": str(cfg.path) if cfg.path else None, "config_origin": cfg.origin,
                           "workers_key": cfg.workers_key, **cfg.as_dict(),
-                          "deploy_sends": sends, "deploy_refused": refused})
+                          "deploy_sends": sends, "deploy_refused": refused,
+                          "supervisors": operations.supervisors(cfg)})
         return
     head = cfg["head"]
     url = ray_node.dashboard_url(head["dashboard_host"], head["host"], head["dashboard_port"])
@@ -69,6 +72,13 @@ def info(invocation: Invocation) -> None:
     click.echo(f"Remote:     sage_home {r['sage_home']}, {cfgmod.describe_env(r)}")
     if own := cfg.overrides(head["host"]).get("remote"):
         click.echo(f"Head env:   {cfgmod.describe_env({**r, **own})}")
+    by_text: dict[str, list[str]] = {}
+    for host, sup in operations.supervisors(cfg).items():
+        by_text.setdefault(sup["text"], []).append(host)
+    for i, (text, hosts) in enumerate(by_text.items()):
+        label = "Supervisor:" if i == 0 else ""
+        click.echo(f"{label:<12}{text}" + ("" if len(by_text) == 1 else f" ({', '.join(hosts)})"))
+    click.echo("            what each node has: `sage cluster status`; would get: `sage cluster doctor`")
     click.echo(f"Temp/logs:  head {head['temp_dir']} {head['log_dir']}; "
                f"workers {cfg['worker']['temp_dir']} {cfg['worker']['log_dir']}")
     sends, refused = operations.deploy_plan(cfg)
@@ -136,8 +146,9 @@ def dashboard(invocation: Invocation, port: int | None) -> None:
 @common_options(json=True)
 def doctor(invocation: Invocation) -> None:
     """Check every node: SSH, python_path, ray_command, the same Python and Ray versions everywhere (this
-    machine too), temp and log dirs writable and their free space, head ports free or held by this cluster's Ray,
-    clock skew. Exit 1 if any check fails.
+    machine too), the supervisor a start would give it (remote.supervisor) and why, temp and log dirs writable,
+    their free space and whether systemd-tmpfiles deletes old files there (Debian 13's /tmp), head ports free or
+    held by this cluster's Ray, clock skew. Changes nothing. Exit 1 if any check fails (warnings do not count).
 
     \b
     Example:

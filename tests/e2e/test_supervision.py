@@ -107,6 +107,39 @@ def test_no_secret_in_a_unit_file_and_the_env_file_is_0600(started, srig):
         assert mode == "600", (name, mode)
 
 
+def test_doctor_says_each_nodes_supervisor_and_warns_of_the_tmp_cleanup_on_systemd_nodes(started, srig):
+    """Debian 13's tmp.conf on the systemd hosts (each has its own /etc/tmpfiles.d): doctor warns that /tmp's
+    cleanup reaches the temp and log dirs, with the fix, except where an admin's x lines keep them; never on the
+    plain host (no systemd-tmpfiles). Doctor changes nothing and a warning fails nothing."""
+    kept = WORKERS[1]
+    own = ["/etc/tmpfiles.d/tmp.conf", "/etc/tmpfiles.d/sage-ray.conf"]
+    try:
+        for name in SYSTEMD:
+            srig.nsenter(name, ["sh", "-c", f"echo 'D /tmp 1777 root root 10d' > {own[0]}"])
+        srig.nsenter(kept, ["sh", "-c", f"printf 'x /tmp/ray_worker\\nx /tmp/sage_worker_logs\\n' > {own[1]}"])
+        code, data = started.json("cluster", "doctor", timeout=300)
+    finally:
+        for name in SYSTEMD:
+            srig.nsenter(name, ["rm", "-f", *own])
+    rows = {(r["host"], r["check"]): r for r in data["checks"]}
+    assert code == 0 and data["ok"], [r for r in data["checks"] if not r["ok"]]
+    for name in SYSTEMD:
+        row = rows[(name, "supervisor")]
+        assert row["ok"] and not row["warn"] and row["detail"] == "auto -> systemd (user unit, linger on)", row
+    assert rows[(PLAIN, "supervisor")]["detail"] == "auto -> none: PID 1 is not systemd"
+    for name in (HEAD, WORKERS[0]):
+        section = "head" if name == HEAD else "worker"
+        for key in ("temp_dir", "log_dir"):
+            row = rows[(name, f"{key} cleanup")]
+            assert row["ok"] and row["warn"] and "/etc/tmpfiles.d/tmp.conf" in row["detail"], row
+            assert "`D /tmp 1777 root root 10d`" in row["detail"] and f"{section}.{key}" in row["fix"], row
+            assert "x /tmp/" in row["fix"] and "/etc/tmpfiles.d/sage-ray.conf" in row["fix"], row
+    for name in (kept, PLAIN):
+        for key in ("temp_dir", "log_dir"):
+            assert not rows[(name, f"{key} cleanup")]["warn"], rows[(name, f"{key} cleanup")]
+    assert systemctl(srig, HEAD, "is-active").stdout.strip() == "active"
+
+
 def test_a_killed_raylet_comes_back_by_itself_within_30_s(started, srig):
     srig.ssh(WORKERS[0], ["kill", "-9", raylet(srig, WORKERS[0])])
     took = all_alive(started, 30)

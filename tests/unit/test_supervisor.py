@@ -1,6 +1,7 @@
 """The unit sage writes for a supervised node, its env file, the supervisor a node gets, and what status says."""
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 import subprocess
@@ -85,3 +86,41 @@ def test_a_bad_supervisor_is_one_line_naming_file_and_key():
     cfg = config.parse("workers_ssh_hosts:\n  - {host: w1, remote: {supervisor: none}}\n", Path("c.yaml"))
     assert inventory.node_vars(cfg, "w1") == {"ray_node_supervisor": "none"}
     assert inventory.role_vars(cfg)["ray_node_supervisor"] == "auto"
+
+
+def test_doctor_says_what_a_start_would_give_and_changes_nothing():
+    unit = {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled", "NRestarts": "0"}
+    on = {"pid1": "systemd", "linger": True, "unit": unit}
+    assert supervisor.doctor_check("auto", on, None, "u") == {
+        "ok": True, "warn": False, "detail": "auto -> systemd (user unit, linger on)", "fix": ""}
+    # Linger off: doctor only reads it; the start turns it on, or says what an admin must run.
+    off = supervisor.doctor_check("systemd", {"pid1": "systemd", "linger": False, "unit": None}, None, "u")
+    assert off["ok"] and off["warn"] and "linger off" in off["detail"], off
+    assert off["detail"].endswith("; now none: no enabled sage-ray unit (`sage cluster start` makes it where "
+                                  "systemd allows)"), off
+    assert "sudo loginctl enable-linger u" in off["fix"], off
+    plain = supervisor.doctor_check("auto", {"pid1": "hostinit.py", "linger": False, "unit": None}, None, "u")
+    assert plain == {"ok": True, "warn": False, "detail": "auto -> none: PID 1 is not systemd", "fix": ""}
+    refused = supervisor.doctor_check("systemd", {"pid1": "hostinit.py", "linger": False, "unit": None}, None, "u")
+    assert not refused["ok"] and refused["detail"] == "remote.supervisor is systemd, but PID 1 is not systemd"
+    assert "remote.supervisor" in refused["fix"]
+    # A node whose config says none but that still runs the unit: the start moves it.
+    moved = supervisor.doctor_check("none", on, None, "u")
+    assert moved["ok"] and moved["detail"] == "none: config; now systemd (user unit, linger on)", moved
+
+
+def test_info_says_each_nodes_supervisor_from_the_config_alone(tmp_path):
+    from click.testing import CliRunner
+
+    from sage_cluster.cli import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text("head:\n  host: h1\nworkers_ssh_hosts:\n  - w1:22\n  - {host: w2, remote: {supervisor: none}}\n")
+    out = CliRunner().invoke(cli, ["cluster", "info", "--config", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    sups = json.loads(out.stdout)["supervisors"]
+    assert sups["w2"] == {"asked": "none", "text": "none: config"}
+    assert sups["h1"] == sups["w1"] == {"asked": "auto", "text": supervisor.configured("auto")}
+    text = CliRunner().invoke(cli, ["cluster", "info", "--config", str(path)]).stdout
+    assert f"Supervisor: {supervisor.configured('auto')} (h1, w1)\n" in text
+    assert "            none: config (w2)\n" in text
