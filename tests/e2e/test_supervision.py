@@ -38,8 +38,12 @@ def srig():
 def user(srig, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     s = Sage(home=home, config=home / "cluster.yaml")
+    project = home / "project"  # what `scale add` deploys
+    project.mkdir()
+    (project / "sv_job.py").write_text("print('hello')\n")
     s.config.write_text(sage_config(srig, HEAD, [*WORKERS, PLAIN], head_port=PORT, dashboard_port=8289,
-                                    comment="issue 30: Ray under systemd", head={"fault_tolerance": "local"}))
+                                    comment="issue 30: Ray under systemd", head={"fault_tolerance": "local"},
+                                    deploy={"source": str(project)}))
     yield s
     s("cluster", "stop", timeout=300)
 
@@ -222,6 +226,40 @@ def test_after_a_power_cut_every_systemd_node_is_back_and_start_brings_the_plain
     proc = started("cluster", "start", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     all_alive(started, 30)
+
+
+def test_scale_remove_and_add_a_supervised_worker_and_read_its_log(started, srig):
+    proc = started("cluster", "scale", "remove", f"{WORKERS[1]}:22", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert systemctl(srig, WORKERS[1], "is-enabled").stdout.strip() == "disabled"
+    assert srig.ssh(WORKERS[1], ["pgrep", "-u", srig.user, "-x", "raylet"], check=False).returncode == 1
+    all_alive(started, 30, [HEAD, WORKERS[0], PLAIN])
+    proc = started("cluster", "scale", "add", f"{WORKERS[1]}:22", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert systemctl(srig, WORKERS[1], "is-enabled").stdout.strip() == "enabled"
+    assert (srig.host(WORKERS[1]).home / "sv_job.py").exists()
+    all_alive(started, 30)
+    logs = started("worker", "logs", "--lines", "40", timeout=120).stdout
+    assert f"==> {WORKERS[1]}: /tmp/sage_worker_logs/worker.log" in logs, logs
+    assert "block forever" in logs, logs  # the unit's `ray start --block` writes where a plain start does
+
+
+def test_without_fault_tolerance_a_killed_head_gcs_makes_a_new_cluster_the_workers_join(started, srig):
+    config = started.config.read_text()
+    started.config.write_text(config.replace("fault_tolerance: local", "fault_tolerance: none"))
+    try:
+        proc = started("cluster", "start", timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        pids = {name: raylet(srig, name) for name in WORKERS}
+        srig.ssh(HEAD, ["pkill", "-9", "-u", srig.user, "-x", "gcs_server"])
+        took = all_alive(started, 120, SYSTEMD)
+        print(f"head gcs_server kill -9 (none) -> every systemd node alive in the new cluster: {took:.1f} s")
+        assert all(raylet(srig, name) != pids[name] for name in WORKERS)  # restarted by their units
+        proc = started("cluster", "start", timeout=300)  # the plain worker waits for a person, as today
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        all_alive(started, 30)
+    finally:
+        started.config.write_text(config)
 
 
 def test_a_stopped_cluster_stays_stopped_through_a_reboot(started, srig):
