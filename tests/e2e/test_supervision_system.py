@@ -1,8 +1,8 @@
 """Issue 30's system units on the rig: a worker whose SSH user may sudo without a password (ssh.become: true) runs
 Ray as the system unit /etc/systemd/system/sage-ray.service, still as that user; it comes back by itself after a
-kill -9, moves to a user unit and back with one start each, fails in one line when sudo asks for a password, and
-stays down after a stop. A plain head beside it (no systemd: the cheapest). Its own small rig, apart from
-test_supervision.py's cluster, so the two files change independently.
+kill -9 and a reboot, moves to a user unit and back with one start each, fails in one line when sudo asks for a
+password, and stays down after a stop. A plain head beside it (no systemd: the cheapest). Its own small rig, apart
+from test_supervision.py's cluster, so the two files change independently.
 """
 from __future__ import annotations
 
@@ -103,6 +103,12 @@ def test_a_killed_raylet_comes_back_by_itself_within_30_s(started, srig):
     took = all_alive(started, 30)
     print(f"raylet kill -9 under the system unit -> every node alive: {took:.1f} s")
     assert status(started)["hosts"][WORKER]["supervisor"]["unit"]["restarts"] >= 1
+
+
+def test_a_rebooted_worker_is_back_by_itself_within_60_s(started, srig):
+    srig.reboot(WORKER)  # the system manager starts it (multi-user.target), nobody logs in
+    took = all_alive(started, 60)
+    print(f"worker reboot under the system unit -> every node alive: {took:.1f} s")
 
 
 def test_one_start_moves_the_worker_to_a_user_unit_and_back(started, srig):
