@@ -31,7 +31,7 @@ def srig():
 
 
 def worker_config(srig, become: bool) -> str:
-    text = sage_config(srig, HEAD, [WORKER], head_port=6391, dashboard_port=8291,
+    text = sage_config(srig, HEAD, [WORKER], head_port=6393, dashboard_port=8293,
                        comment="issue 30: a system unit where the SSH user may become root")
     values = yaml.safe_load(text)
     values["workers_ssh_hosts"] = [{"host": WORKER, "port": 22, "ssh": {"become": become}}]
