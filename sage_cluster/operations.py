@@ -103,8 +103,8 @@ def supervisors(cfg: Config) -> dict[str, dict[str, str]]:
     """Each node's remote.supervisor and what it means, from the config alone: info asks no node (status and doctor
     say what each node has, and would get)."""
     hosts = [cfg["head"]["host"], *(w.host for w in cfg.workers)]
-    return {host: {"asked": (asked := cfg.node(host)["remote"]["supervisor"]), "text": supervisor.configured(asked)}
-            for host in hosts}
+    return {host: {"asked": (asked := cfg.node(host)["remote"]["supervisor"]),
+                   "text": supervisor.configured(asked, cfg.node(host)["ssh"]["become"])} for host in hosts}
 
 
 def deploy_plan(cfg: Config) -> tuple[str, str | None]:

@@ -16,7 +16,7 @@ import time
 from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
 from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
-    LINGER_DIR, PROPERTIES, SUPERVISORS, UNIT, UNIT_PATH)
+    LINGER_DIR, PROPERTIES, SUPERVISORS, SYSTEM_UNIT_PATH, UNIT, UNIT_FACTS, UNIT_PATH)
 
 # Bind addresses that mean "every interface": a client on the node reaches such a dashboard on loopback, and
 # a person elsewhere at the head's host name.
@@ -41,6 +41,7 @@ ARGUMENT_SPEC = {
     "python_version_match": dict(type="str", choices=["minor", "patch"]),
     "fault_tolerance": dict(type="str", choices=["none", "local", "redis"]),
     "supervisor": dict(type="str", choices=list(SUPERVISORS)),
+    "become": dict(type="bool"),
     "cluster_view": dict(type="bool", default=False),
     "wait_for": dict(type="list", elements="str"),
     "auth_token": dict(type="str", no_log=True),
@@ -255,15 +256,17 @@ def state_api_nodes(text):
         return None
 
 
-# The supervisor's facts (module_utils/supervisor.py): PID 1's name and linger by shell builtins; the unit's state
-# from systemctl only where the unit file is (a node without it pays no process more). ssh's login session has
-# XDG_RUNTIME_DIR; a session without it gets the user manager's usual place.
+# The supervisor's facts (module_utils/supervisor.py): PID 1's name and linger by shell builtins; each unit's state
+# (the user's, the system's: reading it needs no root) from systemctl only where its file is (a node without one pays
+# no process more), each after the line naming it. ssh's login session has XDG_RUNTIME_DIR; a session without it
+# gets the user manager's usual place.
 SUPERVISOR_SEPARATOR = "--- sage supervisor"
+_SHOW = " ".join(f"-p {p}" for p in PROPERTIES) + f" {UNIT} 2>/dev/null; }}; "
 SUPERVISOR_PROBE = (f"echo; echo '{SUPERVISOR_SEPARATOR}'; read -r c < /proc/1/comm; echo \"pid1=$c\"; "
                     f"[ -e {LINGER_DIR}/\"${{USER:-$(id -un)}}\" ] && echo linger=yes; "
-                    f"[ -f {shell_path(UNIT_PATH)} ] && {{ echo unit=yes; "
-                    "XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)} systemctl --user show "
-                    + " ".join(f"-p {p}" for p in PROPERTIES) + f" {UNIT} 2>/dev/null; }}; ")
+                    f"[ -f {shell_path(UNIT_PATH)} ] && {{ echo {UNIT_FACTS['user']}=yes; "
+                    "XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)} systemctl --user show " + _SHOW
+                    + f"[ -f {SYSTEM_UNIT_PATH} ] && {{ echo {UNIT_FACTS['system']}=yes; systemctl show " + _SHOW)
 
 
 def probe_command(record_path, quote, detected=False):
@@ -276,18 +279,20 @@ def probe_command(record_path, quote, detected=False):
 
 
 def parse_supervisor(text):
-    """The supervisor section of the probe's output -> {pid1, linger, unit} (unit: its properties, or None)."""
-    facts = {"pid1": None, "linger": False, "unit": None}
+    """The supervisor section of the probe's output -> {pid1, linger, unit, system_unit} (each unit: its
+    properties, or None)."""
+    facts = {"pid1": None, "linger": False, **{key: None for key in UNIT_FACTS.values()}}
+    unit = None  # the unit whose properties follow
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "pid1":
             facts["pid1"] = value
         elif key == "linger":
             facts["linger"] = True
-        elif key == "unit":
-            facts["unit"] = {}
-        elif key in PROPERTIES and facts["unit"] is not None:
-            facts["unit"][key] = value
+        elif key in UNIT_FACTS.values():
+            unit = facts[key] = {}
+        elif key in PROPERTIES and unit is not None:
+            unit[key] = value
     return facts
 
 

@@ -1,5 +1,8 @@
-"""Ray under systemd: the user unit sage-ray.service that keeps a node's Ray running (restarted when it dies,
-started at boot), its environment file, which supervisor a node gets, and what status says of it.
+"""Ray under systemd: the unit sage-ray.service that keeps a node's Ray running (restarted when it dies, started at
+boot), its environment file, which supervisor a node gets, and what status says of it. The unit is the SSH user's
+own (a user unit, `systemctl --user`, linger on) or, where the config says that user may become root (ssh.become:
+sudo without a password), a system unit in /etc/systemd/system with User= that user: Ray runs as the SSH user
+either way; only the unit file and the system manager's changes need root.
 
 Pure functions (no Ansible, no systemctl run here): the module (plugins/modules/sage_ray_node.py) writes and drives
 the unit, the status probe (module_utils/ray_node.py) reads the facts with one shell command, and both describe
@@ -16,6 +19,12 @@ import os
 
 UNIT = "sage-ray.service"
 UNIT_PATH = "~/.config/systemd/user/" + UNIT
+SYSTEM_UNIT_PATH = "/etc/systemd/system/" + UNIT
+# The two kinds of unit (scopes), each with its file and its key in a node's facts (status probe and module alike).
+UNIT_PATHS = {"user": UNIT_PATH, "system": SYSTEM_UNIT_PATH}
+UNIT_FACTS = {"user": "unit", "system": "system_unit"}
+# Root for a system unit's changes: never a password prompt (a run has nobody to type it), a failure instead.
+SUDO = ["sudo", "-n", "--"]
 # Every value of the unit's environment, the Redis password included: 0600, never in the unit (which is 0644).
 ENV_PATH = "~/.sage/ray-node.env"
 LINGER_DIR = "/var/lib/systemd/linger"
@@ -23,7 +32,7 @@ LINGER_DIR = "/var/lib/systemd/linger"
 REDIS_PASSWORD_VAR = "SAGE_RAY_REDIS_PASSWORD"
 REDIS_PASSWORD_FLAG = "--redis-password="
 SUPERVISORS = ("auto", "systemd", "none")
-# The properties status reads of the unit (systemctl --user show).
+# The properties status reads of the unit (systemctl [--user] show; reading the system's needs no root).
 PROPERTIES = ("ActiveState", "SubState", "UnitFileState", "NRestarts")
 # States in which the unit has, or is about to have, a Ray (auto-restart: between a crash and RestartSec).
 RUNNING_STATES = ("active", "activating", "reloading")
@@ -51,19 +60,26 @@ def unit_argv(argv):
     return words, secret
 
 
-def unit_text(argv, log_path, env_path, node_type):
+def unit_text(argv, log_path, env_path, node_type, run_as=None):
     """The unit file for `ray start` argv (without --block) logging to log_path: (its text, the secret env that
-    must go to env_path instead). The text holds no secret: the world may read it."""
+    must go to env_path instead). The text holds no secret: the world may read it. run_as: the user a system unit
+    runs Ray as (None: a user unit, which its user's own manager runs)."""
     words, secret = unit_argv(["/bin/sh", "-c", LOG_WRAPPER, log_path, *argv, "--block"])
+    # The system manager starts units at boot before the network unless told; a user manager starts after it.
+    network = ["Wants=network-online.target", "After=network-online.target"] if run_as else []
+    # User= alone: its group is the user's own primary group (systemd's default), its supplementary groups too.
+    user = ["User=" + run_as.replace("%", "%%")] if run_as else []
     text = "\n".join([
         "# Written by sage (sage_ray_node): `sage cluster start` rewrites it, `sage cluster stop` disables it.",
         "[Unit]",
         f"Description=Ray {node_type} node of a sage cluster",
         # A worker retries until its head is up, however long the head takes to boot: no start limit gives up.
         "StartLimitIntervalSec=0",
+        *network,
         "",
         "[Service]",
         "Type=simple",
+        *user,
         # A path, not a word: systemd takes quotes here as part of the name (and then ignores the file).
         "EnvironmentFile=" + env_path.replace("%", "%%"),
         "ExecStart=" + " ".join(words),
@@ -77,7 +93,7 @@ def unit_text(argv, log_path, env_path, node_type):
         "LimitNOFILE=1048576",
         "",
         "[Install]",
-        "WantedBy=default.target",
+        "WantedBy=" + ("multi-user.target" if run_as else "default.target"),
         "",
     ])
     return text, secret
@@ -101,13 +117,43 @@ def env_text(env):
 ADMIN_LINGER = "An admin runs: sudo loginctl enable-linger {user}"
 
 
-def choose(asked, pid1, manager_error, linger_error, user, linger=True):
-    """Which supervisor a node gets: ("systemd", why) or ("none", why), or ("fail", why) when the config says
-    systemd and the node cannot have it. pid1: /proc/1/comm; manager_error: why `systemctl --user` does not work
-    (None: it does); linger_error: why linger is off and could not be turned on (None: it is on, or was not tried);
-    linger: whether it is on (off and not tried: doctor, check mode, which change nothing)."""
+def as_owner(scope, argv):
+    """argv run by the owner of scope's units: the SSH user for a user unit, root (sudo -n) for a system unit."""
+    return [*SUDO, *argv] if scope == "system" else list(argv)
+
+
+def systemctl_argv(scope, *args, change=False):
+    """systemctl on scope's manager; a change to the system's runs as root, a read as the SSH user."""
+    if scope == "user":
+        return ["systemctl", "--user", *args]
+    return as_owner(scope, ["systemctl", *args]) if change else ["systemctl", *args]
+
+
+def sudo_refused(user, host, error, leaving=False):
+    """The line for a node where `sudo -n` fails: its config wants a system unit (ssh.become), or has one to leave."""
+    if leaving:
+        what = f"{host} has the system unit {UNIT} of an earlier start with ssh.become, and moving off it needs root"
+        fix = (f"set ssh.become: true for {host} again, or have an admin run there: sudo systemctl disable --now "
+               f"{UNIT} && sudo rm {SYSTEM_UNIT_PATH}")
+    else:
+        what = f"ssh.become is true for {host} (Ray as a system unit)"
+        fix = (f"let {user} run sudo without a password on {host} (e.g. /etc/sudoers.d/sage: `{user} ALL=(ALL) "
+               "NOPASSWD: ALL`), or set ssh.become: false for it (a user unit instead)")
+    return f"{what}, but {user} cannot run sudo without a password there ({error}). Fix: {fix}."
+
+
+def choose(asked, pid1, user, host="this host", become=False, sudo_error=None, manager_error=None,
+           linger_error=None, linger=True):
+    """Which supervisor a node gets: ("system", why) or ("user", why) for a unit of that scope, ("none", why), or
+    ("fail", the line saying why) when the config asks for what the node cannot have. pid1: /proc/1/comm; become:
+    ssh.become (the SSH user may sudo); sudo_error: why `sudo -n` fails (None: it works); manager_error: why
+    `systemctl --user` does not work (None: it does); linger_error: why linger is off and could not be turned on
+    (None: it is on, or was not tried); linger: whether it is on (off and not tried: doctor and check mode, which
+    change nothing)."""
     if asked == "none":
         return "none", "config"
+    if pid1 == "systemd" and become:
+        return ("fail", sudo_refused(user, host, sudo_error)) if sudo_error else ("system", "system unit")
     if pid1 != "systemd":
         why = "PID 1 is not systemd"
     elif manager_error:
@@ -116,41 +162,40 @@ def choose(asked, pid1, manager_error, linger_error, user, linger=True):
         why = (f"linger is off for {user} and could not be turned on ({linger_error}); without it the unit stops at "
                f"logout. {ADMIN_LINGER.format(user=user)}")
     elif not linger:
-        return "systemd", "user unit, linger off: `sage cluster start` turns it on (loginctl enable-linger)"
+        return "user", "user unit, linger off: `sage cluster start` turns it on (loginctl enable-linger)"
     else:
-        return "systemd", "user unit, linger on"
-    return ("fail" if asked == "systemd" else "none"), why
+        return "user", "user unit, linger on"
+    return ("fail", f"remote.supervisor is systemd, but {why}") if asked == "systemd" else ("none", why)
 
 
-def configured(asked):
+def configured(asked, become=False):
     """What the config alone says of a node's supervisor (`sage cluster info`, which asks no node; status and
     doctor say what the node has or would get)."""
+    unit = "a systemd system unit (ssh.become)" if become else "a systemd user unit"
     if asked == "systemd":
-        return "systemd: a user unit, or the start fails saying why"
+        return f"systemd: {unit}, or the start fails saying why"
     if asked == "auto":
-        return "auto: a systemd user unit where the node's PID 1 is systemd and its user manager works, else none"
+        return f"auto: {unit} where the node's PID 1 is systemd, else none"
     return "none: config"
 
 
-def refusal(why):
-    """The one line of a node whose config says systemd and that cannot have it (choose's "fail")."""
-    return f"remote.supervisor is systemd, but {why}"
-
-
-def doctor_check(asked, facts, manager_error, user):
+def doctor_check(asked, facts, errors, user, host, become):
     """Doctor's supervisor row, {ok, warn, detail, fix}: what `sage cluster start` gives this node (choose, with
-    linger only read: doctor changes nothing) and, when it differs, what runs it now (describe)."""
-    kind, why = choose(asked, facts["pid1"], manager_error, None, user, linger=facts["linger"])
+    linger only read: doctor changes nothing; errors: choose's sudo_error or manager_error) and, when it differs,
+    what runs it now (describe)."""
+    kind, why = choose(asked, facts["pid1"], user, host, become, linger=facts["linger"], **errors)
     if kind == "fail":
-        return {"ok": False, "warn": False, "detail": refusal(why),
-                "fix": "set remote.supervisor to auto (plain processes where systemd cannot be had) or none, for "
-                       "this node or every node"}
-    detail = ("" if asked == kind else f"{asked} -> ") + (f"systemd ({why})" if kind == "systemd" else f"none: {why}")
+        detail, _, fix = why.partition(" Fix: ")
+        return {"ok": False, "warn": False, "detail": detail,
+                "fix": fix or ("set remote.supervisor to auto (plain processes where systemd cannot be had) or none, "
+                               "for this node or every node")}
+    detail = ("" if asked == "systemd" and kind != "none" or asked == kind else f"{asked} -> ") + (
+        f"systemd ({why})" if kind != "none" else f"none: {why}")
     now = describe(asked, facts)
-    if now["kind"] != kind:
+    if now["kind"] != ("none" if kind == "none" else "systemd") or kind != "none" and now["unit"]["scope"] != kind:
         detail += f"; now {now['text']}"
     # Linger is off: start asks logind for it, which the node's polkit may refuse (start then says so).
-    warn = kind == "systemd" and not facts["linger"]
+    warn = kind == "user" and not facts["linger"]
     fix = (f"`sage cluster start` turns linger on; if the node refuses (the start says so), "
            f"{ADMIN_LINGER.format(user=user)}" if warn else "")
     return {"ok": True, "warn": warn, "detail": detail, "fix": fix}
@@ -161,15 +206,22 @@ def parse_show(text):
     return dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
 
 
+def unit_on(unit):
+    """Whether a unit (its properties, None when it has no file) runs Ray or starts it at boot."""
+    return unit is not None and (unit.get("UnitFileState") == "enabled" or unit.get("ActiveState") in RUNNING_STATES)
+
+
 def describe(asked, facts):
-    """A node's supervisor as status and --json give it: {kind, text, unit}; facts: {pid1, linger, unit} (unit:
-    the unit's properties, None when there is no unit file)."""
-    unit = facts.get("unit")
+    """A node's supervisor as status and --json give it: {kind, text, unit}; facts: {pid1, linger, unit,
+    system_unit} (each unit: its properties, None when there is no unit file)."""
+    units = [(scope, facts.get(key)) for scope, key in UNIT_FACTS.items() if facts.get(key) is not None]
+    # The unit that is on says who keeps Ray running; one left off is still shown, with its state.
+    scope, unit = next((u for u in units if unit_on(u[1])), units[0] if units else (None, None))
     if unit is not None and unit.get("UnitFileState") == "enabled":
         linger = "linger on" if facts.get("linger") else "linger off: it stops at logout"
-        kind, text = "systemd", f"systemd (user unit, {linger})"
+        kind, text = "systemd", "systemd (system unit)" if scope == "system" else f"systemd (user unit, {linger})"
     elif unit is not None and unit.get("ActiveState") in RUNNING_STATES:
-        kind, text = "systemd", "systemd (user unit, not enabled: not started at boot)"
+        kind, text = "systemd", f"systemd ({scope} unit, not enabled: not started at boot)"
     elif asked == "none":
         kind, text = "none", "none: config"
     elif facts.get("pid1") != "systemd":
@@ -179,8 +231,8 @@ def describe(asked, facts):
     out = {"kind": kind, "text": text}
     if unit is not None:
         restarts = unit.get("NRestarts", "")
-        out["unit"] = {"name": UNIT, "active_state": unit.get("ActiveState"), "sub_state": unit.get("SubState"),
-                       "enabled": unit.get("UnitFileState") == "enabled",
+        out["unit"] = {"name": UNIT, "scope": scope, "active_state": unit.get("ActiveState"),
+                       "sub_state": unit.get("SubState"), "enabled": unit.get("UnitFileState") == "enabled",
                        "restarts": int(restarts) if restarts.isdigit() else None}
     return out
 
@@ -204,7 +256,8 @@ def unit_without_ray(supervisor, state):
 
 
 def under_unit(pid, proc="/proc"):
-    """Whether process pid runs in the unit's cgroup (started by systemd, not by a plain `ray start`)."""
+    """Whether process pid runs in a sage-ray unit's cgroup, of either scope (started by systemd, not by a plain
+    `ray start`)."""
     try:
         with open(os.path.join(proc, str(pid), "cgroup")) as fh:
             return f"/{UNIT}" in fh.read()

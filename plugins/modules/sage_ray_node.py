@@ -221,14 +221,28 @@ options:
   supervisor:
     description:
       - Who keeps Ray running. V(auto), a systemd user unit (C(~/.config/systemd/user/sage-ray.service), linger
-        enabled) where the node's PID 1 is systemd and C(systemctl --user) works, else plain processes; V(systemd),
-        the unit or a failed start saying why; V(none), plain processes. Unset, V(auto).
+        enabled) where the node's PID 1 is systemd and C(systemctl --user) works (with O(become), a system unit
+        where PID 1 is systemd), else plain processes; V(systemd), the unit or a failed start saying why; V(none),
+        plain processes. Unset, V(auto).
       - The unit runs the same C(ray start) with C(--block), C(Restart=on-failure), no start limit; every value of
         its environment (the Redis password too) is in C(~/.sage/ray-node.env), mode 0600, never in the unit.
       - O(state=start) moves a node between plain processes and the unit, stopping the other kind first;
         O(state=stop) stops and disables the unit (a stopped node stays stopped through a reboot).
     type: str
     choices: [auto, systemd, none]
+  become:
+    description:
+      - Whether the SSH user may become root with C(sudo -n) (sudo without a password) on this node. V(true), where
+        O(supervisor) gives a node systemd, the unit is a system unit, C(/etc/systemd/system/sage-ray.service) with
+        C(User=) the SSH user (C(WantedBy=multi-user.target), after C(network-online.target)); no linger needed.
+      - The module still runs as the SSH user, and so does Ray; only the unit file (C(sudo -n install)) and the
+        system manager's changes (C(sudo -n systemctl)) run as root, as argument lists. The env file stays the SSH
+        user's (mode 0600).
+      - V(true) where C(sudo -n) fails (it asks for a password, or there is no sudo) fails the start with one line
+        saying how to fix it. Moving between a user unit, a system unit and plain processes is one O(state=start),
+        which stops, disables and removes the other kind's unit first (a system unit's removal needs C(sudo -n)).
+      - Unset, V(false).
+    type: bool
 notes:
   - O(query=status) runs without a module on the node when it can. The action plugin (plugins/action/sage_ray_node.py)
     runs one fixed POSIX sh command through the connection's shell (C(/bin/sh -c), Ansible's executable); it lists
@@ -385,8 +399,9 @@ sage:
     supervisor:
       description:
         - Who keeps Ray running here, as C({kind, text, unit}); C(kind) V(systemd) or V(none); C(text) in words, e.g.
-          "systemd (user unit, linger on)", or for V(none) why not (PID 1 is not systemd, the config); C(unit), when
-          there is a unit file, C({name, active_state, sub_state, enabled, restarts}).
+          "systemd (user unit, linger on)" or "systemd (system unit)", or for V(none) why not (PID 1 is not systemd,
+          the config); C(unit), when there is a unit file, C({name, scope, active_state, sub_state, enabled,
+          restarts}), C(scope) V(user) or V(system).
       type: dict
       returned: success
     note:
@@ -417,8 +432,8 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
-    ENV_PATH, PROPERTIES, RUNNING_STATES, UNIT, UNIT_PATH, choose, describe, doctor_check, env_text, linger_path,
-    parse_show, refusal, under_unit, unit_text)
+    ENV_PATH, PROPERTIES, RUNNING_STATES, SUDO, UNIT, UNIT_FACTS, UNIT_PATHS, as_owner, choose, describe, doctor_check,
+    env_text, linger_path, parse_show, sudo_refused, systemctl_argv, under_unit, unit_on, unit_text)
 
 # Ask Ray's GCS for its node table: no driver, no job.
 NODES_SNIPPET = r"""
@@ -481,10 +496,11 @@ class Node:
         self.p = module.params
         self.p["fault_tolerance"] = self.p["fault_tolerance"] or "none"
         self.p["supervisor"] = self.p["supervisor"] or "auto"
+        self.p["become"] = bool(self.p["become"])
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.asked = {k: self.p[k] for k in ("python_path", "ray_command")}
         self.not_found = self.find_paths()
-        self.note = None  # what a start found and did, for the report
+        self.notes = []  # what a start found and did, for the report
 
     def find_paths(self):
         """Put the paths this node has in place of `auto` ones; the line saying why when nothing was found."""
@@ -611,8 +627,9 @@ class Node:
             why = unwritable(p["python_path"])
             checks["env_writable"] = {"ok": why is None, "detail": why or f"{env_prefix(p['python_path'])} is writable"}
         facts = self.supervisor_facts()
-        checks["supervisor"] = doctor_check(p["supervisor"], facts, self.manager_error(p["supervisor"], facts),
-                                            self.user)
+        errors = self.supervisor_errors(p["supervisor"], facts, turn_linger_on=False)
+        checks["supervisor"] = doctor_check(p["supervisor"], facts, errors, self.user, socket.gethostname(),
+                                            p["become"])
         rules = tmpfiles.parse(tmpfiles.config_text()) if facts["pid1"] == "systemd" else []
         for key in ("temp_dir", "log_dir"):
             checks[key] = self.writable(p[key])
@@ -653,57 +670,79 @@ class Node:
         return start_argv(p["ray_command"], "worker", ip, p["temp_dir"], head_address=self.head_address(),
                           resources=resource_args(p))
 
-    def systemctl(self, *args):
-        """`systemctl --user args`: (ok, its telling line of failure)."""
+    @staticmethod
+    def run(argv, text=None):
+        """argv, text on its stdin: (ok, its stdout, or the telling line of its failure)."""
         env = dict(os.environ)
         env.setdefault("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")  # a session without it: the usual place
-        proc = subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, env=env, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
+                                  **({"input": text} if text is not None else {"stdin": subprocess.DEVNULL}))
+        except OSError as exc:  # no such program (sudo, say)
+            return False, str(exc)
         return proc.returncode == 0, proc.stdout if proc.returncode == 0 else telling_line(proc.stderr.splitlines())
 
-    def must_systemctl(self, *args):
-        ok, out = self.systemctl(*args)
+    def must_run(self, argv, text=None):
+        ok, out = self.run(argv, text)
         if not ok:
-            self.fail(f"systemctl --user {' '.join(args)} failed: {out}")
-        return out
+            self.fail(f"{' '.join(argv)} failed: {out}")
+
+    def systemctl(self, scope, *args):
+        """A read of scope's manager (supervisor.systemctl_argv): (ok, output or why not)."""
+        return self.run(systemctl_argv(scope, *args))
+
+    def must_systemctl(self, scope, *args):
+        """A change to scope's manager (the system's as root), or the node fails."""
+        self.must_run(systemctl_argv(scope, *args, change=True))
+
+    def sudo_error(self):
+        """Why this user cannot run sudo without a password here (None: it can)."""
+        ok, out = self.run([*SUDO, "true"])
+        return None if ok else out
 
     def supervisor_facts(self):
-        """What status reads too (module_utils/supervisor.py): PID 1's name, linger, the unit's properties."""
-        unit = None
-        if os.path.isfile(os.path.expanduser(UNIT_PATH)):
-            ok, out = self.systemctl("show", *(f"--property={p}" for p in PROPERTIES), UNIT)
-            unit = parse_show(out) if ok else {}
-        return {"pid1": (read_text("/proc/1/comm") or "").strip(), "linger": os.path.exists(linger_path(self.user)),
-                "unit": unit}
+        """What status reads too (module_utils/supervisor.py): PID 1's name, linger, each unit's properties."""
+        facts = {"pid1": (read_text("/proc/1/comm") or "").strip(), "linger": os.path.exists(linger_path(self.user))}
+        for scope, key in UNIT_FACTS.items():
+            facts[key] = None
+            if os.path.isfile(os.path.expanduser(UNIT_PATHS[scope])):
+                ok, out = self.systemctl(scope, "show", *(f"--property={p}" for p in PROPERTIES), UNIT)
+                facts[key] = parse_show(out) if ok else {}
+        return facts
 
     def choose_supervisor(self):
-        """systemd or none for this node (supervisor.choose); turns linger on where it is off and allowed."""
+        """A system unit, a user unit or none for this node (supervisor.choose); turns linger on for a user unit where
+        it is off and allowed."""
         asked, facts = self.p["supervisor"], self.supervisor_facts()
-        manager_error, linger_error = self.manager_error(asked, facts), None
-        if asked != "none" and facts["pid1"] == "systemd" and not manager_error and not facts["linger"] \
-                and not self.m.check_mode:
-            proc = subprocess.run(["loginctl", "enable-linger"], capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL)
-            linger_error = telling_line(proc.stderr.splitlines()) if proc.returncode != 0 else None
-        kind, why = choose(asked, facts["pid1"], manager_error, linger_error, self.user)
+        errors = self.supervisor_errors(asked, facts, turn_linger_on=not self.m.check_mode)
+        kind, why = choose(asked, facts["pid1"], self.user, socket.gethostname(), self.p["become"], **errors)
         if kind == "fail":
-            self.fail(refusal(why))
+            self.fail(why)
         return kind, facts
 
-    def manager_error(self, asked, facts):
-        """Why this user's systemd manager does not answer, where the node could have a unit; else None."""
+    def supervisor_errors(self, asked, facts, turn_linger_on):
+        """What keeps this node from the unit it would get (supervisor.choose's keywords): with ssh.become, why sudo
+        fails; else why the user manager does not answer and, where linger is off and turn_linger_on, why it could
+        not be turned on."""
         if asked == "none" or facts["pid1"] != "systemd":
-            return None
-        ok, out = self.systemctl("show", "--property=Version")
-        return None if ok else out
+            return {}
+        if self.p["become"]:
+            return {"sudo_error": self.sudo_error()}
+        ok, out = self.systemctl("user", "show", "--property=Version")
+        errors = {"manager_error": None if ok else out}
+        if ok and not facts["linger"] and turn_linger_on:
+            ok, out = self.run(["loginctl", "enable-linger"])
+            errors["linger_error"] = None if ok else out
+        return errors
 
     def start(self, state):
         self.need_paths()
         kind, facts = self.choose_supervisor()
-        if kind == "systemd":
-            return self.start_unit(state, facts["unit"] or {})
-        if facts["unit"] is not None:
-            state = self.leave_unit(state)
+        for scope, key in UNIT_FACTS.items():  # a unit of the kind not chosen goes first: never Ray twice
+            if facts[key] is not None and scope != kind:
+                state = self.leave_unit(state, scope, kind)
+        if kind != "none":
+            return self.start_unit(state, kind, facts[UNIT_FACTS[kind]] or {})
         if self.joined(state):
             return False, state
         if self.m.check_mode:
@@ -717,9 +756,9 @@ class Node:
                 what = ("its raylet was stopped (SIGSTOP or a debugger)" if stopped_raylet(state)
                         else "its Ray was not part of the cluster (a new head does not know it)" if state["running"]
                         else "its raylet had died (what was left of its Ray ended)")
-                self.note = f"{what}: restarted, its tasks and actors lost"
+                self.notes.append(f"{what}: restarted, its tasks and actors lost")
         elif self.prepare_store(state):
-            self.note = self.lost_head_note()
+            self.notes.append(self.lost_head_note())
         if state["pids"]:  # Ray from another cluster or config, or what is left of a lost head: replace it
             self.stop(state)
         # A worker whose head dies meanwhile (the head's own start failed, or it was stopped) gives up within a
@@ -738,12 +777,13 @@ class Node:
             self.mark_started(True)
         return True, current_state()
 
-    def start_unit(self, state, unit):
-        """Start Ray as the user unit: write it and its env file where they differ, (re)start it where it changed or
-        runs no joined Ray, enable it, and wait for its raylet (a head's GCS too)."""
+    def start_unit(self, state, scope, unit):
+        """Start Ray as the unit of scope (user or system): write it and its env file where they differ, (re)start it
+        where it changed or runs no joined Ray, enable it, and wait for its raylet (a head's GCS too)."""
         p = self.p
-        unit_path, env_path = os.path.expanduser(UNIT_PATH), os.path.expanduser(ENV_PATH)
-        text, secret = unit_text(self.start_argv(), self.log_file, env_path, p["node_type"])
+        unit_path, env_path = os.path.expanduser(UNIT_PATHS[scope]), os.path.expanduser(ENV_PATH)
+        text, secret = unit_text(self.start_argv(), self.log_file, env_path, p["node_type"],
+                                 run_as=self.user if scope == "system" else None)
         env = env_text({**self.env(base={"PATH": UNIT_BASE_PATH}), **secret})
         unit_changed = read_text(unit_path) != text
         env_changed = read_text(env_path) != env or os.stat(env_path).st_mode & 0o077 != 0
@@ -751,35 +791,36 @@ class Node:
         plain = [pid for pid in state["pids"] if not under_unit(pid)]
         if not (unit_changed or env_changed or plain) and active and enabled and self.joined(state):
             return False, state
-        did = [f"{'rewrote' if os.path.exists(unit_path) else 'wrote'} {UNIT}" if unit_changed else "",
+        did = [f"{'rewrote' if os.path.exists(unit_path) else 'wrote'} {scope} unit {UNIT}" if unit_changed else "",
                "its env file changed" if env_changed and not unit_changed else "",
                "stopped Ray's plain processes (moved to the systemd unit)" if plain else "",
                f"{'restarted' if active else 'started'} {UNIT}" + ("" if enabled else ", enabled at boot")]
-        self.note = "; ".join(filter(None, did))
+        did = "; ".join(filter(None, did))
         if self.m.check_mode:
-            self.note = "would have: " + self.note
+            self.notes.append("would have: " + did)
             return True, state
+        self.notes.append(did)
         self.check_executables()
         if why := ray_drift(p["ray_version"], installed_ray(p["python_path"])):
             self.fail(why, kind=RAY_DRIFT)
         if p["node_type"] == "worker":
             self.check_head_reachable()
         elif self.prepare_store(state):
-            self.note = f"{self.lost_head_note()}; {self.note}"
+            self.notes.append(self.lost_head_note())
         if plain or active:
             terminate()  # Ray's processes first: gcs_server ignores the unit's SIGTERM while its clients live
-        write_file(env_path, env, 0o600)
+        write_file(env_path, env, 0o600)  # the SSH user's, also for a system unit: systemd reads it as root
         if unit_changed:
-            write_file(unit_path, text, 0o644)
-            self.must_systemctl("daemon-reload")
-        self.must_systemctl("enable", UNIT)
-        self.must_systemctl("restart", UNIT)
-        state = self.wait_unit()
+            self.must_run(as_owner(scope, ["install", "-D", "-m", "0644", "/dev/stdin", unit_path]), text)
+            self.must_systemctl(scope, "daemon-reload")
+        self.must_systemctl(scope, "enable", UNIT)
+        self.must_systemctl(scope, "restart", UNIT)
+        state = self.wait_unit(scope)
         if p["node_type"] == "head":
             self.mark_started(True)
         return True, state
 
-    def wait_unit(self):
+    def wait_unit(self, scope):
         """This node's Ray state once the unit's raylet (a head's GCS too) runs; fails at the timeout, when the unit
         failed, or a worker's head stops answering."""
         p = self.p
@@ -791,25 +832,30 @@ class Node:
             why = self.head_unreachable() if p["node_type"] == "worker" else None
             if why is None and time.monotonic() > deadline:
                 why = f"timed out after {p['timeout']} s"
-            if why is None and self.systemctl("is-failed", "--quiet", UNIT)[0]:
+            if why is None and self.systemctl(scope, "is-failed", "--quiet", UNIT)[0]:
                 why = "the unit failed"
             if why:
                 reason = telling_line(tail(self.log_file, 20))
-                self.fail(f"Ray did not start under {UNIT} ({why}): {reason} (log: {self.log_file}; "
-                          f"journalctl --user -u {UNIT})")
+                journal = " ".join(["journalctl", *(["--user"] if scope == "user" else []), "-u", UNIT])
+                self.fail(f"Ray did not start under {UNIT} ({why}): {reason} (log: {self.log_file}; {journal})")
             time.sleep(0.5)
 
-    def leave_unit(self, state):
-        """supervisor none on a node that has the unit: stop and disable it, remove it and its env file."""
-        self.note = f"stopped, disabled and removed {UNIT} (moved to plain processes)"
+    def leave_unit(self, state, scope, kind):
+        """A node with a unit of scope that is to run as kind (the other scope's unit, or none): stop Ray and
+        disable the unit, remove it and its env file."""
+        if scope == "system" and (error := self.sudo_error()):
+            self.fail(sudo_refused(self.user, socket.gethostname(), error, leaving=True))
+        to = "plain processes" if kind == "none" else f"a {kind} unit"
+        did = f"stopped, disabled and removed {scope} unit {UNIT} (moved to {to})"
         if self.m.check_mode:
-            self.note = "would have: " + self.note
+            self.notes.append("would have: " + did)
             return state
+        self.notes.append(did)
         self.stop(state)
-        for path in (UNIT_PATH, ENV_PATH):
-            if os.path.exists(os.path.expanduser(path)):
-                os.remove(os.path.expanduser(path))
-        self.must_systemctl("daemon-reload")
+        self.must_run(as_owner(scope, ["rm", "-f", "--", os.path.expanduser(UNIT_PATHS[scope])]))
+        if os.path.exists(os.path.expanduser(ENV_PATH)):
+            os.remove(os.path.expanduser(ENV_PATH))
+        self.must_systemctl(scope, "daemon-reload")
         return current_state()
 
     def lost_head_note(self):
@@ -860,17 +906,20 @@ class Node:
     def stop(self, state):
         """Stop this user's Ray; a unit is disabled first (so it does not restart it, nor start it at boot) and
         stopped after (its `ray start --block` outlives Ray's processes ended with SIGTERM)."""
-        unit = self.supervisor_facts()["unit"] if os.path.isfile(os.path.expanduser(UNIT_PATH)) else None
-        unit_on = unit is not None and (unit.get("UnitFileState") == "enabled"
-                                        or unit.get("ActiveState") in RUNNING_STATES)
-        if not state["pids"] and not unit_on:
+        facts = self.supervisor_facts()
+        units = [scope for scope, key in UNIT_FACTS.items() if unit_on(facts[key])]
+        if not state["pids"] and not units:
             return False, state
         if not self.m.check_mode:
-            if unit_on:
-                self.must_systemctl("disable", UNIT)
+            for scope in units:
+                self.must_systemctl(scope, "disable", UNIT)
             terminate()
-            if unit_on:
-                self.must_systemctl("stop", UNIT)
+            for scope in units:
+                self.must_systemctl(scope, "stop", UNIT)
+                # Ray's --block parent exits 1 on the stop's SIGTERM (its own handler): the unit reads "failed"
+                # though nothing failed.
+                if self.systemctl(scope, "is-failed", "--quiet", UNIT)[0]:
+                    self.must_systemctl(scope, "reset-failed", UNIT)
         return True, current_state()
 
     def dashboard_nodes(self):
@@ -906,7 +955,7 @@ class Node:
                 old = alive_per_host(nodes, want)
                 if not old or time.monotonic() > grace:
                     if old:
-                        self.note = "; ".join(f"{ip}: {alive_count_note(c)}" for ip, c in sorted(old.items()))
+                        self.notes += [f"{ip}: {alive_count_note(c)}" for ip, c in sorted(old.items())]
                     return cluster_summary(nodes)
             if time.monotonic() > deadline:
                 self.fail(f"not alive in Ray after {self.p['timeout']} s: {', '.join(missing) or err}",
@@ -947,8 +996,8 @@ def main():
         node.need_paths()
         nodes, err = node.cluster_nodes(state)
         extra["cluster"] = cluster_summary(nodes) if nodes is not None else {"error": err}
-    if node.note:
-        extra["note"] = node.note
+    if node.notes:
+        extra["note"] = "; ".join(node.notes)
     extra["supervisor"] = describe(p["supervisor"], node.supervisor_facts())
     record = read_json(p["deploy_record"]) if query in ("status", "doctor") and p["deploy_record"] else None
     module.exit_json(changed=changed, sage=node_report(p, state, record, **extra))

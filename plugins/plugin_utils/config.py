@@ -52,7 +52,7 @@ class Key:
     name: str
     default: Any
     kind: str  # host | bind_host | port | timeout | abs_path | node_path | env_path | local_path | text | choice | list
-    #            | install | redis_address | RAY_KINDS
+    #            | install | redis_address | bool | RAY_KINDS
     help: str
     choices: tuple[str, ...] = ()
     example: str = ""  # shown in the fix of a mistake, where the default is no example
@@ -146,6 +146,10 @@ SCHEMA: tuple[Key, ...] = (
         "host key policy: yes | accept-new (learn a new host's key once) | no", ("yes", "accept-new", "no")),
     Key("ssh", "known_hosts", str(STATE_DIR / "known_hosts"), "local_path",
         "known_hosts file the tool checks host keys against"),
+    Key("ssh", "become", False, "bool",
+        "the SSH user may become root (sudo without a password): a systemd node then runs Ray as a system unit "
+        "(/etc/systemd/system/sage-ray.service, User= the SSH user: Ray never runs as root) instead of the user's "
+        "own unit; false = no root wanted"),
     Key("remote", "sage_home", "/home/sage", "abs_path", "project directory on remote nodes"),
     Key("remote", "python_path", "/opt/conda/envs/sage/bin/python", "env_path",
         'remote Python interpreter ("" or auto = detect on each node)'),
@@ -556,6 +560,11 @@ def check_value(key: Key, value: Any, where: str) -> Any:
     if value is None or (isinstance(value, str) and not value.strip() and key.name != "conda_env"):
         raise ConfigError(f"{label} is empty. Fix: set it, or delete the line to use the default "
                           f"({_show(key.default)}).")
+    if key.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label} must be true or false, not {_type_name(value)} {_show(value)}. "
+                              "Fix: write true or false, without quotes.")
+        return value
     if key.kind in ("port", "timeout"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{label} must be a whole number, not {_type_name(value)} {_show(value)}. "
@@ -869,6 +878,8 @@ def template_text() -> str:
 def yaml_scalar(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {yaml_scalar(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):

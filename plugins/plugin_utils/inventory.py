@@ -37,6 +37,7 @@ def role_vars(cfg: Config) -> dict[str, Any]:
         "ray_node_conda_env": remote["conda_env"],
         "ray_node_python_version_match": remote["python_version_match"],
         "ray_node_supervisor": remote["supervisor"],
+        "ray_node_become": cfg["ssh"]["become"],
         "sage_deploy_source": str(Path(deploy["source"]).expanduser().resolve()) + "/",
         "sage_deploy_dest": remote["sage_home"],
         "sage_deploy_exclude": source.EXCLUDES + deploy["exclude"],
@@ -121,7 +122,7 @@ NODE_VARS = {("ssh", "user"): ("ansible_user",), ("ssh", "connect_timeout"): ("a
              ("remote", "ray_command"): ("ray_node_ray_command",),
              ("remote", "conda_env"): ("ray_node_conda_env", "sage_deploy_conda_env"),
              ("remote", "python_version_match"): ("ray_node_python_version_match",),
-             ("remote", "supervisor"): ("ray_node_supervisor",),
+             ("remote", "supervisor"): ("ray_node_supervisor",), ("ssh", "become"): ("ray_node_become",),
              ("remote", "sage_home"): ("sage_deploy_dest",),
              **{("worker", key): (var,) for key, var in NODE_TYPE_VARS.items()}}
 

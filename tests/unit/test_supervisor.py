@@ -29,6 +29,28 @@ def test_the_unit_runs_ray_start_block_and_holds_no_secret():
     assert "%%" not in supervisor.unit_word("plain") and supervisor.unit_word("a%b$c") == '"a%%b$$c"'
 
 
+def test_a_system_unit_runs_ray_as_the_ssh_user_at_boot_after_the_network():
+    text, secret = supervisor.unit_text(ARGV, "/tmp/logs/head.log", "/home/u/.sage/ray-node.env", "head", run_as="u")
+    user_text, _ = supervisor.unit_text(ARGV, "/tmp/logs/head.log", "/home/u/.sage/ray-node.env", "head")
+    lines = text.splitlines()
+    for line in ("User=u", "WantedBy=multi-user.target", "After=network-online.target", "Wants=network-online.target",
+                 "EnvironmentFile=/home/u/.sage/ray-node.env"):
+        assert line in lines, line
+    assert "s3cr" not in text and secret == {"SAGE_RAY_REDIS_PASSWORD": "s3cr%t$pw"}
+    # The same unit otherwise: one text for both kinds.
+    assert {line for line in user_text.splitlines()} - set(lines) == {"WantedBy=default.target"}
+    assert "User=" not in user_text and "network-online" not in user_text
+
+
+def test_only_a_system_units_changes_run_as_root_and_never_ask_for_a_password():
+    assert supervisor.systemctl_argv("user", "enable", "x", change=True) == ["systemctl", "--user", "enable", "x"]
+    assert supervisor.systemctl_argv("system", "show", "x") == ["systemctl", "show", "x"]
+    assert supervisor.systemctl_argv("system", "enable", "x", change=True) == ["sudo", "-n", "--", "systemctl",
+                                                                                "enable", "x"]
+    assert supervisor.as_owner("user", ["rm", "-f", "--", "/p"]) == ["rm", "-f", "--", "/p"]
+    assert supervisor.as_owner("system", ["rm", "-f", "--", "/p"])[:3] == ["sudo", "-n", "--"]
+
+
 def test_the_log_wrapper_runs_the_command_with_its_output_appended(tmp_path):
     log = tmp_path / "new" / "worker.log"
     subprocess.run(["sh", "-c", supervisor.LOG_WRAPPER, str(log), "echo", "hello"], check=True)
@@ -45,21 +67,37 @@ def test_the_env_file_quotes_what_systemd_would_unescape():
 
 
 def test_which_supervisor_a_node_gets():
-    assert supervisor.choose("none", "systemd", None, None, "u") == ("none", "config")
-    assert supervisor.choose("auto", "systemd", None, None, "u") == ("systemd", "user unit, linger on")
-    assert supervisor.choose("auto", "hostinit.py", None, None, "u") == ("none", "PID 1 is not systemd")
-    kind, why = supervisor.choose("auto", "systemd", None, "Access denied", "u")
+    assert supervisor.choose("none", "systemd", "u") == ("none", "config")
+    assert supervisor.choose("auto", "systemd", "u") == ("user", "user unit, linger on")
+    assert supervisor.choose("auto", "hostinit.py", "u") == ("none", "PID 1 is not systemd")
+    kind, why = supervisor.choose("auto", "systemd", "u", linger_error="Access denied")
     assert kind == "none" and "sudo loginctl enable-linger u" in why
-    assert supervisor.choose("systemd", "init", None, None, "u")[0] == "fail"
-    assert supervisor.choose("auto", "systemd", "Failed to connect to bus", None, "u")[0] == "none"
+    kind, why = supervisor.choose("systemd", "init", "u")
+    assert kind == "fail" and why == "remote.supervisor is systemd, but PID 1 is not systemd"
+    assert supervisor.choose("auto", "systemd", "u", manager_error="Failed to connect to bus")[0] == "none"
+
+
+def test_become_gives_a_system_unit_or_one_line_saying_how_to_allow_sudo():
+    assert supervisor.choose("auto", "systemd", "u", "w1", become=True) == ("system", "system unit")
+    assert supervisor.choose("systemd", "systemd", "u", "w1", become=True)[0] == "system"
+    assert supervisor.choose("none", "systemd", "u", "w1", become=True) == ("none", "config")
+    assert supervisor.choose("auto", "hostinit.py", "u", "w1", become=True) == ("none", "PID 1 is not systemd")
+    # No silent fallback to a user unit: the config said root, and root cannot be had.
+    kind, why = supervisor.choose("auto", "systemd", "u", "w1", become=True, sudo_error="sudo: a password is required")
+    assert kind == "fail" and "\n" not in why, why
+    for part in ("ssh.become", "w1", "u cannot run sudo without a password", "sudo: a password is required",
+                 "NOPASSWD", "ssh.become: false"):
+        assert part in why, part
+    leaving = supervisor.sudo_refused("u", "w1", "sudo: command not found", leaving=True)
+    assert "sudo systemctl disable --now sage-ray.service" in leaving and "/etc/systemd/system/" in leaving
 
 
 def test_status_describes_the_supervisor_and_flags_a_unit_without_ray():
     unit = {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled", "NRestarts": "2"}
     sup = supervisor.describe("auto", {"pid1": "systemd", "linger": True, "unit": unit})
     assert sup == {"kind": "systemd", "text": "systemd (user unit, linger on)",
-                   "unit": {"name": "sage-ray.service", "active_state": "active", "sub_state": "running",
-                            "enabled": True, "restarts": 2}}
+                   "unit": {"name": "sage-ray.service", "scope": "user", "active_state": "active",
+                            "sub_state": "running", "enabled": True, "restarts": 2}}
     assert "ray stop" in supervisor.unit_without_ray(sup, {"running": False})
     assert supervisor.unit_without_ray(sup, {"running": True}) is None
     restarting = {"unit": {**sup["unit"], "active_state": "activating", "sub_state": "auto-restart"}}
@@ -70,13 +108,36 @@ def test_status_describes_the_supervisor_and_flags_a_unit_without_ray():
         "kind": "none", "text": "none: PID 1 is not systemd"}
 
 
+def test_status_describes_the_unit_that_is_on_a_system_one_too():
+    on = {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled", "NRestarts": "0"}
+    off = {"ActiveState": "inactive", "SubState": "dead", "UnitFileState": "disabled", "NRestarts": "0"}
+    sup = supervisor.describe("auto", {"pid1": "systemd", "unit": None, "system_unit": on})
+    assert sup["kind"] == "systemd" and sup["text"] == "systemd (system unit)", sup
+    assert sup["unit"]["scope"] == "system" and sup["unit"]["enabled"], sup
+    # A leftover user unit that is off does not hide the system unit that runs Ray, nor the other way round.
+    assert supervisor.describe("auto", {"pid1": "systemd", "unit": off, "system_unit": on})["unit"]["scope"] == "system"
+    sup = supervisor.describe("auto", {"pid1": "systemd", "linger": True, "unit": on, "system_unit": off})
+    assert sup["text"] == "systemd (user unit, linger on)", sup
+    running = dict(on, UnitFileState="disabled")
+    assert supervisor.describe("auto", {"pid1": "systemd", "system_unit": running})["text"] == (
+        "systemd (system unit, not enabled: not started at boot)")
+
+
 def test_the_status_probe_reads_the_supervisor_in_its_one_command(tmp_path):
     out = subprocess.run(["dash", "-c", ray_node.probe_command("/dev/null", shlex.quote)], capture_output=True,
                          text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout
     facts = ray_node.parse_probe(out)[4]
-    assert facts["unit"] is None and facts["pid1"]  # no unit file: no systemctl run
+    # No unit file of either kind: no systemctl run (this machine has no /etc/systemd/system/sage-ray.service).
+    assert facts["unit"] is None and facts["system_unit"] is None and facts["pid1"]
     assert ray_node.parse_supervisor("pid1=systemd\nlinger=yes\nunit=yes\nActiveState=active\nNRestarts=0\n") == {
-        "pid1": "systemd", "linger": True, "unit": {"ActiveState": "active", "NRestarts": "0"}}
+        "pid1": "systemd", "linger": True, "unit": {"ActiveState": "active", "NRestarts": "0"}, "system_unit": None}
+    # Each unit's properties follow the line naming it.
+    facts = ray_node.parse_supervisor("pid1=systemd\nunit=yes\nActiveState=inactive\nsystem_unit=yes\n"
+                                      "ActiveState=active\nUnitFileState=enabled\n")
+    assert facts["unit"] == {"ActiveState": "inactive"}
+    assert facts["system_unit"] == {"ActiveState": "active", "UnitFileState": "enabled"}
+    assert "systemctl show -p" in ray_node.SUPERVISOR_PROBE and "/etc/systemd/system/sage-ray.service" in (
+        ray_node.SUPERVISOR_PROBE)
 
 
 def test_a_bad_supervisor_is_one_line_naming_file_and_key():
@@ -90,23 +151,33 @@ def test_a_bad_supervisor_is_one_line_naming_file_and_key():
 
 def test_doctor_says_what_a_start_would_give_and_changes_nothing():
     unit = {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled", "NRestarts": "0"}
-    on = {"pid1": "systemd", "linger": True, "unit": unit}
-    assert supervisor.doctor_check("auto", on, None, "u") == {
-        "ok": True, "warn": False, "detail": "auto -> systemd (user unit, linger on)", "fix": ""}
+    on = {"pid1": "systemd", "linger": True, "unit": unit, "system_unit": None}
+
+    def check(asked, facts, errors=None, become=False):
+        return supervisor.doctor_check(asked, facts, errors or {}, "u", "h", become)
+
+    assert check("auto", on) == {"ok": True, "warn": False, "detail": "auto -> systemd (user unit, linger on)",
+                                 "fix": ""}
     # Linger off: doctor only reads it; the start turns it on, or says what an admin must run.
-    off = supervisor.doctor_check("systemd", {"pid1": "systemd", "linger": False, "unit": None}, None, "u")
+    off = check("systemd", {"pid1": "systemd", "linger": False, "unit": None})
     assert off["ok"] and off["warn"] and "linger off" in off["detail"], off
     assert off["detail"].endswith("; now none: no enabled sage-ray unit (`sage cluster start` makes it where "
                                   "systemd allows)"), off
     assert "sudo loginctl enable-linger u" in off["fix"], off
-    plain = supervisor.doctor_check("auto", {"pid1": "hostinit.py", "linger": False, "unit": None}, None, "u")
+    plain = check("auto", {"pid1": "hostinit.py", "linger": False, "unit": None})
     assert plain == {"ok": True, "warn": False, "detail": "auto -> none: PID 1 is not systemd", "fix": ""}
-    refused = supervisor.doctor_check("systemd", {"pid1": "hostinit.py", "linger": False, "unit": None}, None, "u")
+    refused = check("systemd", {"pid1": "hostinit.py", "linger": False, "unit": None})
     assert not refused["ok"] and refused["detail"] == "remote.supervisor is systemd, but PID 1 is not systemd"
     assert "remote.supervisor" in refused["fix"]
     # A node whose config says none but that still runs the unit: the start moves it.
-    moved = supervisor.doctor_check("none", on, None, "u")
+    moved = check("none", on)
     assert moved["ok"] and moved["detail"] == "none: config; now systemd (user unit, linger on)", moved
+    # ssh.become: a system unit; a user unit running now is named; sudo asking a password fails with its fix.
+    system = check("auto", on, {"sudo_error": None}, become=True)
+    assert system["detail"] == "auto -> systemd (system unit); now systemd (user unit, linger on)", system
+    no_sudo = check("auto", on, {"sudo_error": "a password is required"}, become=True)
+    assert not no_sudo["ok"] and "cannot run sudo without a password there" in no_sudo["detail"], no_sudo
+    assert no_sudo["fix"].startswith("let u run sudo without a password on h"), no_sudo
 
 
 def test_info_says_each_nodes_supervisor_from_the_config_alone(tmp_path):
@@ -121,6 +192,19 @@ def test_info_says_each_nodes_supervisor_from_the_config_alone(tmp_path):
     sups = json.loads(out.stdout)["supervisors"]
     assert sups["w2"] == {"asked": "none", "text": "none: config"}
     assert sups["h1"] == sups["w1"] == {"asked": "auto", "text": supervisor.configured("auto")}
+    assert "system unit (ssh.become)" in supervisor.configured("auto", become=True)
     text = CliRunner().invoke(cli, ["cluster", "info", "--config", str(path)]).stdout
     assert f"Supervisor: {supervisor.configured('auto')} (h1, w1)\n" in text
     assert "            none: config (w2)\n" in text
+
+
+def test_ssh_become_is_a_boolean_settable_per_worker_and_reaches_the_role():
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse("ssh:\n  become: \"yes\"\n", Path("c.yaml"))
+    assert "c.yaml:2" in str(exc.value) and "ssh.become" in str(exc.value) and "true or false" in str(exc.value)
+    cfg = config.parse("ssh:\n  become: true\nworkers_ssh_hosts:\n  - {host: w1, ssh: {become: false}}\n  - w2:22\n",
+                       Path("c.yaml"))
+    assert inventory.role_vars(cfg)["ray_node_become"] is True
+    assert inventory.node_vars(cfg, "w1") == {"ray_node_become": False} and inventory.node_vars(cfg, "w2") == {}
+    assert inventory.role_vars(config.parse("", Path("c.yaml")))["ray_node_become"] is False
+    assert "  become: false  # the SSH user may become root" in config.template_text()
