@@ -5,6 +5,8 @@ Run as root from the repository root (the rig needs root: namespaces, /etc/hosts
     python -m bench.bench                         # 3 rounds, scaling on 4 + 8..128 hosts, writes docs/performance.md
     python -m bench.bench --rounds 5 --hosts 8,16,32 --out /tmp/perf.md
     python -m bench.bench --smoke                 # CI smoke: 1 round, no scaling hosts, writes nothing
+    python -m bench.bench --only cluster --systemd --out /tmp/perf-systemd.md
+                                                  # the cluster rows with Ray under systemd (sage's units)
     python -m bench.bench --sage-root /tmp/scratch --only cluster --out /tmp/scratch.md
                                                   # measure a modified copy of the tree (PYTHONPATH=/tmp/scratch)
 
@@ -327,6 +329,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="markdown file to write the table into (default docs/performance.md; with "
                     "--smoke: none)")
     ap.add_argument("--smoke", action="store_true", help="1 round, no scaling hosts, no warm-up, nothing written")
+    ap.add_argument("--systemd", action="store_true", help="the 4 Ray hosts' PID 1 is systemd: sage runs Ray as its "
+                    "user units there (issue 30), the floor plain `ray start` as before")
     ap.add_argument("--only", choices=["cluster", "scale"], help="run one section only")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds to wait after a start (default 5)")
     ap.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
@@ -394,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = loadavg()
     tmp = Path(tempfile.mkdtemp(prefix="sage-bench-"))
     os.chmod(tmp, 0o755)
-    rig = Rig(names, root=args.root, first_ip=args.first_ip)
+    rig = Rig(names, root=args.root, first_ip=args.first_ip,
+              systemd=[n for n in names if n in CLUSTER] if args.systemd else ())
     # SIGTERM/SIGHUP end the run like Ctrl-C does: through the finally below, which takes the rig down.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)

@@ -86,10 +86,11 @@ def unit_text(argv, log_path, env_path, node_type, run_as=None):
         "Restart=on-failure",
         f"RestartSec={RESTART_SEC}",
         # No ExecStop=ray stop (it kills every Ray of the host). `ray start --block` ends its Ray gracefully on
-        # SIGTERM (Ray's own 16 s grace); what is left then gets SIGKILL. mixed, not control-group: when --block
-        # died of a crash, processes of that Ray that ignore SIGTERM would hold the restart for TimeoutStopSec.
+        # SIGTERM (a drain of up to 30 s, then Ray's own 16 s grace); what is left then gets SIGKILL. mixed, not
+        # control-group: when --block died of a crash, processes of that Ray that ignore SIGTERM would hold the
+        # restart for TimeoutStopSec.
         "KillMode=mixed",
-        "TimeoutStopSec=30",
+        "TimeoutStopSec=60",
         "LimitNOFILE=1048576",
         "",
         "[Install]",

@@ -809,12 +809,14 @@ class Node:
             self.notes.append(self.lost_head_note())
         if plain or active:
             terminate()  # Ray's processes first: gcs_server ignores the unit's SIGTERM while its clients live
+        if active:
+            self.stop_unit(scope)
         write_file(env_path, env, 0o600)  # the SSH user's, also for a system unit: systemd reads it as root
         if unit_changed:
             self.must_run(as_owner(scope, ["install", "-D", "-m", "0644", "/dev/stdin", unit_path]), text)
             self.must_systemctl(scope, "daemon-reload")
         self.must_systemctl(scope, "enable", UNIT)
-        self.must_systemctl(scope, "restart", UNIT)
+        self.must_systemctl(scope, "start", UNIT)
         state = self.wait_unit(scope)
         if p["node_type"] == "head":
             self.mark_started(True)
@@ -913,14 +915,21 @@ class Node:
         if not self.m.check_mode:
             for scope in units:
                 self.must_systemctl(scope, "disable", UNIT)
-            terminate()
+            terminate()  # Ray's processes end gracefully, as without a unit
             for scope in units:
-                self.must_systemctl(scope, "stop", UNIT)
-                # Ray's --block parent exits 1 on the stop's SIGTERM (its own handler): the unit reads "failed"
-                # though nothing failed.
-                if self.systemctl(scope, "is-failed", "--quiet", UNIT)[0]:
-                    self.must_systemctl(scope, "reset-failed", UNIT)
+                self.stop_unit(scope)
         return True, current_state()
+
+    def stop_unit(self, scope):
+        """Stop the unit once terminate() has ended its Ray. Left is `ray start --block`, whose SIGTERM handler would
+        first ask the GCS (gone by now) to drain the node, for up to Ray's 30 s: the stop job is queued (so no
+        restart follows), then that parent is killed."""
+        self.must_systemctl(scope, "stop", "--no-block", UNIT)
+        self.run(systemctl_argv(scope, "kill", "--kill-whom=main", "--signal=SIGKILL", UNIT, change=True))
+        self.must_systemctl(scope, "stop", UNIT)
+        # Killed, the parent leaves the unit "failed" though nothing failed.
+        if self.systemctl(scope, "is-failed", "--quiet", UNIT)[0]:
+            self.must_systemctl(scope, "reset-failed", UNIT)
 
     def dashboard_nodes(self):
         """Ray's node table from the dashboard's state API, as the status probe asks it (module_utils)."""

@@ -21,7 +21,7 @@ def test_the_unit_runs_ray_start_block_and_holds_no_secret():
     assert secret == {"SAGE_RAY_REDIS_PASSWORD": "s3cr%t$pw"}
     assert '"--redis-password="${SAGE_RAY_REDIS_PASSWORD}' in text
     assert '"--block"' in text and "ExecStop" not in text
-    for line in ("Restart=on-failure", "StartLimitIntervalSec=0", "KillMode=mixed", "TimeoutStopSec=30",
+    for line in ("Restart=on-failure", "StartLimitIntervalSec=0", "KillMode=mixed", "TimeoutStopSec=60",
                  "LimitNOFILE=1048576", 'EnvironmentFile=/home/u/.sage/ray-node.env', "WantedBy=default.target"):
         assert line in text.splitlines(), line
     # systemd's specifiers and variables are escaped: the JSON of --resources reaches Ray as it is.
