@@ -212,16 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         rounds = f"median and range of {args.rounds} round" + ("s" if args.rounds > 1 else "")
         machine = (f"The machine: {os.cpu_count()} cores shared with other work (load average {load0:.1f} at the "
                    f"start, {os.getloadavg()[0]:.1f} at the end). {args.note}").strip()
+        note = ("From the fault to each host's one node alive again as Ray's node table and then `sage cluster "
+                "status` say (a reboot's and a power cut's clock includes the hosts' boot). Supervised: "
+                "`remote.supervisor: auto`, each node the user unit sage-ray.service, no sage command after the "
+                "fault. Plain: `remote.supervisor: none`, `sage cluster start` run at once until it returned 0: a best "
+                "case, with no time for a person to notice. The column before last: until every host had an alive "
+                "node again, while Ray may still list the lost one alive (it drops it only once its health checks "
+                "fail; plain: Ray is first asked when start has returned, so it is the same as the total).")
         write_doc(Path(args.out), f"{BEGIN}\n### Time to recover (`python -m bench.recovery`, {rounds}, "
-                                  f"{time.strftime('%Y-%m-%d')})\n\n{out}\n\n"
-                                  "From the fault to each host's one node alive again as Ray's node table and then "
-                                  "`sage cluster status` say (a reboot's and a power cut's clock includes the hosts' "
-                                  "boot). Supervised: `remote.supervisor: auto`, each node the user unit "
-                                  "sage-ray.service, no sage command after the fault. Plain: `remote.supervisor: "
-                                  "none`, `sage cluster start` run at once until it returned 0: a best case, with no "
-                                  "time for a person to notice. The column before last: until every host had an "
-                                  "alive node again, while Ray may still list the lost one alive (it drops it only "
-                                  f"once its health checks fail). {machine}\n" + END, BEGIN, END)
+                                  f"{time.strftime('%Y-%m-%d')})\n\n{out}\n\n{note} {machine}\n{END}", BEGIN, END)
     return 0
 
 
