@@ -84,7 +84,11 @@ def status_all_alive(sage: Sage, config: Path) -> bool:
     """status's own verdict (as tests/e2e/test_supervision.py's all_alive): each host one alive node, no other."""
     _, data = sage.run(config, "cluster", "status", ok_codes=(0, 1))
     up = {n for n, h in data["hosts"].items() if h["result"] == "ok" and h.get("running")}
-    return up == set(ALL) and data["cluster"].get("alive") == len(ALL)
+    ok = up == set(ALL) and data["cluster"].get("alive") == len(ALL)
+    restarts = {n: ((h.get("supervisor") or {}).get("unit") or {}).get("restarts") for n, h in data["hosts"].items()}
+    if ok and any(v is not None for v in restarts.values()):
+        log(f"  the units' restarts so far (a slow row: more than one?): {restarts}")
+    return ok
 
 
 def wait_recovered(sage: Sage, config: Path, token: str, ips: list[str], before: set[str], fault_at: float
