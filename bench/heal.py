@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.measure import BenchError, Sage, log
+from bench.measure import BenchError, Sage, log, raylet_pids
 from bench.report import write_doc
 from tests.rig import Rig, ensure_env, rig_root, why_not_available
 from tests.rig.config import sage_config
@@ -28,13 +28,9 @@ KILLS = {"gcs_server killed": ["pkill", "-9", "-u", "sage", "-x", "gcs_server"],
          "every Ray process of the head killed": ["pkill", "-9", "-u", "sage", "-f", "ray"]}
 
 
-def raylets(rig: Rig, name: str) -> str:
-    return rig.ssh(name, ["pgrep", "-u", rig.user, "-x", "raylet"], check=False).stdout.strip()
-
-
 def one_heal(rig: Rig, sage: Sage, config: Path, kill: list[str]) -> tuple[float, float]:
     """(status seconds, kill-to-healed seconds), after checking that the heal kept the workers."""
-    before = {w: raylets(rig, w) for w in WORKERS}
+    before = raylet_pids(rig, WORKERS)
     rig.ssh(HEAD, kill, check=False)
     killed = time.perf_counter()
     status_s, status = sage.run(config, "cluster", "status", ok_codes=(1,))
@@ -44,7 +40,7 @@ def one_heal(rig: Rig, sage: Sage, config: Path, kill: list[str]) -> tuple[float
     healed = time.perf_counter() - killed
     if "healed" not in (start["hosts"][HEAD].get("note") or ""):
         raise BenchError(f"the head was not healed: {start['hosts'][HEAD]}")
-    if {w: raylets(rig, w) for w in WORKERS} != before:
+    if raylet_pids(rig, WORKERS) != before:
         raise BenchError("a worker's raylet was replaced: the heal did not keep the workers")
     return status_s, healed
 

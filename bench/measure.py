@@ -12,8 +12,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.layout import REPO
+
+if TYPE_CHECKING:
+    from tests.rig import Rig
 
 
 class BenchError(RuntimeError):
@@ -234,6 +238,11 @@ class Sage:
             path.unlink(missing_ok=True)
             closed += 1
         return closed
+
+
+def raylet_pids(rig: Rig, names: list[str]) -> dict[str, str]:
+    """Each rig host's raylet PIDs as pgrep prints them ('' where none runs): the same after a fault = kept."""
+    return {n: rig.ssh(n, ["pgrep", "-u", rig.user, "-x", "raylet"], check=False).stdout.strip() for n in names}
 
 
 def hosts_results(data: dict) -> dict[str, str]:

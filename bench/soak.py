@@ -32,7 +32,7 @@ from pathlib import Path
 import sage_cluster  # noqa: F401  (puts the collection sage.cluster on sys.path)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import STOPPED_STATES, process_states
 from bench.layout import REPO
-from bench.measure import log
+from bench.measure import log, raylet_pids
 from bench.report import write_doc
 from tests.rig import Rig, ensure_env, rig_root, why_not_available
 from tests.rig.config import sage_config
@@ -118,8 +118,7 @@ class Soak:
 
     # ---- what a user checks --------------------------------------------------------------------------
     def raylets(self) -> dict[str, str]:
-        return {w: self.rig.ssh(w, ["pgrep", "-u", self.rig.user, "-x", "raylet"], check=False).stdout.strip()
-                for w in WORKERS}
+        return raylet_pids(self.rig, WORKERS)
 
     def ray_left(self, name: str) -> str:
         return self.rig.ssh(name, ["pgrep", "-u", self.rig.user, "-a", "-f", "ray"], check=False).stdout.strip()
