@@ -186,7 +186,7 @@ def doctor_check(asked, facts, errors, user, host, become):
     what runs it now (describe)."""
     kind, why = choose(asked, facts["pid1"], user, host, become, linger=facts["linger"], **errors)
     if kind == "fail":
-        detail, _, fix = why.partition(" Fix: ")
+        detail, fix = why.partition(" Fix: ")[::2]
         return {"ok": False, "warn": False, "detail": detail,
                 "fix": fix or ("set remote.supervisor to auto (plain processes where systemd cannot be had) or none, "
                                "for this node or every node")}

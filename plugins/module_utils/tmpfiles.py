@@ -82,7 +82,7 @@ def config_text(run=subprocess.run, listdir=os.listdir):
     hiding the same name in later ones."""
     try:
         proc = run(["systemd-tmpfiles", "--cat-config", "--no-pager"], capture_output=True, text=True, timeout=30,
-                   stdin=subprocess.DEVNULL)
+                   stdin=subprocess.DEVNULL, check=False)
         if proc.returncode == 0:
             return proc.stdout
     except (OSError, subprocess.SubprocessError):

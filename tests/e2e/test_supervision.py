@@ -127,7 +127,10 @@ def test_doctor_says_each_nodes_supervisor_and_warns_of_the_tmp_cleanup_on_syste
         for name in SYSTEMD:
             srig.nsenter(name, ["rm", "-f", *own])
     rows = {(r["host"], r["check"]): r for r in data["checks"]}
-    assert code == 0 and data["ok"], [r for r in data["checks"] if not r["ok"]]
+    # The versions row fails where this machine's Python is not the nodes' (CI's newest pair: 3.13 against the rig's
+    # 3.11; test_faults checks that row): every other row must pass, warnings included.
+    failed = [r for r in data["checks"] if not r["ok"] and r["check"] != "versions"]
+    assert not failed and code == (0 if data["ok"] else 1), failed
     for name in SYSTEMD:
         row = rows[(name, "supervisor")]
         assert row["ok"] and not row["warn"] and row["detail"] == "auto -> systemd (user unit, linger on)", row
@@ -243,24 +246,6 @@ def test_scale_remove_and_add_a_supervised_worker_and_read_its_log(started, srig
     logs = started("worker", "logs", "--lines", "40", timeout=120).stdout
     assert f"==> {WORKERS[1]}: /tmp/sage_worker_logs/worker.log" in logs, logs
     assert "block forever" in logs, logs  # the unit's `ray start --block` writes where a plain start does
-
-
-def test_without_fault_tolerance_a_killed_head_gcs_makes_a_new_cluster_the_workers_join(started, srig):
-    config = started.config.read_text()
-    started.config.write_text(config.replace("fault_tolerance: local", "fault_tolerance: none"))
-    try:
-        proc = started("cluster", "start", timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        pids = {name: raylet(srig, name) for name in WORKERS}
-        srig.ssh(HEAD, ["pkill", "-9", "-u", srig.user, "-x", "gcs_server"])
-        took = all_alive(started, 120, SYSTEMD)
-        print(f"head gcs_server kill -9 (none) -> every systemd node alive in the new cluster: {took:.1f} s")
-        assert all(raylet(srig, name) != pids[name] for name in WORKERS)  # restarted by their units
-        proc = started("cluster", "start", timeout=300)  # the plain worker waits for a person, as today
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        all_alive(started, 30)
-    finally:
-        started.config.write_text(config)
 
 
 def test_a_stopped_cluster_stays_stopped_through_a_reboot(started, srig):
