@@ -14,6 +14,8 @@ import yaml
 
 from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
+from tests.e2e import alive
+from tests.e2e.alive import status
 from tests.e2e import actor
 from tests.rig import rig_root
 from tests.rig.config import sage_config
@@ -56,22 +58,8 @@ def started(user):
     return user
 
 
-def status(s: Sage) -> dict:
-    return s.json("cluster", "status", timeout=120)[1]
-
-
 def all_alive(s: Sage, seconds: float, hosts: list[str] = ALL) -> float:
-    """Seconds until each of hosts has its one alive Ray node and every other host none (status's own verdict on
-    hosts' rows), failing after `seconds`."""
-    began = time.monotonic()
-    while True:
-        data = status(s)
-        rows = {n: (h["result"], h.get("error")) for n, h in data["hosts"].items()}
-        up = {n for n, h in data["hosts"].items() if h["result"] == "ok" and h.get("running")}
-        if up == set(hosts) and data["cluster"].get("alive") == len(hosts):
-            return time.monotonic() - began
-        assert time.monotonic() - began < seconds, rows
-        time.sleep(1)
+    return alive.all_alive(s, seconds, hosts)
 
 
 def systemctl(rig, name: str, *args: str):

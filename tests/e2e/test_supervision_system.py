@@ -6,13 +6,14 @@ from test_supervision.py's cluster, so the two files change independently.
 """
 from __future__ import annotations
 
-import time
 
 import pytest
 import yaml
 
 from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
+from tests.e2e import alive
+from tests.e2e.alive import status
 from tests.rig import rig_root
 from tests.rig.config import sage_config
 
@@ -51,17 +52,8 @@ def started(srig, tmp_path_factory):
         s("cluster", "stop", timeout=300)
 
 
-def status(s: Sage) -> dict:
-    return s.json("cluster", "status", timeout=120)[1]
-
-
-def all_alive(s: Sage, seconds: float) -> float:
-    """Seconds until status counts both nodes alive, failing after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not ((data := status(s)).get("healthy") and data["cluster"].get("alive") == len(ALL)):
-        assert time.monotonic() < deadline, {n: (h["result"], h.get("error")) for n, h in data["hosts"].items()}
-        time.sleep(1)
-    return seconds - (deadline - time.monotonic())
+def all_alive(s: Sage, seconds: float, hosts: list[str] = ALL) -> float:
+    return alive.all_alive(s, seconds, hosts)
 
 
 def on_worker(srig, *argv: str):
