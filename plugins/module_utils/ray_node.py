@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import time
 
 from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD
@@ -49,6 +50,15 @@ ARGUMENT_SPEC = {
     "auth_token_file": dict(type="str"),
     "auth_token_make": dict(type="bool"),
     "auth_token_path": dict(type="path", default="~/.ray/auth_token"),
+    # The CA's dir on the controller: the action plugin reads it and passes tls_ca_cert (and, where the node needs a
+    # new one, tls_cert and tls_key, made there).
+    "tls_ca_dir": dict(type="str"),
+    "tls_make": dict(type="bool"),
+    "tls_renew": dict(type="bool"),
+    "tls_node_dir": dict(type="path"),
+    "tls_ca_cert": dict(type="str"),
+    "tls_cert": dict(type="str"),
+    "tls_key": dict(type="str", no_log=True),
     "redis_password": dict(type="str", no_log=True),
     **_typed("path", "ray_command", "python_path", "temp_dir", "log_dir", "deploy_record", "gcs_storage_dir"),
     **_typed("str", "conda_env", "ray_version", "node_ip", "head_host", "dashboard_host", "blocked_by",
@@ -61,7 +71,8 @@ ARGUMENT_SPEC = {
 _START = ["ray_command", "python_path", "node_ip", "head_host", "head_port", "temp_dir", "log_dir", "timeout"]
 ARGUMENT_RULES = {
     "required_one_of": [["state", "query"]],
-    "mutually_exclusive": [["state", "query"], ["auth_token", "auth_token_file"]],
+    "mutually_exclusive": [["state", "query"], ["auth_token", "auth_token_file"], ["tls_ca_cert", "tls_ca_dir"]],
+    "required_by": {"tls_ca_dir": "tls_node_dir", "tls_ca_cert": "tls_node_dir"},
     "required_if": [
         ["state", "start", _START],
         ["state", "restart", _START],
@@ -443,6 +454,49 @@ def fault_tolerance_env(params):
     else:
         env["RAY_REDIS_ADDRESS"] = params["redis_address"]
     return env
+
+
+# A node's TLS files in its tls_node_dir: the CA's cert, its own cert and key (0600).
+TLS_FILES = {"ca": "ca.crt", "cert": "node.crt", "key": "node.key"}
+TLS_VARIABLES = ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
+
+
+def tls_paths(node_dir):
+    return {role: os.path.join(node_dir, name) for role, name in TLS_FILES.items()}
+
+
+def tls_env(ca, cert, key):
+    """Ray's mutual TLS, for every Ray process and client given it: the node's (or a client's) cert and key, the CA's
+    cert. Ray wants all three or none."""
+    return {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": cert, "RAY_TLS_SERVER_KEY": key, "RAY_TLS_CA_CERT": ca}
+
+
+# What a gRPC client sends first (HTTP/2's preface and an empty SETTINGS frame): a server that refused the client's
+# certificate answers it with TLS's alert, one that took it with its own SETTINGS.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def tls_refusal(host, port, paths, timeout=5.0):
+    """Why a mutual TLS session with the gRPC server at host:port fails with the TLS files `paths` (tls_paths), in
+    words naming the side that refused; None when it works, or when the server cannot be reached at all (that is
+    another check's). Ray would retry such a start for minutes and then blame the GCS."""
+    try:
+        ctx = ssl.create_default_context(cafile=paths["ca"])
+        ctx.load_cert_chain(paths["cert"], paths["key"])
+        ctx.set_alpn_protocols(["h2"])
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(H2_PREFACE)
+                tls.recv(1)
+    except ssl.SSLCertVerificationError as exc:
+        if "mismatch" in (exc.verify_message or ""):
+            return f"the certificate of {host}:{port} does not cover that address ({exc.verify_message})"
+        return f"the certificate of {host}:{port} comes from another CA than this node's ({exc.verify_message})"
+    except ssl.SSLError as exc:
+        return f"{host}:{port} refused this node's certificate ({exc.reason or exc}): it comes from another CA"
+    except OSError:
+        return None
+    return None
 
 
 def rocksdb_path(params):
