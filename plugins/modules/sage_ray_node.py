@@ -158,6 +158,46 @@ options:
     description: Where the node keeps the token (mode 0600, its dir 0700).
     type: path
     default: ~/.ray/auth_token
+  tls_ca_dir:
+    description:
+      - A dir on the controller holding the cluster's CA (C(ca.key), C(ca.crt)). Set, the node runs Ray with mutual TLS
+        (C(RAY_USE_TLS=1) and the three C(RAY_TLS_*) paths, in O(tls_node_dir)). The action plugin makes the CA when it
+        is missing (the key 0600, the dir 0700; it never leaves the controller) and passes its cert as
+        O(tls_ca_cert).
+      - On a start, the action plugin reads the node's certificate (no module) and keeps it when the CA signed it,
+        it covers the node's addresses (O(node_ip), the inventory name, C(ansible_host), 127.0.0.1, localhost) and
+        it has more than 30 days left; else it makes a new key and 90-day certificate on the controller, in memory,
+        and passes them as O(tls_key) and O(tls_cert). V(query=doctor) reports the certificate as C(sage.doctor.tls).
+      - Mutually exclusive with O(tls_ca_cert).
+    type: str
+  tls_make:
+    description:
+      - Whether the action plugin makes a missing CA in O(tls_ca_dir) (unset, it does). V(false) fails the task
+        instead (AWX, whose jobs start on a fresh filesystem, where the CA comes from a credential).
+    type: bool
+  tls_renew:
+    description:
+      - Whether a start gives the node a new key and certificate even where its own still does (C(sage cluster tls
+        rotate)). A head that gets one (from the same CA) restarts on its GCS store, as after a loss; a new CA or a
+        new token restarts it as a new cluster.
+    type: bool
+  tls_node_dir:
+    description:
+      - Where the node keeps C(ca.crt), its C(node.crt) and C(node.key) (0600; the dir 0700). Required with
+        O(tls_ca_dir) or O(tls_ca_cert); given without them, a start removes the old key and certificate there.
+    type: path
+  tls_ca_cert:
+    description:
+      - The CA's certificate (PEM). Set, the node runs Ray with mutual TLS; unset, with C(RAY_USE_TLS=0), and a start
+        removes the node's old key and certificate (restarting a Ray that ran with them).
+    type: str
+  tls_cert:
+    description: The node's new certificate (PEM), written to O(tls_node_dir) where it differs; a changed one
+      restarts a running Ray (Ray reads its certificates only at start). Unset, the node keeps its own.
+    type: str
+  tls_key:
+    description: The node's new private key (PEM), written with mode 0600; given with a new O(tls_cert) only.
+    type: str
   deploy_record:
     description: The node's deploy record written by sage_deploy; V(status) and V(doctor) report it as
       C(sage.deploy). Unset, not read.
@@ -428,7 +468,8 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host,
     cluster_summary, fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing, no_space,
     node_report, node_state, process_states, ray_drift, ray_processes, redis_args, redis_ping, resource_args,
-    rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, stopped_raylet, terminate)
+    rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, stopped_raylet, terminate, tls_env,
+    tls_paths, tls_refusal, TLS_VARIABLES)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
@@ -501,6 +542,7 @@ class Node:
         self.asked = {k: self.p[k] for k in ("python_path", "ray_command")}
         self.not_found = self.find_paths()
         self.notes = []  # what a start found and did, for the report
+        self.renewed = False  # a head stopped for its new certificate, not lost
 
     def find_paths(self):
         """Put the paths this node has in place of `auto` ones; the line saying why when nothing was found."""
@@ -537,6 +579,13 @@ class Node:
         else:  # explicit: Ray would turn auth on by itself if it found an old token file
             env["RAY_AUTH_MODE"] = "disabled"
             env.pop("RAY_AUTH_TOKEN", None)
+        if self.p["tls_ca_cert"]:
+            paths = tls_paths(self.p["tls_node_dir"])
+            env.update(tls_env(paths["ca"], paths["cert"], paths["key"]))
+        else:  # explicit, like the token's: not a driver's RAY_USE_TLS from the SSH user's profile
+            env["RAY_USE_TLS"] = "0"
+            for name in TLS_VARIABLES:
+                env.pop(name, None)
         if self.p["python_version_match"]:
             env[PYTHON_MATCH_ENV] = self.p["python_version_match"]
         return env
@@ -564,6 +613,36 @@ class Node:
             return True
         write_file(path, token + "\n", 0o600)
         return True
+
+    def install_tls(self):
+        """The node's TLS files as the action plugin gave them, written where they differ (TLS off: its old key and
+        cert removed). What changed, so that a running Ray restarts on them: None, "leaf" (a new key and cert of the
+        CA this node already had: its peers still trust it) or "all"."""
+        p = self.p
+        if not p["tls_node_dir"]:
+            return None
+        paths = tls_paths(p["tls_node_dir"])
+        if not p["tls_ca_cert"]:
+            old = [paths[role] for role in ("key", "cert") if os.path.exists(paths[role])]
+            if not self.m.check_mode:
+                for path in old:
+                    os.remove(path)
+            return "all" if old else None
+        want = {"ca": (p["tls_ca_cert"], 0o644)}
+        if p["tls_cert"]:
+            want["cert"] = (p["tls_cert"], 0o644)
+        if p["tls_key"]:
+            want["key"] = (p["tls_key"], 0o600)
+        changed = [role for role, (text, mode) in want.items()
+                   if read_text(paths[role]) != text or os.stat(paths[role]).st_mode & 0o777 != mode]
+        if changed and not self.m.check_mode:
+            os.makedirs(p["tls_node_dir"], mode=0o700, exist_ok=True)
+            os.chmod(p["tls_node_dir"], 0o700)
+            for role in changed:
+                write_file(paths[role], want[role][0], want[role][1])
+        if not changed:
+            return None
+        return "all" if "ca" in changed else "leaf"
 
     def check_executables(self):
         for key in ("ray_command", "python_path"):
@@ -607,10 +686,16 @@ class Node:
         return None
 
     def check_head_reachable(self):
-        """Fail in seconds, not after Ray's own long retries, when the head does not answer."""
+        """Fail in seconds, not after Ray's own long retries, when the head does not answer, or (TLS on) refuses
+        this node's certificate."""
         why = self.head_unreachable()
         if why:
             self.fail(f"{why}; start it first (sage head start)")
+        if self.p["tls_ca_cert"]:
+            host, _, port = self.head_address().rpartition(":")
+            if why := tls_refusal(host, port, tls_paths(self.p["tls_node_dir"])):
+                self.fail(f"not started: {why}. Fix: start it from the machine that holds the cluster's CA "
+                          "(`sage cluster start` there gives it a certificate of that CA)")
 
     def doctor(self, state):
         """Read-only checks of this node; the controller compares versions and clocks across nodes."""
@@ -861,8 +946,11 @@ class Node:
         return current_state()
 
     def lost_head_note(self):
-        """What a start says of a head that was lost, not stopped."""
+        """What a start says of a head that was lost, not stopped (or stopped for its new certificate)."""
         mode = self.p["fault_tolerance"]
+        if self.renewed:
+            return ("restarted on its new certificate: " + ("a new cluster (fault tolerance off)" if mode == "none" else
+                                                            f"on its store ({mode}), the workers reconnect"))
         if mode == "none":
             return ("the head was lost (not stopped): a new cluster started (fault tolerance off: the workers "
                     "restart, their tasks and actors lost)")
@@ -984,13 +1072,16 @@ def main():
         if p["node_type"] == "head" and not module.check_mode:
             node.mark_started(False)
     if want in ("start", "restart"):
-        token_changed = node.install_token()
-        if token_changed and state["running"] and not module.check_mode:
-            _, state = node.stop(state)  # a running node keeps its old token: restart it with the new one
-            if p["node_type"] == "head":
-                node.mark_started(False)  # a clean restart, not a heal
+        # Both always: a changed token must not hide a changed cert.
+        token_changed, tls_changed = node.install_token(), node.install_tls()
+        if (token_changed or tls_changed) and state["running"] and not module.check_mode:
+            _, state = node.stop(state)  # Ray reads its token and certs at start only: restart it on the new ones
+            if p["node_type"] == "head" and (token_changed or tls_changed == "all"):
+                node.mark_started(False)  # a clean restart, not a heal: the old workers cannot reconnect
+            elif p["node_type"] == "head":
+                node.renewed = True  # a new leaf of the same CA: back on its store, the workers reconnect
         started, state = node.start(state)
-        changed = changed or started or token_changed
+        changed = changed or started or bool(token_changed or tls_changed)
     if query == "status" and (why := head_without_gcs(p["node_type"], state, p.get("fault_tolerance"))):
         node.fail(why)
     extra = {}

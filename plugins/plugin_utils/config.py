@@ -176,6 +176,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("deploy", "install_timeout", 1200, "timeout", "bound on one node's install (seconds, at most 3600)"),
     Key("security", "ray_auth", "token", "choice",
         "Ray token authentication: token (every node and client needs the token) | off", ("token", "off")),
+    Key("security", "tls", "off", "choice",
+        "mutual TLS for every Ray connection inside the cluster, sage the CA (~/.sage/tls): on (each node gets a "
+        "90-day certificate; a driver here needs `sage cluster tls env`) | off; a change restarts every node",
+        ("off", "on")),
 )
 SECTIONS = tuple(dict.fromkeys(k.section for k in SCHEMA))
 KEYS = {(k.section, k.name): k for k in SCHEMA}

@@ -18,7 +18,7 @@ from ansible_collections.sage.cluster.plugins.module_utils import source
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import (
     AUTO, RAY_KEYS, Config, Endpoint, is_this_machine)
 from ansible_collections.sage.cluster.plugins.plugin_utils.security import (
-    redis_password_path, token_enabled, token_path)
+    redis_password_path, tls_dir, tls_enabled, token_enabled, token_path)
 
 # The collection's root (plugins/plugin_utils/ is two levels down), wherever the collection is installed.
 TEMPLATES = Path(__file__).resolve().parents[2] / "inventory_templates"
@@ -48,6 +48,8 @@ def role_vars(cfg: Config) -> dict[str, Any]:
         "sage_deploy_conda_env": remote["conda_env"],
         # Named, not made: the run makes it (sage before it, else the sage_ray_node action plugin): security.py.
         "ray_node_auth_token_file": str(token_path()) if token_enabled(cfg) else "",
+        # The CA's dir, named too: the run makes the CA there (plugin_utils/tls.py), and each node's certificate.
+        "ray_node_tls_ca_dir": str(tls_dir()) if tls_enabled(cfg) else "",
         # Every node's: the head keeps the GCS's tables, the workers wait for a lost head.
         "ray_node_fault_tolerance": head["fault_tolerance"],
         "ray_node_gcs_storage_dir": head["gcs_storage_dir"],

@@ -12,6 +12,8 @@ from pathlib import Path
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import STATE_DIR, Config, ConfigError
 
 TOKEN_FILE = STATE_DIR / "ray_auth_token"
+# The cluster's CA (security.tls: on), and this machine's client cert: plugin_utils/tls.py.
+TLS_DIR = STATE_DIR / "tls"
 
 
 def token_enabled(cfg: Config) -> bool:
@@ -20,6 +22,14 @@ def token_enabled(cfg: Config) -> bool:
 
 def token_path() -> Path:
     return TOKEN_FILE.expanduser()
+
+
+def tls_enabled(cfg: Config) -> bool:
+    return cfg["security"]["tls"] == "on"
+
+
+def tls_dir() -> Path:
+    return TLS_DIR.expanduser()
 
 
 def redis_password_path(cfg: Config) -> Path | None:
