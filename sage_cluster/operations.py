@@ -13,9 +13,10 @@ from typing import Any
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint
+from ansible_collections.sage.cluster.plugins.plugin_utils.security import tls_enabled
 
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node, sage_env, supervisor
-from sage_cluster import config_edit, report, source
+from sage_cluster import config_edit, report, security, source
 from sage_cluster.lock import cluster_lock
 from sage_cluster.runner import RunResult, run_playbook
 
@@ -95,8 +96,13 @@ def node_action(invocation: Invocation, scope: str, action: str) -> tuple[Config
         return cfg, empty
     if action in ("start", "restart") and scope in ("cluster", "head") and (warning := dashboard_warning(cfg)):
         report.warn(warning)
+    if action in ("start", "restart") and (change := security.tls_change(cfg)):
+        report.note(change)
     with cluster_lock(cfg.path):
-        return cfg, run(cfg, invocation, PLAYBOOKS[scope], action)
+        result = run(cfg, invocation, PLAYBOOKS[scope], action)
+    if action in ("start", "restart") and result.ok and not invocation.check:
+        security.record_tls_mode(cfg)
+    return cfg, result
 
 
 def supervisors(cfg: Config) -> dict[str, dict[str, str]]:
@@ -167,6 +173,34 @@ def _number(text: str) -> Any:
         return float(text) if "." in text else int(text)
     except ValueError:
         return text  # check_ray_value says what is wrong with it
+
+
+def tls_rotate(invocation: Invocation, new_ca: bool) -> tuple[Config, list[tuple[str, RunResult]]]:
+    """New certificates for every node, each a restart of its Ray (Ray reads certificates at start only), as
+    (what ran, its result) steps. With the head's fault tolerance on and the same CA: the head first (it comes back on
+    its store, the workers wait for it), then each worker alone, so it stays the same cluster. A new CA (the old
+    one kept beside it) or fault tolerance off: one restart of the whole cluster, a new cluster."""
+    cfg = load(invocation)
+    if not tls_enabled(cfg):
+        raise ConfigError(f"{cfg.path or 'the built-in default'}: security.tls is off, so there is nothing to rotate. "
+                          "Fix: set it to on and run `sage cluster restart`.")
+    renew = {"ray_node_tls_renew": True}
+    whole = new_ca or cfg["head"]["fault_tolerance"] == "none"
+    report.note("Rotating the certificates: " + (
+        f"the whole cluster restarts at once, a new cluster ({'a new CA' if new_ca else 'fault tolerance off'})."
+        if whole else "the head restarts on its store, then each worker, one at a time."))
+    with cluster_lock(cfg.path):
+        if whole:
+            if new_ca and not invocation.check:
+                report.note(f"The old CA is kept in {security.retire_ca()}.")
+            return cfg, [("cluster restart", run(cfg, invocation, "cluster.yml", "restart", extra=renew))]
+        steps = [(f"head {cfg['head']['host']}", run(cfg, invocation, "head.yml", "start", extra=renew))]
+        for worker in cfg.workers:
+            if not steps[-1][1].ok:
+                break
+            steps.append((f"worker {worker.host}", run(cfg, invocation, "worker.yml", "start", limit=worker.host,
+                                                       extra=renew)))
+        return cfg, steps
 
 
 def scale(invocation: Invocation, op: str, endpoint: Endpoint, settings: dict[str, Any] | None = None,
@@ -333,6 +367,8 @@ def doctor(invocation: Invocation) -> tuple[Config, RunResult, list[dict[str, An
                     f"free space there, or set {key} in the config to a disk with room", warn=space["warn"])
             cleanup = d[f"{key}_cleanup"]
             row(host, f"{key} cleanup", cleanup["ok"], cleanup["detail"], cleanup["fix"], warn=cleanup["warn"])
+        if cert := d.get("tls"):
+            row(host, "tls cert", cert["ok"], cert["detail"], cert["fix"], warn=cert["warn"])
         if store := d.get("gcs_store"):
             row(host, "gcs store", store["ok"], store["detail"],
                 "make head.gcs_storage_dir writable for the SSH user" if cfg["head"]["fault_tolerance"] == "local"

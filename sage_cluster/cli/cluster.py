@@ -16,11 +16,13 @@ from sage_cluster.operations import Invocation
 from sage_cluster.cli.common import EXIT_FAILED, common_options, exit_code
 from sage_cluster.cli import nodes
 from sage_cluster.cli.bootstrap import provision, setup_ssh
+from sage_cluster.cli.tls import tls
 
 
-# The commands it shares with head and worker (cli/nodes.py), the bare machines' (cli/bootstrap.py); info,
-# dashboard, doctor, token and scale are below.
-@click.group(commands=[nodes.start, nodes.stop, nodes.restart, nodes.status, nodes.deploy, setup_ssh, provision])
+# The commands it shares with head and worker (cli/nodes.py), the bare machines' (cli/bootstrap.py), TLS's
+# (cli/tls.py); info, dashboard, doctor, token and scale are below.
+@click.group(commands=[nodes.start, nodes.stop, nodes.restart, nodes.status, nodes.deploy, setup_ssh, provision,
+                       tls])
 def cluster() -> None:
     """The whole cluster: head and workers together (the recommended way).
 
