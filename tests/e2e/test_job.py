@@ -1,13 +1,21 @@
 """`sage job` on the rig: a deployed project run through Ray's Jobs API, the dashboard bound to the head's
 127.0.0.1 so sage must open its SSH tunnel, the token never on a command line. 1 head + 2 workers.
 
+The cluster runs with `security.tls: on` (issue 31) and the head's fault tolerance `local`, so every job here also
+crosses Ray's mutual TLS; the TLS checks of their own (keys, clients with and without sage's lines, another CA's
+node, an expired cert, a rotation that keeps the cluster) come last, before the cluster is stopped: one rig cluster
+serves both, for CI's time.
+
 The tests run in file order and share one cluster.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -17,8 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.sage.cluster.plugins.plugin_utils import tls
+
 from tests.conftest import Sage
+from tests.e2e.actor import count
+from tests.e2e.alive import all_alive
 from tests.rig.config import sage_config
+from tests.rig.rig import DEFAULT_ENV
 
 pytestmark = pytest.mark.rig
 
@@ -66,7 +79,8 @@ def cluster(rig, tmp_path_factory):
     config = home / "cluster.yaml"
     # The dashboard on the head's 127.0.0.1: sage must reach it through its own SSH tunnel.
     config.write_text(sage_config(rig, HEAD, WORKERS, head_port=6379, dashboard_port=8265, comment="sage job tests",
-                                  remote={"sage_home": PROJ}, deploy={"source": str(project), "install": "none"}))
+                                  remote={"sage_home": PROJ}, deploy={"source": str(project), "install": "none"},
+                                  security={"tls": "on"}, head={"fault_tolerance": "local"}))
     s = Sage(home=home, config=config, cwd=project)
     s("cluster", "deploy", check=True)
     s("cluster", "start", check=True)
@@ -221,6 +235,106 @@ def test_a_job_id_that_does_not_exist_is_one_line_and_exit_1(cluster):
         run = s("job", *args)
         lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
         assert run.returncode == 1 and len(lines) == 1 and "no job nope" in lines[0], (args, run.stderr)
+
+
+def test_tls_each_key_is_its_owners_and_the_ca_key_never_leaves_this_machine(cluster):
+    s, _, rig = cluster
+    tls_dir = s.home / ".sage" / "tls"
+    assert stat.S_IMODE((tls_dir / "ca.key").stat().st_mode) == 0o600
+    for host in ALL:
+        out = rig.ssh(host, ["sh", "-c", 'stat -c "%a %U %n" ~/.sage/tls ~/.sage/tls/*; find ~ -name "ca.key"']).stdout
+        modes = {line.split()[2].rsplit("/", 1)[-1]: line.split()[:2] for line in out.splitlines() if " " in line}
+        assert modes == {"tls": ["700", rig.user], "ca.crt": ["644", rig.user], "node.crt": ["644", rig.user],
+                         "node.key": ["600", rig.user]}, (host, out)
+        cert = (rig.host(host).home / ".sage" / "tls" / "node.crt").read_text()
+        assert tls.check(cert, (tls_dir / "ca.crt").read_text(), [rig.host(host).ip, host]) is None
+        # Ray's own processes run with it.
+        raylet = rig.ssh(host, ["sh", "-c", "tr '\\0' '\\n' < /proc/$(pgrep -u $(id -u) -x raylet)/environ"]).stdout
+        assert "RAY_USE_TLS=1" in raylet.splitlines(), (host, raylet)
+
+
+CONNECT = "import ray; ray.init({address!r}); print('ALIVE', sum(n['Alive'] for n in ray.nodes()))"
+
+
+def test_tls_a_client_without_a_cert_is_refused_and_sages_lines_let_one_here_in(cluster):
+    s, _, rig = cluster
+    head = rig.host(HEAD).ip
+    # On the head itself, with the token but without TLS's variables. Ray's driver retries a refused GCS for
+    # minutes: one try of 10 s here.
+    token = f"RAY_AUTH_TOKEN_PATH={rig.user_home}/.ray/auth_token"
+    started = time.monotonic()
+    run = rig.ssh(HEAD, ["env", "RAY_USE_TLS=0", "RAY_AUTH_MODE=token", token, "RAY_gcs_server_port_wait_time_s=1",
+                         "RAY_gcs_rpc_server_connect_timeout_s=2", "timeout", "120", f"{DEFAULT_ENV}/bin/python",
+                         "-c", CONNECT.format(address=f"{head}:6379")], check=False, timeout=180)
+    assert run.returncode not in (0, 124) and "ALIVE" not in run.stdout, (run.returncode, run.stdout,
+                                                                          run.stderr[-2000:])
+    print(f"refused in {time.monotonic() - started:.0f} s: {run.stderr.strip().splitlines()[-1:]}")
+    # On this machine, through Ray Client, with what `sage cluster tls env` gives (the rig's Python: Ray Client wants
+    # the cluster's Python minor release).
+    code, variables = s.json("cluster", "tls", "env")
+    assert code == 0 and variables["RAY_USE_TLS"] == "1", variables
+    shell = s("cluster", "tls", "env", check=True).stdout
+    assert shell.splitlines()[0] == "export RAY_USE_TLS=1" and "BEGIN" not in shell
+    client = subprocess.run([f"{DEFAULT_ENV}/bin/python", "-c", CONNECT.format(address=f"ray://{head}:10001")],
+                            env={**s.env(), **variables}, capture_output=True, text=True, timeout=180)
+    assert "ALIVE 3" in client.stdout, (client.stdout, client.stderr[-2000:])
+
+
+def test_tls_a_worker_with_another_cas_cert_fails_in_one_line_naming_it_and_a_start_heals_it(cluster, tmp_path):
+    s, project, rig = cluster
+    # Another machine's sage (its own CA, the cluster's token) starts sage-w2.
+    other = Sage(home=tmp_path / "other", config=tmp_path / "other.yaml", cwd=project)
+    (other.home / ".sage").mkdir(parents=True)
+    shutil.copy2(s.home / ".sage" / "ray_auth_token", other.home / ".sage" / "ray_auth_token")
+    other.config.write_text(sage_config(rig, HEAD, ["sage-w2"], head_port=6379, dashboard_port=8265, comment="other",
+                                        remote={"sage_home": PROJ}, security={"tls": "on"}))
+    run = other("worker", "start", timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    said = [ln for ln in (run.stdout + run.stderr).splitlines() if "another CA" in ln]
+    assert len(said) == 1 and "sage-w2" in said[0] and "6379" in said[0], run.stdout + run.stderr
+    s("cluster", "start", check=True)
+    all_alive(s, 60, ALL)
+
+
+def test_tls_doctor_fails_an_expired_cert_and_a_start_replaces_it(cluster):
+    s, _, rig = cluster
+    ca = tls.ensure_ca(s.home / ".sage" / "tls", make=False)
+    w1 = rig.host("sage-w1")
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=91)
+    key, cert = ca.issue([w1.ip, w1.name], w1.name, not_before=old)
+    for name, text in (("node.key", key), ("node.crt", cert)):
+        path = w1.home / ".sage" / "tls" / name
+        owner = path.stat()
+        path.write_text(text)
+        os.chown(path, owner.st_uid, owner.st_gid)
+    code, data = s.json("cluster", "doctor")
+    rows = {(r["host"], r["check"]): r for r in data["checks"]}
+    assert code == 1 and not rows[("sage-w1", "tls cert")]["ok"], rows.get(("sage-w1", "tls cert"))
+    assert "expired on" in rows[("sage-w1", "tls cert")]["detail"]
+    assert rows[("sage-w2", "tls cert")]["ok"] and "expires" in rows[("sage-w2", "tls cert")]["detail"]
+    s("cluster", "start", check=True)
+    assert tls.check((w1.home / ".sage" / "tls" / "node.crt").read_text(), ca.cert_pem, [w1.ip]) is None
+    all_alive(s, 60, ALL)
+
+
+def test_tls_rotate_keeps_the_cluster_its_jobs_and_a_restartable_actor(cluster):
+    s, _, rig = cluster
+
+    def serials() -> dict[str, str]:
+        return {h: tls.facts((rig.host(h).home / ".sage" / "tls" / "node.crt").read_text())["serial"] for h in ALL}
+
+    before = serials()
+    assert count(rig, HEAD, 6379, "sage-w1", restarts=-1, tls=True) == 1
+    run = s("cluster", "tls", "rotate", timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "the head restarts on its store, then each worker, one at a time" in run.stderr, run.stderr
+    after = serials()
+    assert all(after[h] != before[h] for h in ALL), (before, after)
+    all_alive(s, 60, ALL)
+    code, jobs = s.json("job", "list")
+    assert code == 0 and {"every-node", "fails"} <= {j["submission_id"] for j in jobs}, jobs
+    # Its worker restarted, the actor was restarted by Ray elsewhere (its count starts again).
+    assert count(rig, HEAD, 6379, "sage-w1", restarts=-1, tls=True) >= 1
 
 
 def test_no_cluster_running_is_one_line_naming_the_head(cluster):
