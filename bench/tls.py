@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+import sage_cluster  # noqa: F401  (puts the collection sage.cluster on sys.path)
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node
 
 from bench.measure import BenchError, Sage, log
