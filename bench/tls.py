@@ -92,7 +92,10 @@ def workload(rig: Rig, tls: bool) -> dict[str, float]:
     run = rig.ssh(HEAD, ["env", "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={rig.user_home}/.ray/auth_token",
                          *(f"{k}={v}" for k, v in env.items()), f"{DEFAULT_ENV}/bin/python", "-c", WORKLOAD,
                          f"{rig.host(HEAD).ip}:{PORT}", *(rig.host(w).ip for w in WORKERS)], timeout=600)
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    line = next((ln for ln in reversed(run.stdout.splitlines()) if ln.startswith("{")), None)
+    if line is None:
+        raise BenchError(f"the workload printed no figures:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
+    return json.loads(line)
 
 
 def table(figures: dict[str, dict[str, list[float]]]) -> str:
