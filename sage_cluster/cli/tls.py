@@ -41,7 +41,8 @@ def env(invocation: Invocation) -> None:
     """
     cfg = operations.load(invocation)
     if not tls_enabled(cfg):
-        raise ConfigError(f"{cfg.path}: security.tls is off, so the cluster's connections take no certificate. "
+        raise ConfigError(f"{cfg.path or 'the built-in default'}: security.tls is off, so the cluster's connections "
+                          "take no certificate. "
                           "Fix: set it to on and run `sage cluster restart`.")
     ca = security.tls_ca()
     key, cert = ca.client()
