@@ -13,7 +13,7 @@ from typing import Any
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint
-from ansible_collections.sage.cluster.plugins.plugin_utils.security import tls_enabled
+from ansible_collections.sage.cluster.plugins.plugin_utils.security import tls_enabled, token_enabled, token_path
 
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node, sage_env, supervisor
 from sage_cluster import config_edit, report, security, source
@@ -175,15 +175,34 @@ def _number(text: str) -> Any:
         return text  # check_ray_value says what is wrong with it
 
 
+def tls_config(invocation: Invocation) -> Config:
+    """The config, refused in one line when its TLS is off (the `tls` commands have nothing to act on then)."""
+    cfg = load(invocation)
+    if not tls_enabled(cfg):
+        raise ConfigError(f"{cfg.path or 'the built-in default'}: security.tls is off, so the cluster's connections "
+                          "take no certificate. Fix: set it to on and run `sage cluster restart`.")
+    return cfg
+
+
+def tls_client_env(invocation: Invocation) -> dict[str, str]:
+    """The variables a Ray driver or client on this machine needs: TLS's, with a client certificate of this machine
+    (made once, signed by the cluster's CA), and the token's."""
+    cfg = tls_config(invocation)
+    ca = security.tls_ca()
+    key, cert = ca.client()
+    variables = ray_node.tls_env(str(ca.dir / "ca.crt"), str(cert), str(key))
+    # Ray turns token auth on by itself when it finds a token file: say which, or that it is off.
+    variables.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path())} if token_enabled(cfg)
+                     else {"RAY_AUTH_MODE": "disabled"})
+    return variables
+
+
 def tls_rotate(invocation: Invocation, new_ca: bool) -> tuple[Config, list[tuple[str, RunResult]]]:
     """New certificates for every node, each a restart of its Ray (Ray reads certificates at start only), as
     (what ran, its result) steps. With the head's fault tolerance on and the same CA: the head first (it comes back on
     its store, the workers wait for it), then each worker alone, so it stays the same cluster. A new CA (the old
     one kept beside it) or fault tolerance off: one restart of the whole cluster, a new cluster."""
-    cfg = load(invocation)
-    if not tls_enabled(cfg):
-        raise ConfigError(f"{cfg.path or 'the built-in default'}: security.tls is off, so there is nothing to rotate. "
-                          "Fix: set it to on and run `sage cluster restart`.")
+    cfg = tls_config(invocation)
     renew = {"ray_node_tls_renew": True}
     whole = new_ca or cfg["head"]["fault_tolerance"] == "none"
     report.note("Rotating the certificates: " + (

@@ -6,11 +6,7 @@ import sys
 
 import click
 
-from ansible_collections.sage.cluster.plugins.module_utils.ray_node import tls_env
-from ansible_collections.sage.cluster.plugins.plugin_utils.config import ConfigError
-from ansible_collections.sage.cluster.plugins.plugin_utils.security import tls_enabled, token_enabled, token_path
-
-from sage_cluster import operations, report, security
+from sage_cluster import operations, report
 from sage_cluster.cli.common import common_options, exit_code
 from sage_cluster.operations import Invocation
 
@@ -39,17 +35,7 @@ def env(invocation: Invocation) -> None:
       eval "$(sage cluster tls env)"
       sage cluster tls env --json
     """
-    cfg = operations.load(invocation)
-    if not tls_enabled(cfg):
-        raise ConfigError(f"{cfg.path or 'the built-in default'}: security.tls is off, so the cluster's connections "
-                          "take no certificate. "
-                          "Fix: set it to on and run `sage cluster restart`.")
-    ca = security.tls_ca()
-    key, cert = ca.client()
-    variables = tls_env(str(ca.dir / "ca.crt"), str(cert), str(key))
-    # Ray turns token auth on by itself when it finds a token file: say which, or that it is off.
-    variables.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path())} if token_enabled(cfg)
-                     else {"RAY_AUTH_MODE": "disabled"})
+    variables = operations.tls_client_env(invocation)
     if invocation.json:
         report.emit_json(variables)
         return
