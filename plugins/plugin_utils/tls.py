@@ -104,12 +104,16 @@ class CA:
 
 
 def ensure_ca(directory: Path, make: bool = True) -> CA:
-    """The CA in directory, made there first (key 0600, dir 0700) when there is none and make allows it."""
+    """The CA in directory, made there first (key 0600, dir 0700) when there is none and make allows it. A file in
+    place of the directory is one PEM file holding the CA's cert and key (what AWX's sage TLS CA credential
+    writes into a job): read, never made."""
+    if directory.is_file():
+        return _load_ca(directory, directory)
     key_path = directory / CA_KEY
     if not key_path.exists():
         if not make:
             raise CAError(f"the cluster's CA ({key_path}) is not on this machine, and this run may not make one "
-                          "(ray_node_tls_make: false). Fix: give the run the cluster's CA files (AWX: the sage CA "
+                          "(ray_node_tls_make: false). Fix: give the run the cluster's CA (AWX: the sage TLS CA "
                           "credential).")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Each host's forked worker of a run gets here at once: one makes the CA, the others wait and read it.
@@ -117,7 +121,7 @@ def ensure_ca(directory: Path, make: bool = True) -> CA:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not key_path.exists():
                 _make_ca(directory)
-    return _load_ca(directory)
+    return _load_ca(directory / CA_KEY, directory / CA_CERT)
 
 
 def _make_ca(directory: Path) -> None:
@@ -140,16 +144,16 @@ def _make_ca(directory: Path) -> None:
     _write(key_path, _key_pem(key), 0o600)
 
 
-def _load_ca(directory: Path) -> CA:
-    key_path, cert_path = directory / CA_KEY, directory / CA_CERT
+def _load_ca(key_path: Path, cert_path: Path) -> CA:
     try:
+        # Each loader takes the first PEM block of its kind: one file may hold both.
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise CAError(f"cannot read the cluster's CA in {directory} ({getattr(exc, 'strerror', None) or exc}). "
-                      "Fix: make it readable, or move the directory away for a new CA (every node then restarts "
-                      "on new certificates).") from None
-    return CA(key, cert, directory)
+        raise CAError(f"cannot read the cluster's CA in {cert_path.parent if key_path != cert_path else key_path} "
+                      f"({getattr(exc, 'strerror', None) or exc}). Fix: make it readable, or move the directory away "
+                      "for a new CA (every node then restarts on new certificates).") from None
+    return CA(key, cert, cert_path.parent)
 
 
 def _general_name(name: str) -> x509.GeneralName:

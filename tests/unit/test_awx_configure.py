@@ -137,7 +137,7 @@ def test_example_loads_every_object(standins: Path, tmp_path: Path):
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     counts = {m: len(of(calls, m)) for m in MODULES}
-    assert counts == {"execution_environment": 1, "credential_type": 2, "credential": 2, "project": 1,
+    assert counts == {"execution_environment": 1, "credential_type": 3, "credential": 2, "project": 1,
                       "inventory": 1, "inventory_source": 1, "inventory_source_update": 1, "job_template": 18}
     ee, = of(calls, "execution_environment")
     assert (ee["name"], ee["image"], ee["organization"]) == ("sage-ee", "registry.example.com/ops/sage-ee:latest",
@@ -156,6 +156,25 @@ def test_example_loads_every_object(standins: Path, tmp_path: Path):
     assert start["extra_vars"] == {"sage_action": "start"}
     # The secrets are not in the output.
     assert "not a real key" not in proc.stdout and "f" * 64 not in proc.stdout
+
+
+def test_the_tls_ca_credential_is_made_from_the_cas_files_when_named(standins: Path, tmp_path: Path):
+    from ansible_collections.sage.cluster.plugins.plugin_utils import tls
+
+    ca = tls.ensure_ca(tmp_path / "tls")
+    key = (tmp_path / "tls" / "ca.key").read_text()
+    proc, calls = configure(standins, tmp_path, None, "-e", f"sage_awx_tls_ca_dir={tmp_path / 'tls'}")
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    credential = next(c for c in of(calls, "credential") if c["name"] == "sage TLS CA")
+    assert credential["inputs"] == {"ca_cert": ca.cert_pem.strip(), "ca_key": key.strip()}
+    kind = next(c for c in of(calls, "credential_type") if c["name"] == "sage TLS CA")
+    assert kind["injectors"]["extra_vars"] == {"ray_node_tls_ca_dir": "{{ tower.filename }}"}
+    # What the injector writes is a CA the role reads.
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(kind["injectors"]["file"]["template"].replace("{{ ca_cert }}", credential["inputs"]["ca_cert"])
+                      .replace("{{ ca_key }}", credential["inputs"]["ca_key"]))
+    assert tls.ensure_ca(bundle, make=False).cert_pem == ca.cert_pem
+    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
 
 
 def test_admin_keys_reach_the_modules(standins: Path, tmp_path: Path):

@@ -119,3 +119,16 @@ def test_a_refused_handshake_names_the_side_and_the_reason(tmp_path, ca, case):
     expected = {"same CA": None, "server of another CA": "comes from another CA than this node's",
                 "client of another CA": "refused this node's certificate", "name not covered": "does not cover"}[case]
     assert (why is None) if expected is None else (expected in why), why
+
+
+def test_one_pem_file_with_the_cas_cert_and_key_serves_as_the_ca_and_is_never_made(tmp_path, ca):
+    """AWX's sage TLS CA credential writes the CA as one file into a job; the role's ray_node_tls_ca_dir names it."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(ca.cert_pem + (tmp_path / "tls" / "ca.key").read_text())
+    same = tls.ensure_ca(bundle, make=False)
+    assert same.cert_pem == ca.cert_pem
+    _, cert = same.issue(["127.0.0.21"], "w1")
+    assert tls.check(cert, ca.cert_pem, ["127.0.0.21"]) is None
+    bundle.write_text(ca.cert_pem)  # the key left out
+    with pytest.raises(tls.CAError, match=r"cannot read the cluster's CA in .*bundle.pem"):
+        tls.ensure_ca(bundle)
