@@ -168,7 +168,7 @@ options:
         it covers the node's addresses (O(node_ip), the inventory name, C(ansible_host), 127.0.0.1, localhost) and
         it has more than 30 days left; else it makes a new key and 90-day certificate on the controller, in memory,
         and passes them as O(tls_key) and O(tls_cert). V(query=doctor) reports the certificate as C(sage.doctor.tls).
-      - One PEM file holding the CA's cert and key may stand in for the dir: read, never made (AWX's C(sage TLS CA)
+      - One PEM file holding the CA's cert and key may stand in for the dir (read, never made; AWX's C(sage TLS CA)
         credential writes one).
       - Mutually exclusive with O(tls_ca_cert).
     type: str
