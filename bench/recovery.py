@@ -20,7 +20,6 @@ Run as root from the repository root, inside tests/rig/isolated:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -35,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from bench.measure import BenchError, Sage, log, raylet_pids
-from bench.report import write_doc
+from bench.report import rig_bench_options, span, write_rig_section
 from tests.rig import Rig, ensure_env, rig_root, why_not_available
 from tests.rig.config import sage_config
 
@@ -145,10 +144,6 @@ def switch(sage: Sage, config: Path, text: str, mode: str) -> None:
         raise BenchError(f"after the switch to {mode}, status says supervisors {kinds}")
 
 
-def span(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.1f} s ({min(xs):.1f}-{max(xs):.1f})"
-
-
 def table(figures: dict[str, dict[str, list[float]]], joined: dict[str, dict[str, list[float]]],
           kept: dict[str, list[bool]]) -> str:
     """figures[fault][mode]: seconds per round; joined the same for "each host had a node again"; kept[mode]: the
@@ -167,11 +162,7 @@ def table(figures: dict[str, dict[str, list[float]]], joined: dict[str, dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default="docs/performance.md", help="the doc to write the table into ('' = none)")
-    ap.add_argument("--note", default="", help="a line on the machine (e.g. how busy it was) for the doc")
-    args = ap.parse_args(argv)
+    args = rig_bench_options(__doc__, argv)
     load0 = os.getloadavg()[0]
     if reason := why_not_available(systemd=True):
         log(f"cannot run: {reason}")
@@ -212,19 +203,15 @@ def main(argv: list[str] | None = None) -> int:
             sage.run(config, "cluster", "stop", ok_codes=(0, 1))
     out = table(figures, joined, kept)
     print(out)
-    if args.out:
-        rounds = f"median and range of {args.rounds} round" + ("s" if args.rounds > 1 else "")
-        machine = (f"The machine: {os.cpu_count()} cores shared with other work (load average {load0:.1f} at the "
-                   f"start, {os.getloadavg()[0]:.1f} at the end). {args.note}").strip()
-        note = ("From the fault to each host's one node alive again as Ray's node table and then `sage cluster "
-                "status` say (a reboot's and a power cut's clock includes the hosts' boot). Supervised: "
-                "`remote.supervisor: auto`, each node the user unit sage-ray.service, no sage command after the "
-                "fault. Plain: `remote.supervisor: none`, `sage cluster start` run at once until it returned 0: a best "
-                "case, with no time for a person to notice. The column before last: until every host had an alive "
-                "node again, while Ray may still list the lost one alive (it drops it only once its health checks "
-                "fail; plain: Ray is first asked when start has returned, so it is the same as the total).")
-        write_doc(Path(args.out), f"{BEGIN}\n### Time to recover (`python -m bench.recovery`, {rounds}, "
-                                  f"{time.strftime('%Y-%m-%d')})\n\n{out}\n\n{note} {machine}\n{END}", BEGIN, END)
+    note = ("`python -m bench.recovery`. From the fault to each host's one node alive again as Ray's node table "
+            "and then `sage cluster status` say (a reboot's and a power cut's clock includes the hosts' boot). "
+            "Supervised: `remote.supervisor: auto`, each node the user unit sage-ray.service, no sage command "
+            "after the fault. Plain: `remote.supervisor: none`, `sage cluster start` run at once until it "
+            "returned 0: a best case, with no time for a person to notice. The column before last: until every "
+            "host had an alive node again, while Ray may still list the lost one alive (it drops it only once its "
+            "health checks fail; plain: Ray is first asked when start has returned, so it is the same as the "
+            "total).")
+    write_rig_section(args, BEGIN, END, "Time to recover", out, note, load0, "with other work")
     return 0
 
 

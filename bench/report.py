@@ -9,8 +9,10 @@ import platform
 import re
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.layout import ENV, REPO
@@ -329,3 +331,29 @@ def write_doc(path: Path, block: str, begin: str = BEGIN, end: str = END) -> Non
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def rig_bench_options(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """--rounds, --out and --note: what the one-rig benches (bench.recovery, bench.tls) take."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default="docs/performance.md", help="the doc to write the table into ('' = none)")
+    ap.add_argument("--note", default="", help="a line on the machine (e.g. how busy it was) for the doc")
+    return ap.parse_args(argv)
+
+
+def span(xs: list[float], unit: str = " s", digits: int = 1) -> str:
+    """The median and the range: "4.2 s (3.9-5.0)"."""
+    return f"{statistics.median(xs):.{digits}f}{unit} ({min(xs):.{digits}f}-{max(xs):.{digits}f})"
+
+
+def write_rig_section(args: argparse.Namespace, begin: str, end: str, heading: str, table: str, note: str,
+                      load0: float, shared_by: str) -> None:
+    """A one-rig bench's table, what it measured and the machine, in place of its own block of args.out."""
+    if not args.out:
+        return
+    rounds = f"median and range of {args.rounds} round" + ("s" if args.rounds > 1 else "")
+    machine = (f"The machine: {os.cpu_count()} cores shared {shared_by} (load average {load0:.1f} at the start, "
+               f"{os.getloadavg()[0]:.1f} at the end). {args.note}").strip()
+    write_doc(Path(args.out), f"{begin}\n### {heading}\n\n{rounds}, {time.strftime('%Y-%m-%d')}:\n\n{table}\n\n"
+                              f"{note} {machine}\n{end}", begin, end)

@@ -11,14 +11,12 @@ root, inside tests/rig/isolated:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import yaml
@@ -27,7 +25,7 @@ import sage_cluster  # noqa: F401  (puts the collection sage.cluster on sys.path
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node
 
 from bench.measure import BenchError, Sage, log
-from bench.report import write_doc
+from bench.report import rig_bench_options, span, write_rig_section
 from tests.rig import DEFAULT_ENV, Rig, ensure_env, rig_root, why_not_available
 from tests.rig.config import sage_config
 
@@ -102,18 +100,13 @@ def table(figures: dict[str, dict[str, list[float]]]) -> str:
     rows = ["| 1 head + 2 workers | TLS off | TLS on | on / off |", "|---|---|---|---|"]
     for key, label in ROWS:
         off, on = figures[key]["off"], figures[key]["on"]
-        rows.append(f"| {label} | {statistics.median(off):.2f} s ({min(off):.2f}-{max(off):.2f}) | "
-                    f"{statistics.median(on):.2f} s ({min(on):.2f}-{max(on):.2f}) | "
+        rows.append(f"| {label} | {span(off, digits=2)} | {span(on, digits=2)} | "
                     f"{statistics.median(on) / statistics.median(off):.2f}x |")
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default="docs/performance.md", help="the doc to write the table into ('' = none)")
-    ap.add_argument("--note", default="", help="a line on the machine (e.g. how busy it was) for the doc")
-    args = ap.parse_args(argv)
+    args = rig_bench_options(__doc__, argv)
     load0 = os.getloadavg()[0]
     if reason := why_not_available():
         log(f"cannot run: {reason}")
@@ -147,16 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             sage.run(config, "cluster", "stop", ok_codes=(0, 1))
     out = table(figures)
     print(out)
-    if args.out:
-        rounds = f"median and range of {args.rounds} round" + ("s" if args.rounds > 1 else "")
-        machine = (f"The machine: {os.cpu_count()} cores shared by the 3 hosts and the controller (load average "
-                   f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end). {args.note}").strip()
-        note = ("The same rig cluster with `security.tls: off` and `on` (every Ray connection mutual TLS, sage's CA), "
-                "the modes taking turns. The driver runs on the head (with the head's own certificate when on); its "
-                "Python workers are warmed before the timings. The rig's hosts share one machine's loopback, so "
-                "these figures show TLS's CPU cost, not a network's.")
-        write_doc(Path(args.out), f"{BEGIN}\n### Mutual TLS on against off\n\n`python -m bench.tls`, {rounds}, "
-                                  f"{time.strftime('%Y-%m-%d')}:\n\n{out}\n\n{note} {machine}\n{END}", BEGIN, END)
+    note = ("`python -m bench.tls`: the same rig cluster with `security.tls: off` and `on` (every Ray connection "
+            "mutual TLS, sage's CA), the modes taking turns. The driver runs on the head (with the head's own "
+            "certificate when on); its Python workers are warmed before the timings. The rig's hosts share one "
+            "machine's loopback, so these figures show TLS's CPU cost, not a network's.")
+    write_rig_section(args, BEGIN, END, "Mutual TLS on against off", out, note, load0,
+                      "by the 3 hosts and the controller")
     return 0
 
 
