@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import ssl
 import time
 
 from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD
@@ -480,6 +479,8 @@ def tls_refusal(host, port, paths, timeout=5.0):
     """Why a mutual TLS session with the gRPC server at host:port fails with the TLS files `paths` (tls_paths), in
     words naming the side that refused; None when it works, or when the server cannot be reached at all (that is
     another check's). Ray would retry such a start for minutes and then blame the GCS."""
+    import ssl  # only here: every sage command and every node's module imports this file
+
     try:
         ctx = ssl.create_default_context(cafile=paths["ca"])
         ctx.load_cert_chain(paths["cert"], paths["key"])

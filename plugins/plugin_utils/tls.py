@@ -19,11 +19,14 @@ import os
 import socket
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+try:  # ansible-core's own dependency; ansible-test's import sanity runs without it
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:
+    x509 = None  # type: ignore[assignment]
 
 CA_KEY, CA_CERT = "ca.key", "ca.crt"
 CLIENT_KEY, CLIENT_CERT = "client.key", "client.crt"
@@ -107,6 +110,9 @@ def ensure_ca(directory: Path, make: bool = True) -> CA:
     """The CA in directory, made there first (key 0600, dir 0700) when there is none and make allows it. A file in
     place of the directory is one PEM file holding the CA's cert and key (what AWX's sage TLS CA credential
     writes into a job): read, never made."""
+    if x509 is None:
+        raise CAError("security.tls: on needs the Python package `cryptography` where Ansible runs. Fix: pip install "
+                      "cryptography (ansible-core brings it; an environment without it was built by hand)")
     if directory.is_file():
         return _load_ca(directory, directory)
     key_path = directory / CA_KEY

@@ -177,4 +177,5 @@ def test_a_hung_sshd_is_given_up_within_the_connect_timeout(user: Sage, krig: Ri
     row = result["hosts"][host]
     assert row["result"] == "unreachable", row
     assert row["error"] == f"{host} did not answer within {CONNECT_TIMEOUT} s (ssh)", row
-    assert hung - healthy < CONNECT_TIMEOUT + 6, f"status took {hung:.1f}s, {healthy:.1f}s when all were well"
+    # Before the fix, 23-24 s (ServerAlive); 10 s of slack: a loaded CI machine once took 11.5 s over a healthy run.
+    assert hung - healthy < CONNECT_TIMEOUT + 10, f"status took {hung:.1f}s, {healthy:.1f}s when all were well"
