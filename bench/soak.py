@@ -151,7 +151,10 @@ class Soak:
 
     def signal_host(self, name: str, comm: str, sig: int) -> None:
         for pid in self.host_pids(name, comm):
-            os.kill(pid, sig)
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:  # it ended since the listing (an sshd session, its parent resumed first)
+                pass
 
     # ---- faults: each breaks HOST and returns what to undo once status has looked ----------------------------
     def kill_raylet(self, host: str) -> Callable[[], None] | None:
