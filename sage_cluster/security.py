@@ -7,6 +7,7 @@ The files themselves (their paths, the token's making, the password file's check
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import ray_token
@@ -39,8 +40,6 @@ def tls_ca():
 
 def retire_ca() -> Path:
     """Move the CA's dir aside (the next run makes a new CA); where it went."""
-    import time
-
     old = tls_dir().with_name(f"tls.retired-{time.strftime('%Y%m%d-%H%M%S')}")
     if tls_dir().exists():
         tls_dir().rename(old)
