@@ -2,13 +2,11 @@
 
 One rig (ft-head, ft-w1, ft-w2 on 127.0.0.140-142, Ray on 6397) and one cluster, reused across the drills: each
 drill brings it to the mode it needs (a clean stop and start only when the mode changes; pytest groups the drills
-by the module's `mode`). The Redis is Debian's redis-server, started here on loopback with a password.
+by the module's `mode`). The Redis is Debian's redis-server on loopback with a password (tests/e2e/redis.py).
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from tests.conftest import Sage
 from tests.conftest_rig import ray_rig
 from tests.e2e import actor
+from tests.e2e import redis as redis_store
 from tests.rig import rig_root
 from tests.rig.config import sage_config
 
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.rig
 HEAD, WORKERS = "ft-head", ["ft-w1", "ft-w2"]
 ALL = [HEAD, *WORKERS]
 PORT = 6397
-REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_PORT = 16397
-REDIS_PASSWORD = "drill-redis-secret-7c1f"
 # The drill that outlasts the workers' wait sets this one; the others keep the default (600 s): a heal on a rig
 # whose 2 cores other runs share took over 40 s.
 SHORT_RECONNECT_TIMEOUT = 15
@@ -39,30 +36,14 @@ def frig():
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
-    """A password-protected Redis on loopback, nothing saved to disk."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip(f"no {REDIS_SERVER} (apt-get install redis-server)")
-    data = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(REDIS_PORT), "--requirepass",
-                             REDIS_PASSWORD, "--dir", str(data), "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "--no-auth-warning", "-a", REDIS_PASSWORD, "ping"],
-                         capture_output=True, text=True).stdout.strip() != "PONG":
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not come up"
-        time.sleep(0.2)
-    yield f"127.0.0.1:{REDIS_PORT}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield from redis_store.server(tmp_path_factory.mktemp("redis"), REDIS_PORT)
 
 
 @pytest.fixture(scope="module")
 def user(frig, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     s = Sage(home=home, config=home / "cluster.yaml")
-    password = home / "redis_password"
-    password.write_text(REDIS_PASSWORD + "\n")
-    password.chmod(0o600)
+    redis_store.password_file(home)
     s.mode = None
     yield s
     s("cluster", "stop", timeout=300)
@@ -203,9 +184,9 @@ def test_without_fault_tolerance_the_same_kill_restarts_the_workers(user, frig):
 def test_the_redis_password_stays_out_of_what_sage_shows_and_keeps(user, frig, mode, redis):
     s = bring_up(user, frig, mode, redis)
     shown = s("cluster", "status", "-v").stdout + s("cluster", "start", "-vvv").stdout
-    assert REDIS_PASSWORD not in shown
+    assert redis_store.PASSWORD not in shown
     for path in (s.home / ".sage").rglob("*"):
-        assert not path.is_file() or REDIS_PASSWORD.encode() not in path.read_bytes(), path
+        assert not path.is_file() or redis_store.PASSWORD.encode() not in path.read_bytes(), path
     # Ray itself has it on a command line on the head, as docs/ops.md says: gcs_server's.
     gcs = frig.ssh(HEAD, ["pgrep", "-u", frig.user, "-x", "gcs_server"]).stdout.split()[0]
-    assert REDIS_PASSWORD in frig.ssh(HEAD, ["cat", f"/proc/{gcs}/cmdline"]).stdout
+    assert redis_store.PASSWORD in frig.ssh(HEAD, ["cat", f"/proc/{gcs}/cmdline"]).stdout
