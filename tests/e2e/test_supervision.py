@@ -2,8 +2,8 @@
 (no sudo), a plain host beside them as today. With no sage command between the fault and the check, a killed
 raylet, a worker whose every Ray process was killed, a rebooted worker, a head whose GCS was killed (fault tolerance
 local: the workers keep their raylets and actors) and a power cut come back; a stopped cluster stays stopped through
-a reboot; no secret in a unit file. One cluster for the whole module, its tests in this order. Only reads (status,
-ssh, an actor call) run between a fault and its check.
+a reboot; `restart` restarts every unit on an empty store; no secret in a unit file. One cluster for the whole
+module, its tests in this order. Only reads (status, ssh, an actor call) run between a fault and its check.
 """
 from __future__ import annotations
 
@@ -234,6 +234,22 @@ def test_scale_remove_and_add_a_supervised_worker_and_read_its_log(started, srig
     logs = started("worker", "logs", "--lines", "40", timeout=120).stdout
     assert f"==> {WORKERS[1]}: /tmp/sage_worker_logs/worker.log" in logs, logs
     assert "block forever" in logs, logs  # the unit's `ray start --block` writes where a plain start does
+
+
+def test_restart_restarts_every_unit_on_an_empty_store(started, srig):
+    """`sage cluster restart` is stop + start: every unit stopped and started again (the same rule as a plain
+    clean start: the head's store is emptied, so Ray lists the new nodes only, none of the old ones dead)."""
+    before = {name: raylet(srig, name) for name in ALL}
+    proc = started("cluster", "restart", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in SYSTEMD:
+        assert systemctl(srig, name, "is-enabled").stdout.strip() == "enabled", name
+        assert systemctl(srig, name, "is-active").stdout.strip() == "active", name
+    after = {name: srig.ssh(name, ["pgrep", "-u", srig.user, "-x", "raylet"]).stdout.split() for name in ALL}
+    assert all(len(after[name]) == 1 and after[name][0] != before[name] for name in ALL), (before, after)
+    nodes = status(started)["cluster"]["nodes"]
+    assert sorted(n["node_ip"] for n in nodes) == sorted(srig.host(n).ip for n in ALL), nodes
+    assert all(n["alive"] for n in nodes), nodes
 
 
 def test_a_stopped_cluster_stays_stopped_through_a_reboot(started, srig):
