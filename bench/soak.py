@@ -4,11 +4,14 @@ each: `sage cluster status` right after the fault (its exit code and time, wheth
 alive Ray node and no more, the workers' raylets were kept where the head healed on its store, a job ran on every
 node (every third cycle), nothing of an interrupted `sage` left running. Anything else is an anomaly.
 
-Its own rig (k-head, k-w1..k-w3 on 127.0.0.175-178, Ray on 6393), one cluster per fault-tolerance mode. Prints a
-line per cycle, the table, and writes the table into docs/reliability.md between its own markers. Run as root from
-the repository root, inside tests/rig/isolated:
+Its own rig (k-head, k-w1..k-w3 on 127.0.0.175-178, Ray on 6393), one cluster per fault-tolerance mode. With
+--supervised every host's PID 1 is systemd and each node runs as the user unit sage-ray.service (issue 30), so a
+fault may be mended by the unit before, or while, the heal's start runs: the same checks must hold. Prints a line
+per cycle, the table, and writes the table into docs/reliability.md between its own markers (one block each for
+plain and supervised hosts). Run as root from the repository root, inside tests/rig/isolated:
 
-    tests/rig/isolated python3 -m bench.soak [--cycles 20] [--modes none,local] [--seed 1] [--out docs/reliability.md]
+    tests/rig/isolated python3 -m bench.soak [--cycles 20] [--modes none,local] [--seed 1] [--supervised]
+        [--out docs/reliability.md]
 
 Exit 1 when any cycle had an anomaly. tests/e2e/test_soak.py runs a short soak: the four faults the soak found
 wanting, once each.
@@ -44,7 +47,13 @@ CONNECT_TIMEOUT = 5
 # What "promptly" means for a status after a fault: the time a healthy status takes is a few seconds; an
 # unreachable host may take ssh.connect_timeout plus a bounded margin (issue 32).
 STATUS_BOUND = CONNECT_TIMEOUT + 15
-BEGIN, END = "<!-- bench.soak: begin -->", "<!-- bench.soak: end -->"
+
+def markers(supervised: bool) -> tuple[str, str]:
+    """The doc's block of plain hosts, or of supervised ones."""
+    name = "bench.soak supervised" if supervised else "bench.soak"
+    return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+
+
 JOB = """\
 import socket
 import ray
@@ -80,12 +89,14 @@ class Cycle:
 
 
 class Soak:
-    def __init__(self, rig: Rig, home: Path, mode: str):
-        self.rig, self.home, self.mode = rig, home, mode
+    def __init__(self, rig: Rig, home: Path, mode: str, supervised: bool = False):
+        self.rig, self.home = rig, home
+        self.mode = f"{mode}, systemd" if supervised else mode  # the table's label
         self.config = home / f"cluster-{mode}.yaml"
         self.config.write_text(sage_config(
-            rig, HEAD, WORKERS, head_port=PORT, dashboard_port=DASHBOARD_PORT, comment=f"bench.soak ({mode})",
+            rig, HEAD, WORKERS, head_port=PORT, dashboard_port=DASHBOARD_PORT, comment=f"bench.soak ({self.mode})",
             head={"fault_tolerance": mode, "temp_dir": TEMP_DIR}, worker={"temp_dir": TEMP_DIR},
+            remote={"supervisor": "systemd" if supervised else "none"},
             ssh={"strict_host_key_checking": "yes", "known_hosts": str(rig.known_hosts_path),
                  "connect_timeout": CONNECT_TIMEOUT}))
         self.job_dir = home / "job"
@@ -226,7 +237,7 @@ class Soak:
             if undo:
                 undo()
         self.heal(c)
-        if fault == "head GCS killed" and self.mode != "none":
+        if fault == "head GCS killed" and not self.mode.startswith("none"):
             c.raylets_kept = self.raylets() == before
             if not c.raylets_kept:
                 c.anomalies.append("a worker's raylet was replaced: the head's store did not keep the workers")
@@ -310,20 +321,24 @@ FAULTS = [*Soak.FAULTS, *Soak.SAGE_FAULTS]
 
 
 def plan(cycles: int, seed: int, faults: list[str] | None = None) -> list[str]:
-    """CYCLES faults drawn at random (seeded: a run can be repeated) from FAULTS or the given ones."""
+    """CYCLES faults in a random order (seeded: a run can be repeated) from FAULTS or the given ones: each of them
+    once where CYCLES allows (a short run of random draws would leave some out), the rest drawn at random."""
     rng = random.Random(seed)
-    return [rng.choice(faults or FAULTS) for _ in range(cycles)]
+    chosen = faults or FAULTS
+    drawn = rng.sample(chosen, min(cycles, len(chosen))) + [rng.choice(chosen) for _ in range(cycles - len(chosen))]
+    rng.shuffle(drawn)
+    return drawn
 
 
-def soak(faults: list[str], modes: list[str], seed: int) -> list[Cycle]:
+def soak(faults: list[str], modes: list[str], seed: int, supervised: bool = False) -> list[Cycle]:
     """The faults in turn on one cluster per mode (a fresh start for each mode, the same rig)."""
     rng = random.Random(seed)
     done: list[Cycle] = []
     with tempfile.TemporaryDirectory(prefix="sage-bench-soak-") as tmp, \
-            Rig(HOSTS, root=rig_root("bench-soak"), first_ip=175) as rig:
+            Rig(HOSTS, root=rig_root("bench-soak"), first_ip=175, systemd=HOSTS if supervised else ()) as rig:
         ensure_env()
         for mode in modes:
-            s = Soak(rig, Path(tmp), mode)
+            s = Soak(rig, Path(tmp), mode, supervised)
             rc, _, _, err = s.sage("cluster", "start")
             if rc != 0:
                 raise RuntimeError(f"the soak's cluster did not start ({mode}): {err[-2000:]}")
@@ -353,16 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="none,local", help="head.fault_tolerance modes, comma-separated")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--faults", default="", help="only these faults, comma-separated (default: all)")
+    ap.add_argument("--supervised", action="store_true", help="hosts whose PID 1 is systemd, each node a user unit")
     ap.add_argument("--out", default="docs/reliability.md", help="the doc to write the table into ('' = none)")
     ap.add_argument("--json", default="", help="write every cycle here")
     args = ap.parse_args(argv)
-    if reason := why_not_available():
+    if reason := why_not_available(systemd=args.supervised):
         log(f"cannot run: {reason}")
         return 2
     chosen = [f for f in args.faults.split(",") if f]
     if unknown := set(chosen) - set(FAULTS):
         ap.error(f"unknown fault(s) {sorted(unknown)}; the faults are: {', '.join(FAULTS)}")
-    cycles = soak(plan(args.cycles, args.seed, chosen), args.modes.split(","), args.seed)
+    cycles = soak(plan(args.cycles, args.seed, chosen), args.modes.split(","), args.seed, args.supervised)
     text = table(cycles)
     found = anomalies(cycles)
     print(text)
@@ -371,11 +387,14 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps([dataclasses.asdict(c) for c in cycles], indent=1))
     if args.out:
         jobs = [c.job for c in cycles if c.job is not None]
+        begin, end = markers(args.supervised)
+        flags = f"--cycles {args.cycles} --modes {args.modes} --seed {args.seed}" + (
+            " --supervised" if args.supervised else "")
         write_doc(Path(args.out), "\n".join([
-            BEGIN, f"### Soak (`python -m bench.soak --cycles {args.cycles} --modes {args.modes} --seed {args.seed}`, "
+            begin, f"### Soak{' of supervised hosts' if args.supervised else ''} (`python -m bench.soak {flags}`, "
                    f"{time.strftime('%Y-%m-%d')})", "", text, "",
             f"Jobs on every node: {sum(jobs)}/{len(jobs)}. Anomalies: {len(found)}.",
-            *(f"- {a}" for a in found), END]), BEGIN, END)
+            *(f"- {a}" for a in found), end]), begin, end)
     return 1 if found else 0
 
 
