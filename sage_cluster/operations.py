@@ -259,22 +259,26 @@ def status(invocation: Invocation, scope: str) -> tuple[Config, RunResult, dict[
     view = report.cluster_view(result) or {}
     add_ray_resources(result, view)
     note_alive_per_host(result, view)
-    alive_ips = {n["node_ip"] for n in view.get("nodes", []) if n.get("alive")}
     healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
     if view.get("nodes") is not None:
-        healthy = healthy and all(h.data.get("node_ip") in alive_ips for h in result.hosts.values())
+        healthy = healthy and all(ray_node.counted(view["nodes"], h.data.get("node_ip"), h.data.get("node_id"))
+                                  for h in result.hosts.values())
     return cfg, result, {"healthy": healthy, "cluster": view}
 
 
 def note_alive_per_host(result: RunResult, view: dict[str, Any]) -> None:
     """Give each host whose Ray runs but that Ray's table lists other than once alive its count and why (issue 32:
-    a node Ray dropped, an old node not dropped yet), so that its own row says it."""
+    a node Ray dropped, an old node not dropped yet, its new raylet not counted yet), so that its own row says it."""
     if view.get("nodes") is None:
         return
     running = {h.data.get("node_ip"): h for h in result.hosts.values()
                if h.data.get("running") and not (h.failed or h.unreachable)}
-    for ip, count in ray_node.alive_per_host(view["nodes"], running).items():
-        running[ip].data.update(ray_alive=count, ray_note=ray_node.alive_count_note(count))
+    counts = ray_node.alive_per_host(view["nodes"], running)
+    for ip, h in running.items():
+        if ip in counts:
+            h.data.update(ray_alive=counts[ip], ray_note=ray_node.alive_count_note(counts[ip]))
+        elif not ray_node.counted(view["nodes"], ip, h.data.get("node_id")):
+            h.data.update(ray_joined=False, ray_note=ray_node.NOT_JOINED_NOTE)
 
 
 # A node's declared resources (ray start options) -> the names Ray reports them under.

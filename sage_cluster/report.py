@@ -62,6 +62,8 @@ def node_rows(result: RunResult) -> list[list[str]]:
             ray = h.state
         elif d.get("ray_alive") == 0:
             ray = "dropped by Ray"  # its raylet runs, but Ray no longer counts it (operations.note_alive_per_host)
+        elif d.get("ray_joined") is False:
+            ray = "not joined yet"  # Ray counts only the node its restarted raylet replaced
         else:
             ray = "running" if d.get("running") else "stopped"
         rows.append([name, d.get("node_type", "?"), ray, d.get("node_ip") or "-", supervisor_text(d), node_resources(d),

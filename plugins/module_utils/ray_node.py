@@ -257,7 +257,8 @@ def state_api_nodes(text):
     """The state API's answer -> sage's node table, or None when there was no usable answer."""
     try:
         rows = json.loads(text)["data"]["result"]["result"]
-        return [{"node_ip": n["node_ip"], "hostname": n.get("node_name"), "alive": n["state"] == "ALIVE",
+        return [{"node_ip": n["node_ip"], "node_id": n.get("node_id"), "hostname": n.get("node_name"),
+                 "alive": n["state"] == "ALIVE",
                  "is_head": n.get("is_head_node", False),
                  "resources": {k: v for k, v in (n.get("resources_total") or {}).items() if not k.startswith("node:")},
                  "labels": {k: v for k, v in (n.get("labels") or {}).items() if not k.startswith("ray.io/")}}
@@ -351,6 +352,8 @@ def node_state(procs, states=None):
     return {
         "running": raylet is not None,
         "node_ip": raylet.get("node_ip_address") if raylet else None,
+        "node_id": raylet.get("node_id") if raylet else None,
+        "raylet_pid": raylet_pid,
         "gcs_address": raylet.get("gcs-address") if raylet else None,
         "gcs_port": int(port) if port.isdigit() else None,
         "pids": sorted(procs),
@@ -621,6 +624,29 @@ def alive_per_host(nodes, ips):
         if n["alive"] and n["node_ip"] in counts:
             counts[n["node_ip"]] += 1
     return {ip: c for ip, c in counts.items() if c != 1}
+
+
+def counted(nodes, node_ip, node_id):
+    """Whether Ray lists this node's running raylet alive: by its node ID where both sides know it (a restarted
+    raylet's old node keeps its IP, and may stay listed alive until Ray's health check drops it), else by its IP."""
+    return any(n["alive"] and (n["node_id"] == node_id if node_id and n.get("node_id") else n["node_ip"] == node_ip)
+               for n in nodes)
+
+
+NOT_JOINED_NOTE = ("Ray does not count this host's running raylet yet, only an old node of it (the raylet was just "
+                   "restarted; Ray drops the old one once its health checks fail): ask again in a few seconds")
+
+
+def process_age(pid, proc="/proc"):
+    """Seconds since process pid started, or None when it is gone."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            ticks = int(f.read().rpartition(")")[2].split()[19])  # field 22, starttime: ticks after boot
+        with open(f"{proc}/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
 def alive_count_note(count):

@@ -361,6 +361,15 @@ sage:
       description: The raylet's node IP address, or null when Ray does not run.
       type: str
       returned: always
+    node_id:
+      description: The running raylet's Ray node ID (hex), or null; status matches it against Ray's alive nodes, since
+        a restarted raylet's old node keeps the IP until Ray drops it.
+      type: str
+      returned: always
+    raylet_pid:
+      description: The raylet's process ID on the node, or null.
+      type: int
+      returned: always
     gcs_address:
       description: The GCS address (ip:port) the raylet is joined to, or null.
       type: str
@@ -468,10 +477,10 @@ from ansible_collections.sage.cluster.plugins.module_utils.node import (
     HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host,
-    cluster_summary, fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing, no_space,
-    node_report, node_state, process_states, ray_drift, ray_processes, redis_args, redis_ping, resource_args,
-    rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, stopped_raylet, terminate, tls_env,
-    tls_paths, tls_refusal, TLS_VARIABLES)
+    cluster_summary, counted, fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing,
+    no_space, node_report, node_state, process_age, process_states, ray_drift, ray_processes, redis_args, redis_ping,
+    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, stopped_raylet,
+    terminate, tls_env, tls_paths, tls_refusal, TLS_VARIABLES)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
@@ -483,7 +492,7 @@ NODES_SNIPPET = r"""
 import json, sys
 from ray._raylet import GcsClient
 nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10).values()
-print(json.dumps([{"node_ip": n.node_manager_address, "hostname": n.node_manager_hostname,
+print(json.dumps([{"node_ip": n.node_manager_address, "node_id": n.node_id.hex(), "hostname": n.node_manager_hostname,
                    "alive": n.state == 0, "is_head": n.is_head_node,
                    "resources": {k: v for k, v in n.resources_total.items() if not k.startswith("node:")},
                    "labels": {k: v for k, v in n.labels.items() if not k.startswith("ray.io/")}}
@@ -526,6 +535,8 @@ def write_file(path, text, mode):
 
 # A worker's raylet that outlived its head reconnects to a healed one within seconds; this long it is given.
 RECONNECT_GRACE = 30
+# A raylet younger than this may still be registering with its GCS (a unit's restart, a start just done): wait for it.
+JOIN_GRACE = 20
 
 
 def current_state():
@@ -668,15 +679,22 @@ class Node:
         if state["gcs_address"] != self.head_address():
             return False
         # A raylet can outlive its head (e.g. after a head restart): ask the head whether it counts this node. With
-        # fault tolerance a healed head takes it back: give it the time to reconnect while it still runs.
-        deadline = time.monotonic() + (RECONNECT_GRACE if self.p["fault_tolerance"] != "none" else 0)
+        # fault tolerance a healed head takes it back: give it the time to reconnect while it still runs; a young
+        # raylet (systemd just restarted it) the time to register.
+        grace = max(RECONNECT_GRACE if self.p["fault_tolerance"] != "none" else 0,
+                    JOIN_GRACE - (process_age(state["raylet_pid"]) or JOIN_GRACE))
+        deadline = time.monotonic() + grace
         while True:
-            nodes, _ = self.cluster_nodes(state)
-            if any(n["alive"] and n["node_ip"] == state["node_ip"] for n in nodes or []):
+            if self.counted_by_ray(state):
                 return True
             if time.monotonic() >= deadline or not current_state()["running"]:
                 return False
             time.sleep(1)
+
+    def counted_by_ray(self, state):
+        """Whether Ray counts this node's running raylet (not an old node of the same IP) alive."""
+        nodes, _ = self.cluster_nodes(state)
+        return counted(nodes or [], state["node_ip"], state["node_id"])
 
     def head_unreachable(self):
         """Why the head's GCS does not accept a connection from here, or None when it does."""
@@ -890,6 +908,9 @@ class Node:
         self.check_executables()
         if why := ray_drift(p["ray_version"], installed_ray(p["python_path"])):
             self.fail(why, kind=RAY_DRIFT)
+        # Under the unit a start on a full disk would not fail: systemd would restart it every few seconds for good.
+        if space := no_space(p["node_type"], p):
+            self.fail(f"ray start not tried under {UNIT}: {space}")
         if p["node_type"] == "worker":
             self.check_head_reachable()
         elif self.prepare_store(state):
@@ -916,7 +937,9 @@ class Node:
         deadline = time.monotonic() + p["timeout"]
         while True:
             state = current_state()
-            if state["running"] and (p["node_type"] == "worker" or state["gcs_port"] == p["head_port"]):
+            # A worker is up once Ray counts its new raylet: until then Ray may count only the node it replaced.
+            if state["running"] and (self.counted_by_ray(state) if p["node_type"] == "worker"
+                                     else state["gcs_port"] == p["head_port"]):
                 return state
             why = self.head_unreachable() if p["node_type"] == "worker" else None
             if why is None and time.monotonic() > deadline:

@@ -101,8 +101,8 @@ def test_return_documents_the_sage_dict_the_playbooks_and_runner_read() -> None:
     assert report["deploy"] == {"revision": "abc", "install_ok": True, "stale": False}
     assert report["declared"] == {"num_cpus": 2} and report["log"] == ["x"] and report["running"]
     worker = logic.node_report({"node_type": "worker"}, logic.node_state({}))
-    assert set(worker) == {"running", "node_ip", "gcs_address", "gcs_port", "pids", "raylet_state", "node_type",
-                          "declared"}
+    assert set(worker) == {"running", "node_ip", "node_id", "gcs_address", "gcs_port", "pids", "raylet_pid",
+                          "raylet_state", "node_type", "declared"}
 
 
 ROLE_TASK = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage.cluster.sage_ray_node"]
@@ -147,7 +147,7 @@ def fake_proc(tmp_path: Path, table: dict[int, list[str]]) -> Path:
 
 
 RAYLET = ["/env/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--node_ip_address=10.0.0.5",
-          "--gcs-address=10.0.0.1:6379", "--other"]
+          "--gcs-address=10.0.0.1:6379", "--node_id=ab12", "--other"]
 GCS = ["/env/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server", "--gcs_server_port=6379"]
 TABLE = {
     101: RAYLET,
@@ -170,11 +170,26 @@ def test_ray_processes_are_this_users_ray_and_nothing_else(tmp_path: Path) -> No
 
 def test_node_state() -> None:
     head = logic.node_state({101: RAYLET, 102: GCS})
-    assert head == {"running": True, "node_ip": "10.0.0.5", "gcs_address": "10.0.0.1:6379", "gcs_port": 6379,
-                    "pids": [101, 102], "raylet_state": None}
+    assert head == {"running": True, "node_ip": "10.0.0.5", "node_id": "ab12", "gcs_address": "10.0.0.1:6379",
+                    "gcs_port": 6379, "pids": [101, 102], "raylet_pid": 101, "raylet_state": None}
     leftover = logic.node_state({104: ["ray::IDLE"]})  # a worker process without its raylet: Ray is not running
-    assert leftover == {"running": False, "node_ip": None, "gcs_address": None, "gcs_port": None, "pids": [104],
-                        "raylet_state": None}
+    assert leftover == {"running": False, "node_ip": None, "node_id": None, "gcs_address": None, "gcs_port": None,
+                        "pids": [104], "raylet_pid": None, "raylet_state": None}
+
+
+def test_ray_counts_a_node_by_its_raylets_id_not_by_an_old_node_of_the_same_ip() -> None:
+    old = {"node_ip": "10.0.0.5", "node_id": "old1", "alive": True}
+    new = {"node_ip": "10.0.0.5", "node_id": "new2", "alive": True}
+    assert not logic.counted([old], "10.0.0.5", "new2")  # the restarted raylet has not registered yet
+    assert logic.counted([old, new], "10.0.0.5", "new2")
+    assert not logic.counted([old, dict(new, alive=False)], "10.0.0.5", "new2")
+    assert logic.counted([old], "10.0.0.5", None)  # no ID known (an older probe): by the IP, as before
+    assert not logic.counted([old], "10.0.0.6", None)
+
+
+def test_process_age_reads_proc(tmp_path) -> None:
+    assert 0 <= logic.process_age(os.getpid()) < 3600
+    assert logic.process_age(999_999_999) is None
 
 
 def test_process_states_read_proc_and_a_stopped_raylet_is_named(tmp_path) -> None:
@@ -328,7 +343,7 @@ def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_st
     logic = ray_node
     seen = {}
     answer = {"data": {"result": {"result": [
-        {"node_ip": "10.0.0.1", "node_name": "h", "state": "ALIVE", "is_head_node": True,
+        {"node_ip": "10.0.0.1", "node_id": "id1", "node_name": "h", "state": "ALIVE", "is_head_node": True,
          "resources_total": {"CPU": 2.0, "node:10.0.0.1": 1.0}, "labels": {"ray.io/node_id": "x", "zone": "a"}},
         {"node_ip": "10.0.0.2", "node_name": "w", "state": "DEAD", "resources_total": {"CPU": 4.0}}]}}}
 
@@ -357,10 +372,10 @@ def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_st
     assert seen == {"path": "/api/v0/nodes?limit=10000", "auth": "Bearer s3cret-token"}
     nodes = logic.state_api_nodes(out)
     assert nodes == [
-        {"node_ip": "10.0.0.1", "hostname": "h", "alive": True, "is_head": True, "resources": {"CPU": 2.0},
-         "labels": {"zone": "a"}},
-        {"node_ip": "10.0.0.2", "hostname": "w", "alive": False, "is_head": False, "resources": {"CPU": 4.0},
-         "labels": {}}]
+        {"node_ip": "10.0.0.1", "node_id": "id1", "hostname": "h", "alive": True, "is_head": True,
+         "resources": {"CPU": 2.0}, "labels": {"zone": "a"}},
+        {"node_ip": "10.0.0.2", "node_id": None, "hostname": "w", "alive": False, "is_head": False,
+         "resources": {"CPU": 4.0}, "labels": {}}]
     # No dashboard there, or no such Python: no table (the module then asks Ray's GCS), and the command succeeds.
     for python in (sys.executable, "/nonexistent/python"):
         out = subprocess.run(["sh", "-c", logic.state_api_command(python, shlex.quote)], input=ask,
