@@ -90,7 +90,7 @@ class Cycle:
 
 class Soak:
     def __init__(self, rig: Rig, home: Path, mode: str, supervised: bool = False):
-        self.rig, self.home = rig, home
+        self.rig, self.home, self.fault_tolerance = rig, home, mode
         self.mode = f"{mode}, systemd" if supervised else mode  # the table's label
         self.config = home / f"cluster-{mode}.yaml"
         self.config.write_text(sage_config(
@@ -237,7 +237,7 @@ class Soak:
             if undo:
                 undo()
         self.heal(c)
-        if fault == "head GCS killed" and not self.mode.startswith("none"):
+        if fault == "head GCS killed" and self.fault_tolerance != "none":
             c.raylets_kept = self.raylets() == before
             if not c.raylets_kept:
                 c.anomalies.append("a worker's raylet was replaced: the head's store did not keep the workers")

@@ -258,27 +258,29 @@ def status(invocation: Invocation, scope: str) -> tuple[Config, RunResult, dict[
     result = empty_worker_result(cfg, scope) or run(cfg, invocation, "status.yml", "status", limit=GROUPS[scope])
     view = report.cluster_view(result) or {}
     add_ray_resources(result, view)
-    note_alive_per_host(result, view)
-    healthy = result.ok and all(h.data.get("running") for h in result.hosts.values())
-    if view.get("nodes") is not None:
-        healthy = healthy and all(ray_node.counted(view["nodes"], h.data.get("node_ip"), h.data.get("node_id"))
-                                  for h in result.hosts.values())
+    counted = note_alive_per_host(result, view)
+    healthy = result.ok and all(h.data.get("running") for h in result.hosts.values()) and counted
     return cfg, result, {"healthy": healthy, "cluster": view}
 
 
-def note_alive_per_host(result: RunResult, view: dict[str, Any]) -> None:
+def note_alive_per_host(result: RunResult, view: dict[str, Any]) -> bool:
     """Give each host whose Ray runs but that Ray's table lists other than once alive its count and why (issue 32:
-    a node Ray dropped, an old node not dropped yet, its new raylet not counted yet), so that its own row says it."""
+    a node Ray dropped, an old node not dropped yet, its new raylet not counted yet), so that its own row says it.
+    Whether Ray counts the running raylet of each of those hosts (True when there is no table to ask)."""
     if view.get("nodes") is None:
-        return
+        return True
     running = {h.data.get("node_ip"): h for h in result.hosts.values()
                if h.data.get("running") and not (h.failed or h.unreachable)}
     counts = ray_node.alive_per_host(view["nodes"], running)
+    every = True
     for ip, h in running.items():
+        mine = ray_node.counted(view["nodes"], ip, h.data.get("node_id"))
+        every = every and mine
         if ip in counts:
             h.data.update(ray_alive=counts[ip], ray_note=ray_node.alive_count_note(counts[ip]))
-        elif not ray_node.counted(view["nodes"], ip, h.data.get("node_id")):
+        elif not mine:
             h.data.update(ray_joined=False, ray_note=ray_node.NOT_JOINED_NOTE)
+    return every
 
 
 # A node's declared resources (ray start options) -> the names Ray reports them under.

@@ -681,8 +681,9 @@ class Node:
         # A raylet can outlive its head (e.g. after a head restart): ask the head whether it counts this node. With
         # fault tolerance a healed head takes it back: give it the time to reconnect while it still runs; a young
         # raylet (systemd just restarted it) the time to register.
+        age = process_age(state["raylet_pid"])
         grace = max(RECONNECT_GRACE if self.p["fault_tolerance"] != "none" else 0,
-                    JOIN_GRACE - (process_age(state["raylet_pid"]) or JOIN_GRACE))
+                    JOIN_GRACE - age if age is not None else 0)
         deadline = time.monotonic() + grace
         while True:
             if self.counted_by_ray(state):
