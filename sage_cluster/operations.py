@@ -13,7 +13,7 @@ from typing import Any
 
 from ansible_collections.sage.cluster.plugins.plugin_utils import config as cfgmod
 from ansible_collections.sage.cluster.plugins.plugin_utils.config import Config, ConfigError, Endpoint
-from ansible_collections.sage.cluster.plugins.plugin_utils.security import tls_enabled, token_enabled, token_path
+from ansible_collections.sage.cluster.plugins.plugin_utils.security import tls_enabled, token_enabled
 
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node, sage_env, supervisor
 from sage_cluster import config_edit, report, security, source
@@ -190,10 +190,13 @@ def tls_client_env(invocation: Invocation) -> dict[str, str]:
     cfg = tls_config(invocation)
     ca = security.tls_ca()
     key, cert = ca.client()
-    variables = ray_node.tls_env(str(ca.dir / "ca.crt"), str(cert), str(key))
-    # Ray turns token auth on by itself when it finds a token file: say which, or that it is off.
-    variables.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path())} if token_enabled(cfg)
-                     else {"RAY_AUTH_MODE": "disabled"})
+    variables = ray_node.tls_env(str(ca.cert_path), str(cert), str(key))
+    # Ray turns token auth on by itself when it finds a token file: say which (made now if no start made it yet,
+    # so the path named is a file the next start uses too), or that it is off.
+    if token_enabled(cfg):
+        variables.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(security.token_file())})
+    else:
+        variables["RAY_AUTH_MODE"] = "disabled"
     return variables
 
 

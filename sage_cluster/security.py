@@ -19,12 +19,18 @@ from ansible_collections.sage.cluster.plugins.plugin_utils.security import (chec
 def prepare_controller(cfg: Config) -> None:
     """Make what a playbook run needs on this machine: the token file (when auth is on) and the known_hosts dir."""
     if token_enabled(cfg):
-        ray_token.ensure_token(token_path())
+        token_file()
     if tls_enabled(cfg):
         tls_ca()
     check_redis_password_file(cfg)
     # ssh will not create the file's directory, and then silently learns no key at all.
     Path(cfg["ssh"]["known_hosts"]).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def token_file() -> Path:
+    """The Ray auth token's file, made first when no run has made it yet."""
+    ray_token.ensure_token(token_path())
+    return token_path()
 
 
 def read_token() -> str:

@@ -66,6 +66,10 @@ class CA:
         self.key, self.cert, self.dir = key, cert, directory
 
     @property
+    def cert_path(self) -> Path:
+        return self.dir / CA_CERT
+
+    @property
     def cert_pem(self) -> str:
         return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 

@@ -277,7 +277,10 @@ def test_tls_a_client_without_a_cert_is_refused_and_sages_lines_let_one_here_in(
     assert shell.splitlines()[0] == "export RAY_USE_TLS=1" and "BEGIN" not in shell
     client = subprocess.run([f"{DEFAULT_ENV}/bin/python", "-c", CONNECT.format(address=f"ray://{head}:10001")],
                             env={**s.env(), **variables}, capture_output=True, text=True, timeout=180)
-    assert "ALIVE 3" in client.stdout, (client.stdout, client.stderr[-2000:])
+    if "ALIVE 3" not in client.stdout:
+        # Ray's client server on the head says why its per-client server did not start.
+        logs = rig.ssh(HEAD, ["sh", "-c", "tail -n 40 /tmp/*/session_latest/logs/ray_client_server*"], check=False)
+        pytest.fail(f"{client.stdout}\n{client.stderr[-2000:]}\n--- the head's client server logs:\n{logs.stdout}")
 
 
 def test_tls_a_worker_with_another_cas_cert_fails_in_one_line_naming_it_and_a_start_heals_it(cluster, tmp_path):

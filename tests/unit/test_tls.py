@@ -6,6 +6,7 @@ import socket
 import ssl
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 from ansible_collections.sage.cluster.plugins.module_utils import ray_node
@@ -132,3 +133,17 @@ def test_one_pem_file_with_the_cas_cert_and_key_serves_as_the_ca_and_is_never_ma
     bundle.write_text(ca.cert_pem)  # the key left out
     with pytest.raises(tls.CAError, match=r"cannot read the cluster's CA in .*bundle.pem"):
         tls.ensure_ca(bundle)
+
+
+def test_tls_env_on_a_new_machine_names_files_that_exist(sage, tmp_path):
+    """Before any start: the client's cert and key, the CA's cert and the token file it names are there, private
+    ones of mode 0600."""
+    sage.config = tmp_path / "c.yaml"
+    sage.config.write_text("security:\n  tls: on\n")
+    code, variables = sage.json("cluster", "tls", "env")
+    assert code == 0, variables
+    for name in ("RAY_TLS_CA_CERT", "RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_AUTH_TOKEN_PATH"):
+        assert Path(variables[name]).is_file(), (name, variables)
+    for name in ("RAY_TLS_SERVER_KEY", "RAY_AUTH_TOKEN_PATH"):
+        assert stat.S_IMODE(Path(variables[name]).stat().st_mode) == 0o600, name
+    assert variables["RAY_AUTH_MODE"] == "token"
