@@ -21,6 +21,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -275,12 +276,19 @@ def test_tls_a_client_without_a_cert_is_refused_and_sages_lines_let_one_here_in(
     assert code == 0 and variables["RAY_USE_TLS"] == "1", variables
     shell = s("cluster", "tls", "env", check=True).stdout
     assert shell.splitlines()[0] == "export RAY_USE_TLS=1" and "BEGIN" not in shell
-    client = subprocess.run([f"{DEFAULT_ENV}/bin/python", "-c", CONNECT.format(address=f"ray://{head}:10001")],
-                            env={**s.env(), **variables}, capture_output=True, text=True, timeout=180)
-    if "ALIVE 3" not in client.stdout:
-        # Ray's client server on the head says why its per-client server did not start.
+    for attempt in (1, 2):
+        client = subprocess.run([f"{DEFAULT_ENV}/bin/python", "-c", CONNECT.format(address=f"ray://{head}:10001")],
+                                env={**s.env(), **variables}, capture_output=True, text=True, timeout=180)
+        if "ALIVE 3" in client.stdout:
+            break
+        # Ray's proxy on the head says why its per-client server did not start. Once in CI (of many runs) it did not,
+        # which a TLS or token mistake does not cause (those fail the handshake, every time): a user tries again.
         logs = rig.ssh(HEAD, ["sh", "-c", "tail -n 40 /tmp/*/session_latest/logs/ray_client_server*"], check=False)
-        pytest.fail(f"{client.stdout}\n{client.stderr[-2000:]}\n--- the head's client server logs:\n{logs.stdout}")
+        said = f"{client.stdout}\n{client.stderr[-1500:]}\n--- the head's client server logs:\n{logs.stdout}"
+        if attempt == 2 or "Starting Ray client server failed" not in client.stderr:
+            pytest.fail(said)
+        # In CI's summary: a retry that passed is still seen.
+        warnings.warn(f"Ray Client tried again after: {said}", stacklevel=1)
 
 
 def test_tls_a_worker_with_another_cas_cert_fails_in_one_line_naming_it_and_a_start_heals_it(cluster, tmp_path):
