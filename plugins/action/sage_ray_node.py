@@ -162,7 +162,7 @@ class ActionModule(ProbedAction):
             return None
         answer = {"changed": False, "sage": report}
         if why := (logic.head_without_gcs(params["node_type"], report, params.get("fault_tolerance"))
-                   or logic.stopped_raylet(report) or supervisor.unit_without_ray(report["supervisor"], report)):
+                   or logic.raylet_not_working(report) or supervisor.unit_without_ray(report["supervisor"], report)):
             answer.update(failed=True, msg=why)
         return answer
 
@@ -171,10 +171,11 @@ class ActionModule(ProbedAction):
         record_path = params.get("deploy_record")
         head_view = params["cluster_view"]
         auto = detect_env.AUTO in (params.get("python_path"), params.get("ray_command"))
-        out = self.shell(logic.probe_command(record_path or "/dev/null", shlex.quote, detected=auto))
+        out = self.shell(logic.probe_command(record_path or "/dev/null", shlex.quote, detected=auto,
+                                             python_path=params.get("python_path")))
         if out is None:
             return None
-        procs, record, cached, states, facts = logic.parse_probe(out)
+        procs, record, cached, states, facts, health = logic.parse_probe(out)
         if auto:
             # What the module found here, while it still exists; else the module finds it again.
             if "python_path" not in cached or cached.get("asked") != params.get("conda_env"):
@@ -182,7 +183,7 @@ class ActionModule(ProbedAction):
             found = detect_env.resolve(params["python_path"], params["ray_command"], params.get("conda_env"),
                                        lambda: cached)
             params = dict(params, python_path=found["python_path"], ray_command=found["ray_command"])
-        report = logic.node_report(params, logic.node_state(procs, states), record if record_path else None,
+        report = logic.node_report(params, logic.node_state(procs, states, health), record if record_path else None,
                                    supervisor=supervisor.describe(params.get("supervisor"), facts))
         if head_view and report["running"] and not logic.head_without_gcs(params["node_type"], report):
             ask = logic.state_api_input(params["dashboard_host"], params["dashboard_port"], params.get("auth_token"))

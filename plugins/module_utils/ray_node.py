@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 
+from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUTO
 from ansible_collections.sage.cluster.plugins.module_utils.node import ENV_RECORD
 from ansible_collections.sage.cluster.plugins.module_utils.remote_shell import shell_path
 from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
@@ -209,8 +210,10 @@ def node_report(params, state, record=None, **extra):
 # table) is then asked for Ray's node table (state_api_command). Only paths are put in, quoted; the dashboard's
 # URL and the token come on stdin. A process is one line: its pid, its state (the letter after the command name
 # in /proc/PID/stat, read by shell builtins: no process more per process), its arguments separated by \x1f (US).
-PROCESS_TABLE = ("for d in /proc/[0-9]*; do [ -O \"$d\" ] && { read -r st < \"$d/stat\"; s=${st##*) }; "
+# $r collects the raylets the kernel runs (not stopped: T, t), for HEALTH_SNIPPET.
+PROCESS_TABLE = ("r=; for d in /proc/[0-9]*; do [ -O \"$d\" ] && { read -r st < \"$d/stat\"; s=${st##*) }; "
                  "printf '%s %s ' \"${d#/proc/}\" \"${s%% *}\"; "
+                 "case $st in *' (raylet) '[!Tt]*) r=\"$r ${d#/proc/}\";; esac; "
                  "tr '\\000\\n' '\\037 ' < \"$d/cmdline\"; echo; }; done 2>/dev/null; ")
 PROBE_SEPARATOR = "--- sage deploy record"
 ENV_SEPARATOR = "--- sage detected env"
@@ -280,13 +283,95 @@ SUPERVISOR_PROBE = (f"echo; echo '{SUPERVISOR_SEPARATOR}'; read -r c < /proc/1/c
                     + f"[ -f {SYSTEM_UNIT_PATH} ] && {{ echo {UNIT_FACTS['system']}=yes; systemctl show " + _SHOW)
 
 
-def probe_command(record_path, quote, detected=False):
-    """detected: also print the cached finding of `auto` paths (node.ENV_RECORD) while its Python exists."""
+# Whether each raylet the kernel runs answers the gRPC health check Ray's GCS sends it, on the ports it listens on
+# (/proc), with the TLS files of its own environment. /proc alone calls a raylet whose cgroup is frozen (docker pause,
+# systemctl freeze) or that hangs in the kernel (state D) running, and Ray counts it alive for about a minute more.
+# Run with the node's Ray Python (grpc is Ray's); prints "PID yes" or "PID no WHY" a raylet, nothing without grpc.
+HEALTH_SEPARATOR = "--- sage raylet health"
+HEALTH_TIMEOUT = 3
+HEALTH_SNIPPET = r"""
+import os, socket, sys
+try:
+    import grpc
+except ImportError:
+    sys.exit(0)
+
+def listening(pid):
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            inodes.add(os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1])
+        except OSError:
+            pass
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        if not os.path.exists(f"/proc/{pid}/net/{table}"):  # IPv6 off
+            continue
+        for line in open(f"/proc/{pid}/net/{table}").read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                address, port = fields[1].split(":")
+                raw = b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, len(address), 8))
+                host = socket.inet_ntop(family, raw)
+                if raw.strip(b"\0") == b"":
+                    host = "127.0.0.1"
+                elif family == socket.AF_INET6:
+                    host = host[7:] if host.startswith("::ffff:") and "." in host else f"[{host}]"
+                yield f"{host}:{int(port, 16)}"
+
+def answers(pid, timeout):
+    env = dict(v.split("=", 1) for v in open(f"/proc/{pid}/environ").read().split("\0") if "=" in v)
+    read = lambda name: open(env[name], "rb").read()
+    creds = (grpc.ssl_channel_credentials(read("RAY_TLS_CA_CERT"), read("RAY_TLS_SERVER_KEY"),
+                                          read("RAY_TLS_SERVER_CERT"))
+             if env.get("RAY_USE_TLS", "0").lower() in ("1", "true") else None)
+    for target in listening(pid):
+        channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+        port = target.rsplit(":", 1)[1]
+        try:
+            # HealthCheckResponse{status: SERVING}, as protobuf bytes (no generated code needed for one field).
+            serving = channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=timeout) == b"\x08\x01"
+            return "yes" if serving else f"no it says it is not serving, on its port {port}"
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                return "yes"  # it answered, if only to refuse the call
+            return f"no no answer on its port {port} ({exc.code().name.lower()})"
+        finally:
+            channel.close()
+    return None
+
+for pid in sys.argv[2:]:
+    try:
+        said = answers(pid, float(sys.argv[1]))
+    except (OSError, KeyError, ValueError):
+        said = None
+    if said:
+        print(pid, said)
+"""
+
+
+def probe_command(record_path, quote, detected=False, python_path=None):
+    """detected: also print the cached finding of `auto` paths (node.ENV_RECORD) while its Python exists;
+    python_path: the node's Ray Python, for HEALTH_SNIPPET (`auto`: the cached finding's)."""
     path = shell_path(record_path, quote)
     command = PROCESS_TABLE + f"echo '{PROBE_SEPARATOR}'; cat -- {path} 2>/dev/null; "
     if detected:
         command += CACHED_PYTHON + f"echo; echo '{ENV_SEPARATOR}'; [ -x \"$py\" ] && cat -- {shell_path(ENV_RECORD)}; "
-    return command + SUPERVISOR_PROBE + "exit 0"
+    command += SUPERVISOR_PROBE
+    if python_path:
+        python = '"$py"' if python_path == AUTO else shell_path(python_path, quote)
+        command += (f"echo; echo '{HEALTH_SEPARATOR}'; [ -n \"$r\" ] && {python} -I -c "
+                    f"{quote(HEALTH_SNIPPET)} {HEALTH_TIMEOUT} $r 2>/dev/null; ")
+    return command + "exit 0"
+
+
+def parse_health(text):
+    """HEALTH_SNIPPET's output -> {pid: None when it answers, else why not}."""
+    said = {}
+    for line in text.splitlines():
+        pid, _, answer = line.strip().partition(" ")
+        if pid.isdigit() and answer.startswith(("yes", "no ")):
+            said[int(pid)] = None if answer == "yes" else answer[3:]
+    return said
 
 
 def parse_supervisor(text):
@@ -318,11 +403,12 @@ def _json_dict(text):
 def parse_probe(stdout):
     """The probe's output -> (this user's Ray processes {pid: argv}, the deploy record, the cached finding of
     detected paths ({} when none, or its Python is gone), the processes' states {pid: letter}, the supervisor's
-    facts (parse_supervisor))."""
+    facts (parse_supervisor), the raylets' health (parse_health))."""
     # A separator counts only as a line of its own: the probe's own shell is in the table, its command line too.
     # Run without stdin (a worker's), the command gets a tty from Ansible's ssh (-tt): lines end in \r\n then.
     procs_text, _, rest = ("\n" + stdout.replace("\r\n", "\n")).partition(f"\n{PROBE_SEPARATOR}\n")
     rest, _, supervisor_text = rest.partition(f"\n{SUPERVISOR_SEPARATOR}\n")
+    supervisor_text, _, health_text = supervisor_text.partition(f"\n{HEALTH_SEPARATOR}\n")
     record_text, _, env_text = rest.partition(f"\n{ENV_SEPARATOR}\n")
     table, states = {}, {}
     for line in procs_text.splitlines():
@@ -331,7 +417,8 @@ def parse_probe(stdout):
         if pid.isdigit():
             table[int(pid)] = cmdline.rstrip("\x1f").split("\x1f")
             states[int(pid)] = letter
-    return ray_of(table), _json_dict(record_text), _json_dict(env_text), states, parse_supervisor(supervisor_text)
+    return (ray_of(table), _json_dict(record_text), _json_dict(env_text), states, parse_supervisor(supervisor_text),
+            parse_health(health_text))
 
 
 def options_of(procs, name):
@@ -342,9 +429,10 @@ def options_of(procs, name):
     return None
 
 
-def node_state(procs, states=None):
+def node_state(procs, states=None, health=None):
     """What runs here, from the process table: the raylet (this node's Ray) and, on a head, the gcs_server;
-    states: the processes' /proc states {pid: letter}, when read (the status probe), for stopped_raylet."""
+    states: the processes' /proc states {pid: letter}, health: the raylets' answers (parse_health), when read (the
+    status probe), for raylet_not_working."""
     raylet = options_of(procs, "raylet")
     gcs = options_of(procs, "gcs_server")
     port = (gcs or {}).get("gcs_server_port", "")
@@ -358,6 +446,8 @@ def node_state(procs, states=None):
         "gcs_port": int(port) if port.isdigit() else None,
         "pids": sorted(procs),
         "raylet_state": (states or {}).get(raylet_pid),
+        "raylet_answers": None if raylet_pid not in (health or {}) else health[raylet_pid] is None,
+        "raylet_health": (health or {}).get(raylet_pid),
     }
 
 
@@ -378,13 +468,22 @@ def process_states(pids, proc="/proc"):
     return states
 
 
-def stopped_raylet(state):
-    """Why a node whose raylet is there is not working all the same (the kernel does not run it), or None.
+def raylet_not_working(state):
+    """Why a node whose raylet is there is not working all the same (the kernel does not run it, or it does not
+    answer Ray's health check), or None.
 
     Ray's own health check takes about a minute to drop such a node, and counts it alive until then."""
-    if state["running"] and state.get("raylet_state") in STOPPED_STATES:
+    if not state["running"]:
+        return None
+    if state.get("raylet_state") in STOPPED_STATES:
         return ("this node's raylet is stopped (/proc state T: SIGSTOP or a debugger): it runs no "
                 "task and Ray drops the node within about a minute. Fix: `kill -CONT` it, or `sage cluster restart`")
+    if state.get("raylet_answers") is False:
+        return (f"this node's raylet (pid {state['raylet_pid']}, /proc state {state.get('raylet_state') or '?'}) "
+                f"does not answer Ray's health check within {HEALTH_TIMEOUT} s ({state['raylet_health']}): it is "
+                "frozen (a frozen cgroup: docker pause, systemctl freeze) or hangs in the kernel (state D), and Ray "
+                "drops the node within about a minute. Fix: thaw it or find what it waits on, then `sage cluster "
+                "restart` if it still does not answer")
     return None
 
 

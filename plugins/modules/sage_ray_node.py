@@ -383,6 +383,16 @@ sage:
         it; null when the module answers or no raylet runs.
       type: str
       returned: always
+    raylet_answers:
+      description: Whether the raylet answered the gRPC health check Ray's GCS sends it (on a port it listens on, with
+        its own TLS files), as the status probe asks it; null when not asked (the module answers, no raylet runs, it
+        is stopped, or the node's Python has no grpc). false fails the status row.
+      type: bool
+      returned: always
+    raylet_health:
+      description: Why the raylet did not answer the health check (its port and gRPC's status code), else null.
+      type: str
+      returned: always
     pids:
       description: This user's Ray processes on the node.
       type: list
@@ -479,7 +489,7 @@ from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
     ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host,
     cluster_summary, counted, fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing,
     no_space, node_report, node_state, process_age, process_states, ray_drift, ray_processes, redis_args, redis_ping,
-    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, stopped_raylet,
+    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, raylet_not_working,
     terminate, tls_env, tls_paths, tls_refusal, TLS_VARIABLES)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
@@ -672,7 +682,7 @@ class Node:
 
     def joined(self, state):
         """Whether this node's running Ray belongs to the configured cluster (a stopped raylet works for none)."""
-        if not state["running"] or stopped_raylet(state):
+        if not state["running"] or raylet_not_working(state):
             return False
         if self.p["node_type"] == "head":
             return state["gcs_port"] == self.p["head_port"]
@@ -859,7 +869,7 @@ class Node:
         if self.p["node_type"] == "worker":
             self.check_head_reachable()
             if state["pids"]:
-                what = ("its raylet was stopped (SIGSTOP or a debugger)" if stopped_raylet(state)
+                what = ("its raylet was stopped (SIGSTOP or a debugger)" if raylet_not_working(state)
                         else "its Ray was not part of the cluster (a new head does not know it)" if state["running"]
                         else "its raylet had died (what was left of its Ray ended)")
                 self.notes.append(f"{what}: restarted, its tasks and actors lost")

@@ -3,8 +3,11 @@ head's row and the footer with fault_tolerance local. One cluster (head + 2 work
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +55,7 @@ def status(s: Sage) -> tuple[int, dict, float]:
     return code, data, time.monotonic() - began
 
 
-def test_a_stopped_raylet_is_a_failed_row_naming_its_host_at_once(running, frig):
+def test_a_raylet_not_working_is_a_failed_row_naming_its_host_at_once(running, frig):
     pid = raylet(frig, WORKERS[0])
     frig.ssh(WORKERS[0], ["kill", "-STOP", pid])
     try:
@@ -72,6 +75,63 @@ def test_a_stopped_raylet_is_a_failed_row_naming_its_host_at_once(running, frig)
         assert status(running)[0] == 0
     finally:
         frig.ssh(WORKERS[0], ["kill", "-CONT", pid], check=False)
+
+
+def host_pid(rig, name: str) -> int:
+    """The raylet of rig host `name` as this machine numbers it (the rig's hosts have PID namespaces of their own)."""
+    option = f"--node_ip_address={rig.host(name).ip}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and os.path.basename(argv[0]) == b"raylet" and option in argv:
+            return int(proc.name)
+    raise AssertionError(f"no raylet of {name} on this machine")
+
+
+@contextmanager
+def frozen(pid: int):
+    """The process frozen by a cgroup freezer, as `docker pause` or `systemctl freeze` do; thawed and put back after."""
+    v1 = Path("/sys/fs/cgroup/freezer")
+    v2 = Path("/sys/fs/cgroup")
+    if v1.is_dir():
+        state, freeze, thaw = "freezer.state", "FROZEN", "THAWED"
+        home = v1 / next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                         if line.split(":")[1] == "freezer").lstrip("/")
+    elif (v2 / "cgroup.freeze").exists() or (v2 / "cgroup.controllers").exists():
+        state, freeze, thaw = "cgroup.freeze", "1", "0"
+        home = v2 / Path(f"/proc/{pid}/cgroup").read_text().split("::", 1)[1].strip().lstrip("/")
+    else:
+        pytest.fail("this machine has no cgroup freezer (v1 or v2) to freeze a raylet with")
+    group = home / f"sage-test-frozen-{pid}"
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        (group / state).write_text(freeze)
+        yield
+    finally:
+        (group / state).write_text(thaw)
+        (home / "cgroup.procs").write_text(str(pid))
+        group.rmdir()
+
+
+def test_a_frozen_raylet_that_proc_calls_running_fails_its_row_by_its_health_check(running, frig):
+    """A raylet whose cgroup is frozen is in /proc state D, not T: only asking it shows it does not work."""
+    pid = host_pid(frig, WORKERS[1])
+    with frozen(pid):
+        code, data, took = status(running)
+        print(f"status with a frozen raylet: {took:.1f} s")
+        row = data["hosts"][WORKERS[1]]
+        assert code == 1 and took < STATUS_SECONDS, data
+        assert row["result"] == "failed" and "does not answer Ray's health check" in row["error"], row
+        assert row["raylet_answers"] is False and row["raylet_state"] != "T", row
+        others = [data["hosts"][h] for h in (HEAD, WORKERS[0])]
+        assert all(h["result"] == "ok" and h["raylet_answers"] for h in others), data
+    # Thawed, it answers again: the same raylet, and status passes.
+    code, data, _ = status(running)
+    assert code == 0 and data["hosts"][WORKERS[1]]["raylet_answers"] is True, data
+    assert host_pid(frig, WORKERS[1]) == pid
 
 
 def test_after_a_heal_each_host_has_one_alive_node_or_says_why(running, frig):

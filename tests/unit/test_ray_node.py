@@ -102,7 +102,7 @@ def test_return_documents_the_sage_dict_the_playbooks_and_runner_read() -> None:
     assert report["declared"] == {"num_cpus": 2} and report["log"] == ["x"] and report["running"]
     worker = logic.node_report({"node_type": "worker"}, logic.node_state({}))
     assert set(worker) == {"running", "node_ip", "node_id", "gcs_address", "gcs_port", "pids", "raylet_pid",
-                          "raylet_state", "node_type", "declared"}
+                          "raylet_state", "raylet_answers", "raylet_health", "node_type", "declared"}
 
 
 ROLE_TASK = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())[0]["sage.cluster.sage_ray_node"]
@@ -171,10 +171,12 @@ def test_ray_processes_are_this_users_ray_and_nothing_else(tmp_path: Path) -> No
 def test_node_state() -> None:
     head = logic.node_state({101: RAYLET, 102: GCS})
     assert head == {"running": True, "node_ip": "10.0.0.5", "node_id": "ab12", "gcs_address": "10.0.0.1:6379",
-                    "gcs_port": 6379, "pids": [101, 102], "raylet_pid": 101, "raylet_state": None}
+                    "gcs_port": 6379, "pids": [101, 102], "raylet_pid": 101, "raylet_state": None,
+                    "raylet_answers": None, "raylet_health": None}
     leftover = logic.node_state({104: ["ray::IDLE"]})  # a worker process without its raylet: Ray is not running
     assert leftover == {"running": False, "node_ip": None, "node_id": None, "gcs_address": None, "gcs_port": None,
-                        "pids": [104], "raylet_pid": None, "raylet_state": None}
+                        "pids": [104], "raylet_pid": None, "raylet_state": None, "raylet_answers": None,
+                        "raylet_health": None}
 
 
 def test_ray_counts_a_node_by_its_raylets_id_not_by_an_old_node_of_the_same_ip() -> None:
@@ -192,14 +194,14 @@ def test_process_age_reads_proc(tmp_path) -> None:
     assert logic.process_age(999_999_999) is None
 
 
-def test_process_states_read_proc_and_a_stopped_raylet_is_named(tmp_path) -> None:
+def test_process_states_read_proc_and_a_raylet_not_working_is_named(tmp_path) -> None:
     for pid, stat in ((101, "101 (raylet) T 1 101"), (102, "102 (gcs (odd) name) S 1 102")):
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "stat").write_text(stat + " 0 0\n")
     states = logic.process_states([101, 102, 103], proc=str(tmp_path))  # 103 is gone
     assert states == {101: "T", 102: "S"}
-    assert "raylet is stopped" in logic.stopped_raylet(logic.node_state({101: RAYLET, 102: GCS}, states))
-    assert logic.stopped_raylet(logic.node_state({101: RAYLET}, {101: "S"})) is None
+    assert "raylet is stopped" in logic.raylet_not_working(logic.node_state({101: RAYLET, 102: GCS}, states))
+    assert logic.raylet_not_working(logic.node_state({101: RAYLET}, {101: "S"})) is None
 
 
 def test_a_head_whose_gcs_is_gone_is_down_and_a_worker_is_not_judged_by_it() -> None:
@@ -293,14 +295,19 @@ def test_cluster_summary_counts_alive_nodes_only() -> None:
     assert logic.cluster_summary(nodes) == {"alive": 2, "nodes": nodes, "resources": {"CPU": 3.0, "memory": 4.0}}
 
 
+def fake_raylet(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
+    """A process whose name is raylet, holding raylet-like options."""
+    raylet = tmp_path / "raylet"
+    raylet.write_bytes(Path(os.path.realpath("/usr/bin/python3")).read_bytes())
+    raylet.chmod(0o755)
+    return raylet, subprocess.Popen([str(raylet), "-c", "import time; time.sleep(60)", "--node_ip_address=10.9.8.7",
+                                     "--gcs-address=10.9.8.1:6379"])
+
+
 def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path: Path) -> None:
     """The worker status probe (no module on the node) runs its one shell command as a node would, in POSIX sh."""
     logic = ray_node
-    raylet = tmp_path / "raylet"  # a process whose name is raylet, holding raylet-like options
-    raylet.write_bytes(Path(os.path.realpath("/usr/bin/python3")).read_bytes())
-    raylet.chmod(0o755)
-    proc = subprocess.Popen([str(raylet), "-c", "import time; time.sleep(60)", "--node_ip_address=10.9.8.7",
-                             "--gcs-address=10.9.8.1:6379"])
+    raylet, proc = fake_raylet(tmp_path)
     try:
         home = tmp_path / "home"
         (home / ".sage").mkdir(parents=True)
@@ -308,7 +315,7 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         command = logic.probe_command("~/.sage/deploy.json", shlex.quote)
         out = subprocess.run(["dash", "-c", command], capture_output=True, text=True,
                              env={**os.environ, "HOME": str(home)}, check=True).stdout
-        procs, record, _, _, _ = logic.parse_probe(out)
+        procs, record, _, _, _, _ = logic.parse_probe(out)
         # One Ray detector: the probe's view of this process is the module's own, read from /proc.
         assert procs[proc.pid] == logic.ray_processes()[proc.pid] == [str(raylet), "-c", "import time; time.sleep(60)",
                                                                       "--node_ip_address=10.9.8.7",
@@ -323,19 +330,52 @@ def test_the_status_probe_finds_this_users_raylet_and_the_deploy_record(tmp_path
         assert logic.parse_probe(out.replace("\n", "\r\n"))[1] == record == {"revision": "abc123",
                                                                              "install": {"ok": False}}
         # Issue 32, finding 1: a raylet the kernel stops (SIGSTOP) is there, but not working.
-        assert logic.stopped_raylet(logic.node_state(procs, logic.parse_probe(out)[3])) is None
+        assert logic.raylet_not_working(logic.node_state(procs, logic.parse_probe(out)[3])) is None
         proc.send_signal(signal.SIGSTOP)
         time.sleep(0.2)
         out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, check=True).stdout
-        procs, _, _, states, _ = logic.parse_probe(out)
-        why = logic.stopped_raylet(logic.node_state(procs, states))
+        procs, _, _, states, _, _ = logic.parse_probe(out)
+        why = logic.raylet_not_working(logic.node_state(procs, states))
         assert states[proc.pid] == "T" and why.startswith("this node's raylet is stopped")
-        assert logic.stopped_raylet(logic.node_state(procs)) is None  # the module's view: no states read
+        assert logic.raylet_not_working(logic.node_state(procs)) is None  # the module's view: no states read
     finally:
         proc.kill()
         proc.wait()
     # A record path is quoted into the command, never interpreted by the shell.
     assert "cat -- '/x/$(reboot)' " in logic.probe_command("/x/$(reboot)", shlex.quote)
+
+
+def test_the_probe_asks_each_running_raylet_for_its_health_and_a_silent_one_fails_the_row(tmp_path: Path) -> None:
+    """The probe hands the raylets the kernel runs (not a stopped one: /proc says enough) to the node's Python, whose
+    answer names the one that does not answer. A stand-in Python answers here; the e2e test freezes a real raylet."""
+    logic = ray_node
+    python = tmp_path / "python with space"
+    python.write_text('#!/bin/sh\nshift 4\nfor pid; do echo "$pid no no answer on its port 4242 (deadline_exceeded)"; '
+                      'done\n')
+    python.chmod(0o755)
+    _, proc = fake_raylet(tmp_path)
+    try:
+        time.sleep(0.2)
+        command = logic.probe_command("/dev/null", shlex.quote, python_path=str(python))
+
+        def probe():
+            out = subprocess.run(["dash", "-c", command], capture_output=True, text=True, check=True).stdout
+            procs, _, _, states, _, health = logic.parse_probe(out)
+            return logic.node_state(procs, states, health)
+
+        state = probe()
+        assert state["raylet_answers"] is False and "port 4242" in state["raylet_health"]
+        why = logic.raylet_not_working(state)
+        assert why.startswith(f"this node's raylet (pid {proc.pid}, /proc state S) does not answer"), why
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)
+        state = probe()
+        assert state["raylet_answers"] is None and "raylet is stopped" in logic.raylet_not_working(state)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert logic.parse_health("12 yes\r\n13 no no answer (unavailable)\nnoise\n") == {12: None,
+                                                                                         13: "no answer (unavailable)"}
 
 
 def test_the_head_probe_reads_rays_table_from_the_dashboard_with_the_token_on_stdin(tmp_path: Path) -> None:
@@ -396,7 +436,7 @@ def test_the_head_is_asked_for_its_table_only_while_its_gcs_runs() -> None:
 def test_a_zombie_or_another_process_is_not_ray_for_the_probe_either() -> None:
     out = ("101 S " + "\x1f".join(RAYLET) + "\x1f\n106 Z \n105 S /usr/bin/python3\x1fserver.py\x1f\n"
            f"{logic.PROBE_SEPARATOR}\n")
-    procs, record, _, _, _ = logic.parse_probe(out)
+    procs, record, _, _, _, _ = logic.parse_probe(out)
     assert procs == {101: RAYLET} and record == {}
 
 
