@@ -359,9 +359,13 @@ def probe_command(record_path, quote, detected=False, python_path=None):
     command += SUPERVISOR_PROBE
     if python_path:
         python = '"$py"' if python_path == AUTO else shell_path(python_path, quote)
-        command += (f"echo; echo '{HEALTH_SEPARATOR}'; [ -n \"$r\" ] && {python} -I -c "
-                    f"{quote(HEALTH_SNIPPET)} {HEALTH_TIMEOUT} $r 2>/dev/null; ")
+        snippet = " ".join(map(quote, health_argv(python_path, [])[1:]))
+        command += f"echo; echo '{HEALTH_SEPARATOR}'; [ -n \"$r\" ] && {python} {snippet} $r 2>/dev/null; "
     return command + "exit 0"
+
+
+def health_argv(python_path, pids):
+    return [python_path, "-I", "-c", HEALTH_SNIPPET, str(HEALTH_TIMEOUT), *map(str, pids)]
 
 
 def parse_health(text):

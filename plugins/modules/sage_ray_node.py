@@ -486,11 +486,11 @@ from ansible_collections.sage.cluster.plugins.module_utils.detect_env import AUT
 from ansible_collections.sage.cluster.plugins.module_utils.node import (
     HEAD_STARTED, RAY_DRIFT, port_free, read_json, run_logged, tail, telling_line, versions)
 from ansible_collections.sage.cluster.plugins.module_utils.ray_node import (
-    ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, alive_count_note, alive_per_host,
-    cluster_summary, counted, fault_tolerance_env, free_space, head_without_gcs, log_file, nearest_existing,
-    no_space, node_report, node_state, process_age, process_states, ray_drift, ray_processes, redis_args, redis_ping,
-    resource_args, rocksdb_path, start_argv, state_api_argv, state_api_input, state_api_nodes, raylet_not_working,
-    terminate, tls_env, tls_paths, tls_refusal, TLS_VARIABLES)
+    ARGUMENT_RULES, ARGUMENT_SPEC, OLD_NODE_GRACE, PYTHON_MATCH_ENV, STOPPED_STATES, alive_count_note,
+    alive_per_host, cluster_summary, counted, fault_tolerance_env, free_space, head_without_gcs, health_argv, log_file,
+    nearest_existing, no_space, node_report, node_state, parse_health, process_age, process_states, ray_drift,
+    ray_processes, raylet_not_working, redis_args, redis_ping, resource_args, rocksdb_path, start_argv, state_api_argv,
+    state_api_input, state_api_nodes, terminate, tls_env, tls_paths, tls_refusal, TLS_VARIABLES)
 from ansible_collections.sage.cluster.plugins.module_utils.sage_env import (
     env_prefix, installed_ray, node_env, unwritable)
 from ansible_collections.sage.cluster.plugins.module_utils.supervisor import (
@@ -549,9 +549,9 @@ RECONNECT_GRACE = 30
 JOIN_GRACE = 20
 
 
-def current_state():
+def current_state(health=None):
     procs = ray_processes()
-    return node_state(procs, process_states(procs))
+    return node_state(procs, process_states(procs), health)
 
 
 class Node:
@@ -853,6 +853,12 @@ class Node:
 
     def start(self, state):
         self.need_paths()
+        if state["running"] and state["raylet_state"] not in STOPPED_STATES:
+            # Ray may count a raylet that does not answer (frozen, hung in the kernel) for a minute: not started. It
+            # cannot be replaced either (a frozen process does not die): say so.
+            ok, out = self.run(health_argv(self.p["python_path"], [state["raylet_pid"]]))
+            if why := raylet_not_working(current_state(parse_health(out) if ok else {})):
+                self.fail(why)
         kind, facts = self.choose_supervisor()
         for scope, key in UNIT_FACTS.items():  # a unit of the kind not chosen goes first: never Ray twice
             if facts[key] is not None and scope != kind:
