@@ -386,7 +386,8 @@ sage:
     raylet_answers:
       description: Whether the raylet answered the gRPC health check Ray's GCS sends it (on a port it listens on, with
         its own TLS files), as the status probe asks it; null when not asked (the module answers, no raylet runs, it
-        is stopped, or the node's Python has no grpc). false fails the status row.
+        is stopped, or the node's Python has no grpc). false fails the status row. A start asks too, and fails the
+        host with the reason in C(msg) when it does not answer.
       type: bool
       returned: always
     raylet_health:
