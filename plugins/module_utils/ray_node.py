@@ -283,18 +283,19 @@ SUPERVISOR_PROBE = (f"echo; echo '{SUPERVISOR_SEPARATOR}'; read -r c < /proc/1/c
                     + f"[ -f {SYSTEM_UNIT_PATH} ] && {{ echo {UNIT_FACTS['system']}=yes; systemctl show " + _SHOW)
 
 
-# Whether each raylet the kernel runs answers the gRPC health check Ray's GCS sends it, on the ports it listens on
-# (/proc), with the TLS files of its own environment. /proc alone calls a raylet whose cgroup is frozen (docker pause,
-# systemctl freeze) or that hangs in the kernel (state D) running, and Ray counts it alive for about a minute more.
-# Run with the node's Ray Python (grpc is Ray's); prints "PID yes" or "PID no WHY" a raylet, nothing without grpc.
+# What a gRPC client sends first (HTTP/2's preface and an empty SETTINGS frame): a server that refused the client's
+# certificate answers it with TLS's alert, one that took it with its own SETTINGS.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+# Whether each raylet the kernel runs answers on its gRPC ports (those /proc shows it listening on): its SETTINGS
+# frame back for the preface, through TLS with the files of its own environment where it runs with TLS. /proc alone
+# calls a raylet whose cgroup is frozen (docker pause, systemctl freeze) or that hangs in the kernel (state D)
+# running, and Ray counts it alive for about a minute more. The standard library only (-I -S: a fourth of what
+# importing grpc costs, on every node of every status); prints "PID yes" or "PID no WHY" a raylet.
 HEALTH_SEPARATOR = "--- sage raylet health"
 HEALTH_TIMEOUT = 3
 HEALTH_SNIPPET = r"""
-import os, socket, sys
-try:
-    import grpc
-except ImportError:
-    sys.exit(0)
+import os, socket, ssl, sys
 
 def listening(pid):
     inodes = set()
@@ -314,29 +315,28 @@ def listening(pid):
                 host = socket.inet_ntop(family, raw)
                 if raw.strip(b"\0") == b"":
                     host = "127.0.0.1"
-                elif family == socket.AF_INET6:
-                    host = host[7:] if host.startswith("::ffff:") and "." in host else f"[{host}]"
-                yield f"{host}:{int(port, 16)}"
+                elif host.startswith("::ffff:") and "." in host:
+                    host = host[7:]
+                yield host, int(port, 16)
 
 def answers(pid, timeout):
     env = dict(v.split("=", 1) for v in open(f"/proc/{pid}/environ").read().split("\0") if "=" in v)
-    read = lambda name: open(env[name], "rb").read()
-    creds = (grpc.ssl_channel_credentials(read("RAY_TLS_CA_CERT"), read("RAY_TLS_SERVER_KEY"),
-                                          read("RAY_TLS_SERVER_CERT"))
-             if env.get("RAY_USE_TLS", "0").lower() in ("1", "true") else None)
-    for target in listening(pid):
-        channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
-        port = target.rsplit(":", 1)[1]
+    for host, port in listening(pid):
         try:
-            # HealthCheckResponse{status: SERVING}, as protobuf bytes (no generated code needed for one field).
-            serving = channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=timeout) == b"\x08\x01"
-            return "yes" if serving else f"no it says it is not serving, on its port {port}"
-        except grpc.RpcError as exc:
-            if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                return "yes"  # it answered, if only to refuse the call
-            return f"no no answer on its port {port} ({exc.code().name.lower()})"
-        finally:
-            channel.close()
+            with socket.create_connection((host, port), timeout=timeout) as conn:
+                if env.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                    context = ssl.create_default_context(cafile=env["RAY_TLS_CA_CERT"])
+                    context.load_cert_chain(env["RAY_TLS_SERVER_CERT"], env["RAY_TLS_SERVER_KEY"])
+                    context.set_alpn_protocols(["h2"])
+                    conn = context.wrap_socket(conn, server_hostname=host)
+                conn.sendall(PREFACE)
+                frame = conn.recv(9)
+        except ssl.SSLError:
+            return "yes"  # it answered, if only to refuse the handshake
+        except OSError as exc:
+            why = "timed out" if isinstance(exc, socket.timeout) else exc.strerror or str(exc)
+            return f"no no answer on its gRPC port {port} ({why})"
+        return "yes" if frame[3:4] == b"\x04" else f"no its port {port} did not answer as a gRPC server"
     return None
 
 for pid in sys.argv[2:]:
@@ -346,7 +346,7 @@ for pid in sys.argv[2:]:
         said = None
     if said:
         print(pid, said)
-"""
+""".replace("PREFACE)", f"{H2_PREFACE!r})")
 
 
 def probe_command(record_path, quote, detected=False, python_path=None):
@@ -365,7 +365,7 @@ def probe_command(record_path, quote, detected=False, python_path=None):
 
 
 def health_argv(python_path, pids):
-    return [python_path, "-I", "-c", HEALTH_SNIPPET, str(HEALTH_TIMEOUT), *map(str, pids)]
+    return [python_path, "-I", "-S", "-c", HEALTH_SNIPPET, str(HEALTH_TIMEOUT), *map(str, pids)]
 
 
 def parse_health(text):
@@ -484,7 +484,7 @@ def raylet_not_working(state):
                 "task and Ray drops the node within about a minute. Fix: `kill -CONT` it, or `sage cluster restart`")
     if state.get("raylet_answers") is False:
         return (f"this node's raylet (pid {state['raylet_pid']}, /proc state {state.get('raylet_state') or '?'}) "
-                f"does not answer Ray's health check within {HEALTH_TIMEOUT} s ({state['raylet_health']}): it is "
+                f"does not answer within {HEALTH_TIMEOUT} s ({state['raylet_health']}): it is "
                 "frozen (a frozen cgroup: docker pause, systemctl freeze) or hangs in the kernel (state D), and Ray "
                 "drops the node within about a minute. Fix: thaw it or find what it waits on, then `sage cluster "
                 "restart` if it still does not answer")
@@ -576,9 +576,6 @@ def tls_env(ca, cert, key):
     return {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": cert, "RAY_TLS_SERVER_KEY": key, "RAY_TLS_CA_CERT": ca}
 
 
-# What a gRPC client sends first (HTTP/2's preface and an empty SETTINGS frame): a server that refused the client's
-# certificate answers it with TLS's alert, one that took it with its own SETTINGS.
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 def tls_refusal(host, port, paths, timeout=5.0):

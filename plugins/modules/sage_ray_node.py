@@ -384,14 +384,14 @@ sage:
       type: str
       returned: always
     raylet_answers:
-      description: Whether the raylet answered the gRPC health check Ray's GCS sends it (on a port it listens on, with
-        its own TLS files), as the status probe asks it; null when not asked (the module answers, no raylet runs, it
-        is stopped, or the node's Python has no grpc). false fails the status row. A start asks too, and fails the
+      description: Whether the raylet's gRPC server answered HTTP/2's preface (on a port it listens on, through TLS
+        with its own files where it runs with TLS), as the status probe asks it; null when not asked (the module
+        answers, no raylet runs, or it is stopped). false fails the status row. A start asks too, and fails the
         host with the reason in C(msg) when it does not answer.
       type: bool
       returned: always
     raylet_health:
-      description: Why the raylet did not answer the health check (its port and gRPC's status code), else null.
+      description: Why the raylet did not answer (its port, and a timeout or the socket's error), else null.
       type: str
       returned: always
     pids:

@@ -350,7 +350,7 @@ def test_the_probe_asks_each_running_raylet_for_its_health_and_a_silent_one_fail
     answer names the one that does not answer. A stand-in Python answers here; the e2e test freezes a real raylet."""
     logic = ray_node
     python = tmp_path / "python with space"
-    python.write_text('#!/bin/sh\nshift 4\nfor pid; do echo "$pid no no answer on its port 4242 (deadline_exceeded)"; '
+    python.write_text('#!/bin/sh\nshift 5\nfor pid; do echo "$pid no no answer on its port 4242 (timed out)"; '
                       'done\n')
     python.chmod(0o755)
     _, proc = fake_raylet(tmp_path)
