@@ -576,8 +576,6 @@ def tls_env(ca, cert, key):
     return {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": cert, "RAY_TLS_SERVER_KEY": key, "RAY_TLS_CA_CERT": ca}
 
 
-
-
 def tls_refusal(host, port, paths, timeout=5.0):
     """Why a mutual TLS session with the gRPC server at host:port fails with the TLS files `paths` (tls_paths), in
     words naming the side that refused; None when it works, or when the server cannot be reached at all (that is
